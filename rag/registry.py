@@ -1,0 +1,130 @@
+"""Components registered by kind and name, so pipelines round-trip through YAML and JSON.
+
+A component is a class with a pydantic `Config`; its spec is `{"type": name, **config}`. Specs of
+nested components (a stage's retriever, a retriever's encoder) are plain dicts inside the outer
+config, so the whole pipeline serializes as one tree. Heavy components (generators, encoders) are
+shared: building the same spec twice in a process returns the same object, so one vLLM engine
+serves every stage, every pipeline and every test in a session.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from rag.errors import ConfigError
+
+# Kind -> modules whose import registers that kind's built-in components.
+_KIND_MODULES: dict[str, tuple[str, ...]] = {
+    "stage": ("rag.retrievers.stage", "rag.prompts", "rag.generators.stage"),
+    "generator": ("rag.generators",),
+    "encoder": ("rag.encoders",),
+    "retriever": ("rag.retrievers",),
+    "chunker": ("rag.chunkers",),
+}
+_SHARED_KINDS = {"generator", "encoder"}
+
+_REGISTRY: dict[str, dict[str, type[Component]]] = {}
+_SHARED: dict[str, Component] = {}
+
+C = TypeVar("C", bound="type[Component]")
+
+
+class ComponentConfig(BaseModel):
+    """Base of component configs: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class Component:
+    """Base of everything a pipeline file can name.
+
+    Subclasses set `kind`, get a `name` from `@register`, and declare a nested `Config`
+    (a `ComponentConfig`). Constructors take the config's fields as keyword arguments; a field
+    holding a nested component accepts either the component or its spec.
+    """
+
+    kind: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+
+    class Config(ComponentConfig):
+        pass
+
+    config: BaseModel
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.config = validate_config(type(self), kwargs)
+
+    def spec(self) -> dict[str, Any]:
+        """The dict that `build(kind, spec)` turns back into an equivalent component."""
+        return {"type": self.name, **self.config.model_dump(mode="json")}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+
+def register(kind: str, name: str) -> Callable[[C], C]:
+    """Class decorator: make `cls` buildable as `{"type": name}` where a `kind` is expected."""
+
+    def wrap(cls: C) -> C:
+        known = _REGISTRY.setdefault(kind, {})
+        if name in known and known[name] is not cls:
+            raise ConfigError(f"{kind} type {name!r} is already registered by {known[name]}")
+        cls.kind, cls.name = kind, name
+        known[name] = cls
+        return cls
+
+    return wrap
+
+
+def registered(kind: str) -> dict[str, type[Component]]:
+    """All component classes of one kind, by name (importing the built-in ones first)."""
+    modules = _KIND_MODULES.get(kind)
+    if modules is None:
+        raise ConfigError(f"unknown component kind {kind!r}; known: {sorted(_KIND_MODULES)}")
+    for module in modules:
+        importlib.import_module(module)
+    return dict(_REGISTRY.get(kind, {}))
+
+
+def validate_config(cls: type[Component], values: dict[str, Any]) -> BaseModel:
+    """Validate `values` into `cls.Config`, naming the component and the field on failure."""
+    try:
+        return cls.Config.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(config)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid config for {cls.kind} {cls.name!r}: {problems}") from None
+
+
+def build(kind: str, spec: Component | dict[str, Any] | str) -> Any:
+    """Turn a spec (or a bare type name) into a component of `kind`; pass components through."""
+    if isinstance(spec, Component):
+        if spec.kind != kind:
+            raise ConfigError(f"expected a {kind}, got the {spec.kind} {spec.name!r}")
+        return spec
+    if isinstance(spec, str):
+        spec = {"type": spec}
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ConfigError(f"a {kind} spec must be a mapping with a 'type' key, got {spec!r}")
+    classes = registered(kind)
+    options = dict(spec)
+    type_name = options.pop("type")
+    if type_name not in classes:
+        raise ConfigError(f"unknown {kind} type {type_name!r}; known: {', '.join(sorted(classes))}")
+    key = ""
+    if kind in _SHARED_KINDS:
+        key = kind + json.dumps(spec, sort_keys=True, default=str)
+        if key in _SHARED:
+            return _SHARED[key]
+    validate_config(classes[type_name], options)  # named errors before any heavy work starts
+    component = classes[type_name](**options)
+    if key:
+        _SHARED[key] = component
+    return component

@@ -1,0 +1,76 @@
+"""The retriever interface, and the index-folder manifest every persistent retriever writes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rag.errors import IndexLoadError
+from rag.registry import Component
+from rag.storage import atomic_path, atomic_write_json, load_json
+from rag.types import Chunk, Hit
+
+MANIFEST = "manifest.json"
+CHUNKS = "chunks.jsonl"
+
+
+class Retriever(Component):
+    """Base of retrievers: `index`/`add` chunks, `search` a batch of queries, `save`/`load`."""
+
+    kind = "retriever"
+
+    def add(self, chunks: Sequence[Chunk], progress: bool = False) -> None:
+        raise NotImplementedError
+
+    def index(self, chunks: Sequence[Chunk], progress: bool = False) -> None:
+        """Replace the contents with `chunks`."""
+        raise NotImplementedError
+
+    def search(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> None:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+
+def write_manifest(folder: Path, fmt: str, info: dict[str, Any]) -> None:
+    """Written last by `save`, so a folder with a manifest holds complete files."""
+    atomic_write_json(folder / MANIFEST, {"format": fmt, **info})
+
+
+def read_manifest(folder: str | Path, fmt: str) -> dict[str, Any]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise IndexLoadError(f"index folder not found: {folder}")
+    manifest = load_json(folder / MANIFEST, "index manifest")
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise IndexLoadError(f"{folder / MANIFEST}: expected a {fmt!r} index, found {found!r}")
+    return manifest
+
+
+def save_chunks(path: Path, chunks: Sequence[Chunk]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
+        for chunk in chunks:
+            fh.write(chunk.model_dump_json() + "\n")
+
+
+def load_chunks(path: Path, expected: int) -> list[Chunk]:
+    if not path.is_file():
+        raise IndexLoadError(f"chunk file not found: {path}")
+    chunks = []
+    with open(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            try:
+                chunks.append(Chunk.model_validate_json(line))
+            except ValueError as exc:
+                raise IndexLoadError(f"{path}:{lineno}: not a valid chunk: {exc}") from None
+    if len(chunks) != expected:
+        raise IndexLoadError(
+            f"{path} holds {len(chunks)} chunks but the manifest says {expected} (truncated?)"
+        )
+    return chunks

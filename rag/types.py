@@ -1,0 +1,170 @@
+"""Typed values that flow through a pipeline.
+
+Plain pydantic models with no behaviour beyond validation, so that every stage, the server and the
+evaluation harness agree on one vocabulary. This module imports nothing from the rest of `rag`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Role = Literal["system", "user", "assistant"]
+
+
+class Document(BaseModel):
+    """A source text as it was read from a corpus."""
+
+    id: str
+    text: str
+    title: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Chunk(BaseModel):
+    """A span of one document: `document.text[start:end] == text`."""
+
+    id: str
+    doc_id: str
+    text: str
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+    title: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _span_is_ordered(self) -> Chunk:
+        if self.end < self.start:
+            raise ValueError(f"chunk {self.id!r}: end {self.end} is before start {self.start}")
+        return self
+
+
+class Hit(BaseModel):
+    """A chunk returned by a retriever or reranker, with the score that ranked it."""
+
+    chunk: Chunk
+    score: float
+    retriever: str
+    scores: dict[str, float] = Field(
+        default_factory=dict, description="Earlier scores of this hit, by the stage that gave them."
+    )
+
+
+class Demo(BaseModel):
+    """An in-context demonstration: an input and its gold output."""
+
+    id: str
+    input: str
+    output: str
+    score: float | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Message(BaseModel):
+    role: Role
+    content: str
+
+
+class Prompt(BaseModel):
+    """What a generator reads: chat messages (rendered with the model's template) or raw text."""
+
+    messages: list[Message] | None = None
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Prompt:
+        if (self.messages is None) == (self.text is None):
+            raise ValueError("a Prompt holds either `messages` or `text`, not both or neither")
+        if self.messages is not None and not self.messages:
+            raise ValueError("a Prompt's `messages` must not be empty")
+        return self
+
+    @classmethod
+    def chat(cls, user: str, system: str | None = None) -> Prompt:
+        messages = [Message(role="system", content=system)] if system else []
+        messages.append(Message(role="user", content=user))
+        return cls(messages=messages)
+
+
+class SamplingParams(BaseModel):
+    """Decoding settings shared by every generator backend."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    n: int = Field(default=1, ge=1)
+    stop: list[str] = Field(default_factory=list)
+    seed: int | None = None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+        )
+
+
+class Completion(BaseModel):
+    """One sampled continuation."""
+
+    text: str
+    token_ids: list[int] = Field(default_factory=list)
+    logprob: float | None = Field(default=None, description="Sum of the sampled tokens' log-probs.")
+    finish_reason: str | None = None
+
+
+class Generation(BaseModel):
+    """All completions for one prompt, with the prompt's token count."""
+
+    completions: list[Completion]
+    usage: Usage
+
+    @property
+    def text(self) -> str:
+        return self.completions[0].text
+
+
+class Citation(BaseModel):
+    """A passage an answer refers to, by its number in the prompt."""
+
+    number: int
+    chunk_id: str
+    doc_id: str
+    title: str = ""
+    inferred: bool = Field(
+        default=False, description="True when found by word overlap, not cited by the model."
+    )
+
+
+class StageTrace(BaseModel):
+    """What one stage did for one query: wall time of its batch and the sizes it wrote."""
+
+    stage: str
+    seconds: float
+    batch_size: int
+    sizes: dict[str, int] = Field(default_factory=dict)
+    info: dict[str, Any] = Field(default_factory=dict)
+
+
+class Answer(BaseModel):
+    """The result of a pipeline run for one query."""
+
+    query: str
+    text: str
+    citations: list[Citation] = Field(default_factory=list)
+    sources: list[Citation] = Field(
+        default_factory=list, description="Every passage the prompt showed, cited or not."
+    )
+    usage: Usage = Field(default_factory=Usage)
+    trace: list[StageTrace] = Field(default_factory=list)
