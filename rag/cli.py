@@ -61,7 +61,7 @@ def ask(
     questions: Annotated[list[str], typer.Argument(help="One or more questions.")],
     model: Annotated[str, typer.Option(help="Generator model: tiny, bench, a folder or a GGUF.")] = "tiny",
     backend: Annotated[str, typer.Option(help="vllm or transformers.")] = "vllm",
-    k: Annotated[int, typer.Option(help="Passages to retrieve per question.")] = 5,
+    k: Annotated[int, typer.Option(help="Passages to retrieve per question.")] = 3,
     max_tokens: Annotated[int, typer.Option(help="Answer length limit in tokens.")] = 128,
 ) -> None:
     """Answer questions from an index with the naive RAG pipeline, citing the passages used."""

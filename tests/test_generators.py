@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from rag.errors import RagError
+from rag.generators import OpenAIGenerator
+from rag.generators.openai import OpenAIError
+from rag.types import Prompt, SamplingParams
+
+CAPITAL = Prompt.chat("What is the capital of France? Answer in one sentence.")
+# vLLM's CPU kernels and transformers' eager float32 differ in summation order only.
+SCORE_TOLERANCE = 2e-2
+
+
+@pytest.fixture(params=["vllm_tiny", "hf_tiny"])
+def generator(request):
+    return request.getfixturevalue(request.param)
+
+
+def test_generate_answers_a_chat_prompt(generator):
+    [out] = generator.generate([CAPITAL], SamplingParams(max_tokens=24))
+    assert "Paris" in out.text
+    assert out.usage.prompt_tokens == len(generator.prompt_ids(CAPITAL))
+    assert 0 < out.usage.completion_tokens <= 24
+    assert out.completions[0].logprob is not None and out.completions[0].logprob <= 0
+
+
+def test_generate_respects_n_stop_and_max_tokens(generator):
+    params = SamplingParams(max_tokens=12, temperature=1.0, n=3, seed=1, stop=["Paris"])
+    [out] = generator.generate([CAPITAL], params)
+    assert len(out.completions) == 3
+    assert all("Paris" not in c.text for c in out.completions)
+    assert all(len(c.token_ids) <= 12 for c in out.completions)
+
+
+def test_score_prefers_the_true_continuation(generator):
+    prompt = "The capital of France is"
+    good, bad = generator.score([prompt, prompt], [" Paris.", " Sandwich."])
+    assert len(good) == len(generator.continuation_ids(" Paris."))
+    assert sum(good) > sum(bad)
+    with pytest.raises(RagError, match="one continuation per prompt"):
+        generator.score([prompt], [" a", " b"])
+
+
+def test_vllm_and_transformers_scores_agree(vllm_tiny, hf_tiny):
+    prompts = [CAPITAL, "Once upon a time", "def add(a, b):"]
+    continuations = [" The capital of France is Paris.", " there was a princess.", "\n    return a + b"]
+    fast = vllm_tiny.score(prompts, continuations)
+    reference = hf_tiny.score(prompts, continuations)
+    for a, b in zip(fast, reference):
+        assert len(a) == len(b)
+        assert max(abs(x - y) for x, y in zip(a, b)) < SCORE_TOLERANCE
+
+
+def test_vllm_refuses_a_prompt_longer_than_its_window(vllm_tiny):
+    with pytest.raises(RagError, match="max_model_len"):
+        vllm_tiny.generate(["word " * 5000])
+
+
+# ---- OpenAI-compatible client, against a scripted transport -------------------------------
+
+
+def scripted(responses):
+    """A transport answering each request with the next (status, body); records the requests."""
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.path, json.loads(request.content)))
+        status, body = responses[min(len(seen) - 1, len(responses) - 1)]
+        return httpx.Response(status, json=body)
+
+    return httpx.MockTransport(handler), seen
+
+
+CHAT_OK = {"choices": [{"message": {"content": "Paris."}, "finish_reason": "stop"}],
+           "usage": {"prompt_tokens": 9, "completion_tokens": 2}}
+
+
+def test_openai_chat_request_and_response(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    transport, seen = scripted([(200, CHAT_OK)])
+    gen = OpenAIGenerator(transport=transport, model="m", base_url="http://x/v1")
+    [out] = gen.generate([CAPITAL], SamplingParams(max_tokens=5, stop=["\n"]))
+    assert out.text == "Paris." and out.usage.prompt_tokens == 9
+    path, body = seen[0]
+    assert path == "/v1/chat/completions"
+    assert body["messages"][-1]["content"].startswith("What is the capital")
+    assert body["max_tokens"] == 5 and body["stop"] == ["\n"]
+    assert gen.client.headers["authorization"] == "Bearer sk-test"
+
+
+def test_openai_retries_transient_errors_then_succeeds():
+    transport, seen = scripted([(503, {"error": "busy"}), (429, {}), (200, CHAT_OK)])
+    gen = OpenAIGenerator(transport=transport, model="m", backoff=0.0)
+    assert gen.generate([CAPITAL])[0].text == "Paris."
+    assert len(seen) == 3
+
+
+def test_openai_fails_fast_on_a_client_error_and_gives_up_after_retries():
+    transport, seen = scripted([(400, {"error": {"message": "bad max_tokens"}})])
+    gen = OpenAIGenerator(transport=transport, model="m", backoff=0.0)
+    with pytest.raises(OpenAIError, match="400.*bad max_tokens"):
+        gen.generate([CAPITAL])
+    assert len(seen) == 1
+    transport, seen = scripted([(500, {})])
+    gen = OpenAIGenerator(transport=transport, model="m", backoff=0.0, max_retries=2)
+    with pytest.raises(OpenAIError, match="500"):
+        gen.generate(["hi"])
+    assert len(seen) == 3
+
+
+def test_openai_score_reads_echoed_logprobs_after_the_prompt():
+    body = {"choices": [{"logprobs": {
+        "tokens": ["The", " sky", " is", " blue", "."],
+        "token_logprobs": [None, -3.0, -1.0, -0.5, -7.0],
+        "text_offset": [0, 3, 7, 10, 15],
+    }}]}
+    transport, seen = scripted([(200, body)])
+    gen = OpenAIGenerator(transport=transport, model="m")
+    assert gen.score(["The sky is"], [" blue"]) == [[-0.5]]
+    assert seen[0][1]["echo"] is True and seen[0][1]["prompt"] == "The sky is blue"
+    with pytest.raises(RagError, match="text prompts"):
+        gen.score([CAPITAL], [" Paris"])
