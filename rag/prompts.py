@@ -55,7 +55,11 @@ def cite(text: str, sources: list[Citation], hits: list[Hit]) -> list[Citation]:
     answer_words = _content_words(text)
     by_chunk = {s.chunk_id: s for s in sources}
     overlaps = [  # in retrieval rank order, so ties go to the better-ranked passage
-        (len(answer_words & _content_words(f"{h.chunk.title} {h.chunk.text}")), by_chunk[h.chunk.id])
+        (
+            len(answer_words & _content_words(f"{h.chunk.title} {h.chunk.text}"))
+            + len(answer_words & _content_words(h.chunk.title)),  # a named title counts twice
+            by_chunk[h.chunk.id],
+        )
         for h in hits
         if h.chunk.id in by_chunk
     ]

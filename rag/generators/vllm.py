@@ -7,6 +7,7 @@ pipeline can be built and validated without paying vLLM's start-up.
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Sequence
 from functools import cached_property
@@ -24,6 +25,12 @@ def _on_gpu() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _shutdown(llm: Any) -> None:
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None:
+        core.shutdown()
 
 
 @register("generator", "vllm")
@@ -78,7 +85,11 @@ class VLLMGenerator(LocalGenerator):
         if gpu:
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
         kwargs.update(cfg.engine_args)
-        return LLM(**kwargs)
+        llm = LLM(**kwargs)
+        # The registry keeps shared engines alive until exit, when multiprocessing would wait
+        # forever for the engine process: shut it down first (atexit runs last-in, first-out).
+        atexit.register(_shutdown, llm)
+        return llm
 
     def _check_length(self, ids: list[int], reserve: int) -> None:
         if not ids:

@@ -1,0 +1,47 @@
+"""Helpers every benchmark uses: provenance in each result file, and a printed table."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of `rows` (the keys of the first row are the columns)."""
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(
+            f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+    return "\n".join(lines)
+
+
+def write_results(name: str, setup: dict[str, Any], rows: list[dict[str, Any]]) -> Path:
+    """Write `benchmarks/results/NAME.json` with the command, machine and commit; print a table."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    record = {
+        "benchmark": name, "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+        "setup": setup, "results": rows,
+    }
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(table(rows))
+    print(f"\nwritten to {path}")
+    return path

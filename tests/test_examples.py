@@ -1,0 +1,23 @@
+"""Every example script runs to completion on a small slice of the real data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
+SMALL = {"RAG_EXAMPLE_DOCS": "400"}  # the first 400 hold both questions' articles
+
+
+@pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
+def test_example_runs(script: Path):
+    result = subprocess.run(
+        [sys.executable, str(script)], env={**os.environ, **SMALL}, capture_output=True,
+        text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Q: " in result.stdout and "A: " in result.stdout
