@@ -37,7 +37,8 @@ demo: models
 	$(BIN)/rag ask $(DEMO_INDEX) \
 		"Which 1968 film did Stanley Kubrick direct?" \
 		"Who painted the Mona Lisa?" \
-		"Which opera did Georges Bizet compose about a Spanish gypsy?"
+		"Which bird is the largest living bird?" \
+		"Who directed the film Jaws?"
 
 test: models
 	$(BIN)/python -m pytest -q
