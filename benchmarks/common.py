@@ -31,8 +31,13 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_results(name: str, setup: dict[str, Any], rows: list[dict[str, Any]]) -> Path:
-    """Write `benchmarks/results/NAME.json` with the command, machine and commit; print a table."""
+def write_results(
+    name: str, setup: dict[str, Any], rows: list[dict[str, Any]] | dict[str, list[dict[str, Any]]]
+) -> Path:
+    """Write `benchmarks/results/NAME.json` with the command, machine and commit; print tables.
+
+    `rows` is one table, or several by section name.
+    """
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     record = {
@@ -42,6 +47,8 @@ def write_results(name: str, setup: dict[str, Any], rows: list[dict[str, Any]]) 
         "setup": setup, "results": rows,
     }
     path.write_text(json.dumps(record, indent=2) + "\n")
-    print(table(rows))
+    for section, section_rows in (rows.items() if isinstance(rows, dict) else [("", rows)]):
+        if section_rows:
+            print(f"\n{section}\n" if section else "", table(section_rows), sep="")
     print(f"\nwritten to {path}")
     return path

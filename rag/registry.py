@@ -50,6 +50,9 @@ class Component:
 
     kind: ClassVar[str] = ""
     name: ClassVar[str] = ""
+    # Config fields that hold nested components, kept live in attributes of the same name; their
+    # specs are taken when `spec()` is called, so an index saved later serializes its path.
+    nested: ClassVar[tuple[str, ...]] = ()
 
     class Config(ComponentConfig):
         pass
@@ -61,7 +64,11 @@ class Component:
 
     def spec(self) -> dict[str, Any]:
         """The dict that `build(kind, spec)` turns back into an equivalent component."""
-        return {"type": self.name, **self.config.model_dump(mode="json")}
+        data = {"type": self.name, **self.config.model_dump(mode="json")}
+        for field in self.nested:
+            value = getattr(self, field)
+            data[field] = [v.spec() for v in value] if isinstance(value, list) else value.spec()
+        return data
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"

@@ -93,3 +93,112 @@ def test_bad_arguments_are_refused(index_dir):
         retriever.search(["q"], k=0)
     with pytest.raises(ConfigError, match="M"):
         HNSWRetriever(M=1)
+
+
+# ---- BM25, deletion, filters, fusion, HyDE ---------------------------------------------------
+
+from rag.retrievers import BM25Retriever, HybridRetriever, HyDERetriever, convex, rrf  # noqa: E402
+from rag.types import Chunk, Hit  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bm25(vital_slice):
+    from rag.chunkers import FixedTokenChunker
+
+    retriever = BM25Retriever()
+    retriever.index(FixedTokenChunker().chunk_all(vital_slice))
+    return retriever
+
+
+def test_bm25_finds_the_gold_article(bm25, description_queries):
+    assert recall_at(bm25, description_queries, 10) >= 0.7
+    assert bm25.search(["Stanley Kubrick 1968 film"], k=1)[0][0].chunk.doc_id == "2001: A Space Odyssey"
+
+
+def test_bm25_save_load_and_damage(bm25, tmp_path, description_queries):
+    bm25.save(tmp_path / "bm25")
+    loaded = BM25Retriever.load(tmp_path / "bm25")
+    queries = [q for q, _ in description_queries[:20]]
+    assert [[h.chunk.id for h in r] for r in loaded.search(queries, 5)] == \
+           [[h.chunk.id for h in r] for r in bm25.search(queries, 5)]
+    for f in (tmp_path / "bm25" / "bm25s").glob("data*.npy"):
+        f.write_bytes(f.read_bytes()[:50])
+    with pytest.raises(IndexLoadError, match="bm25s"):
+        BM25Retriever.load(tmp_path / "bm25")
+
+
+@pytest.mark.parametrize("make", ["dense", "bm25"])
+def test_delete_removes_an_item_from_results(make, index_dir, bm25):
+    retriever = HNSWRetriever.load(index_dir) if make == "dense" else bm25
+    query = "1968 film by Stanley Kubrick"
+    target = retriever.search([query], k=1)[0][0].chunk.id
+    retriever.delete([target])
+    assert target not in {h.chunk.id for h in retriever.search([query], k=50)[0]}
+    with pytest.raises(RagError, match="unknown"):
+        retriever.delete([target])
+    if make == "bm25":  # restore the shared fixture
+        retriever.add([Chunk(id=target, doc_id="2001: A Space Odyssey", text="", start=0, end=0)])
+
+
+@pytest.mark.parametrize("make", ["dense", "dense_exact", "bm25", "hybrid"])
+def test_filters_never_return_a_non_matching_item(make, index_dir, bm25, vital_slice):
+    dense = HNSWRetriever.load(index_dir, exact=make == "dense_exact")
+    retriever = {"dense": dense, "dense_exact": dense, "bm25": bm25,
+                 "hybrid": HybridRetriever([bm25, HNSWRetriever.load(index_dir)])}[make]
+    queries = ["famous painting", "classical composer", "science fiction film"]
+    wanted = {d.id for d in vital_slice[::100]}  # four articles, whatever the queries say
+    for hits in retriever.search(queries, k=4, filter={"doc_id": sorted(wanted)}):
+        assert len(hits) == 4  # k results come back when k exist
+        assert {h.chunk.doc_id for h in hits} <= wanted
+    for hits in retriever.search(queries, k=3, filter={"topic": "Biology and health sciences"}):
+        assert hits == []  # the 400-article slice is all Arts
+
+
+def test_exact_mode_agrees_with_hnsw_on_a_small_index(index_dir, description_queries):
+    approx, exact = HNSWRetriever.load(index_dir), HNSWRetriever.load(index_dir, exact=True)
+    queries = [q for q, _ in description_queries[:30]]
+    a, b = approx.search(queries, 5), exact.search(queries, 5)
+    assert [[h.chunk.id for h in r] for r in a] == [[h.chunk.id for h in r] for r in b]
+
+
+def hit(doc: str, score: float) -> Hit:
+    return Hit(chunk=Chunk(id=doc, doc_id=doc, text=doc, start=0, end=len(doc)), score=score,
+               retriever="t")
+
+
+def test_rrf_matches_the_hand_computed_fusion():
+    a = [hit("d1", 3), hit("d2", 2), hit("d3", 1)]
+    b = [hit("d3", 9), hit("d1", 8)]
+    fused = rrf([a, b], rrf_k=60)
+    assert [h.chunk.id for h in fused] == ["d1", "d3", "d2"]
+    assert fused[0].score == pytest.approx(1 / 61 + 1 / 62)
+    assert fused[1].score == pytest.approx(1 / 63 + 1 / 61)
+    assert fused[2].score == pytest.approx(1 / 62)
+
+
+def test_convex_normalizes_and_gives_absent_items_the_minimum():
+    a = [hit("d1", 10), hit("d2", 5), hit("d3", 0)]
+    b = [hit("d3", 0.9), hit("d2", 0.5)]
+    fused = {h.chunk.id: h.score for h in convex([a, b], [0.3, 0.7])}
+    assert fused == pytest.approx({"d1": 0.3, "d2": 0.3 * 0.5 + 0.0, "d3": 0.7})
+
+
+def test_hybrid_round_trips_and_beats_neither_run_alone(index_dir, bm25, tmp_path, description_queries):
+    hybrid = HybridRetriever([bm25, HNSWRetriever.load(index_dir)], method="rrf")
+    fused_recall = recall_at(hybrid, description_queries, 10)
+    assert fused_recall >= max(recall_at(c, description_queries, 10) for c in hybrid.retrievers) - 0.02
+    hybrid.save(tmp_path / "hybrid")
+    loaded = HybridRetriever.load(tmp_path / "hybrid")
+    assert loaded.spec() == hybrid.spec()
+    with pytest.raises(ConfigError, match="weights"):
+        HybridRetriever([bm25, bm25], weights=[1.0])
+
+
+def test_hyde_searches_with_the_mean_of_query_and_passages(index_dir, vllm_tiny):
+    hyde = HyDERetriever(HNSWRetriever.load(index_dir), vllm_tiny, n=2, max_tokens=48)
+    [passages] = hyde.hypothetical(["Who painted the Mona Lisa?"])
+    assert len(passages) == 2 and all(p.strip() for p in passages)
+    [hits] = hyde.search(["Who painted the Mona Lisa?"], k=5)
+    assert "Mona Lisa" in {h.chunk.doc_id for h in hits} and hits[0].retriever == "hyde"
+    with pytest.raises(ConfigError, match="dense"):
+        HyDERetriever(BM25Retriever(), vllm_tiny)

@@ -19,6 +19,7 @@ class Generate(Stage):
 
     reads = ("prompt",)
     writes = ("generation", "answer")
+    nested = ("generator",)
 
     class Config(ComponentConfig):
         generator: dict[str, Any]
@@ -29,7 +30,7 @@ class Generate(Stage):
         params: SamplingParams | dict[str, Any] | None = None,
     ) -> None:
         self.generator: Generator = build("generator", generator)
-        super().__init__(generator=self.generator.spec(), params=params or SamplingParams())
+        super().__init__(generator={"type": self.generator.name}, params=params or SamplingParams())
 
     def run(self, states: list[State]) -> None:
         generations = self.generator.generate([s.prompt for s in states], self.config.params)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rag.errors import IndexLoadError
+from rag.errors import IndexLoadError, RagError
 from rag.registry import Component
 from rag.storage import atomic_path, atomic_write_json, load_json
 from rag.types import Chunk, Hit
@@ -14,9 +14,41 @@ from rag.types import Chunk, Hit
 MANIFEST = "manifest.json"
 CHUNKS = "chunks.jsonl"
 
+# A metadata filter: field -> required value, or a list/set/tuple of allowed values. Fields are
+# looked up in the chunk's metadata; `doc_id` and `title` name the chunk's own attributes.
+Filter = Mapping[str, Any]
+
+
+def matches(chunk: Chunk, filter: Filter | None) -> bool:  # noqa: A002
+    """Whether a chunk satisfies every condition of a filter (equality or set membership)."""
+    if not filter:
+        return True
+    for field, wanted in filter.items():
+        value = getattr(chunk, field) if field in ("doc_id", "title") else chunk.metadata.get(field)
+        if isinstance(wanted, (list, set, tuple, frozenset)):
+            if value not in wanted:
+                return False
+        elif value != wanted:
+            return False
+    return True
+
+
+def embed_text(chunk: Chunk) -> str:
+    """The text a chunk is indexed as: its title (when it has one) gives the passage context."""
+    return f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text
+
+
+def check_k(k: int) -> None:
+    if k < 1:
+        raise RagError(f"k must be at least 1, got {k}")
+
 
 class Retriever(Component):
-    """Base of retrievers: `index`/`add` chunks, `search` a batch of queries, `save`/`load`."""
+    """Base of retrievers: `index`/`add`/`delete` chunks, `search` a batch of queries, persist.
+
+    Every retriever returns, per query, at most `k` hits best first, each naming the retriever;
+    a `filter` keeps only chunks that match it, and k hits come back when k match.
+    """
 
     kind = "retriever"
 
@@ -27,7 +59,13 @@ class Retriever(Component):
         """Replace the contents with `chunks`."""
         raise NotImplementedError
 
-    def search(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
+    def delete(self, ids: Sequence[str]) -> None:
+        """Remove chunks by id; unknown ids are an error."""
+        raise NotImplementedError
+
+    def search(
+        self, queries: Sequence[str], k: int = 10, filter: Filter | None = None  # noqa: A002
+    ) -> list[list[Hit]]:
         raise NotImplementedError
 
     def save(self, path: str | Path) -> None:

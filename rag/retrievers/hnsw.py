@@ -1,7 +1,8 @@
-"""Dense retrieval over an hnswlib HNSW graph.
+"""Dense retrieval over an hnswlib HNSW graph, with an exact (brute-force) reference mode.
 
-An index folder holds `manifest.json` (format, encoder spec and fingerprint, sizes), the chunks
-as JSON lines, and hnswlib's own binary file; nothing is pickled. Loading checks the manifest and
+An index folder holds `manifest.json` (format, encoder spec and fingerprint, sizes, deleted
+labels), the chunks as JSON lines, the vectors as `.npy`, and hnswlib's own binary file;
+nothing is pickled. Loading checks the manifest and
 the file sizes before hnswlib reads a byte, so a truncated or foreign folder fails with an error
 that names the file rather than crashing inside C++.
 """
@@ -21,17 +22,22 @@ from rag.errors import EncoderMismatchError, IndexLoadError, RagError
 from rag.registry import ComponentConfig, build, register
 from rag.retrievers.base import (
     CHUNKS,
+    Filter,
     Retriever,
+    check_k,
+    embed_text,
     load_chunks,
+    matches,
     read_manifest,
     save_chunks,
     write_manifest,
 )
-from rag.storage import atomic_path, checked_load
+from rag.storage import atomic_path, atomic_save_npy, checked_load, load_npy
 from rag.types import Chunk, Hit
 
 FORMAT = "rag-icl/hnsw-v1"
 GRAPH = "hnsw.bin"
+VECTORS = "vectors.npy"
 DEFAULT_ENCODER = {"type": "sentence_transformers"}
 
 
@@ -48,6 +54,7 @@ class HNSWRetriever(Retriever):
         M: int = Field(default=16, ge=2, description="graph degree")
         ef_construction: int = Field(default=200, ge=1)
         ef_search: int = Field(default=64, ge=1, description="raised to k when k is larger")
+        exact: bool = Field(default=False, description="brute-force search: the reference")
 
     config: Config
 
@@ -58,7 +65,10 @@ class HNSWRetriever(Retriever):
         chosen = encoder if encoder is not None else (manifest or {}).get("encoder", DEFAULT_ENCODER)
         self.encoder: Encoder = build("encoder", chosen)
         super().__init__(encoder=self.encoder.spec(), **kwargs)
-        self.chunks: list[Chunk] = []
+        self.chunks: list[Chunk] = []  # by hnswlib label; deleted ones stay, marked
+        self.vectors = np.zeros((0, 0), dtype=np.float32)
+        self._labels: dict[str, int] = {}
+        self._deleted: set[int] = set()
         self._graph: Any = None
         self._unsaved = False
         if manifest is not None:
@@ -78,6 +88,12 @@ class HNSWRetriever(Retriever):
         if not graph_path.is_file() or graph_path.stat().st_size != manifest["graph_bytes"]:
             raise IndexLoadError(f"{graph_path} is missing or truncated (size differs from manifest)")
         self.chunks = load_chunks(folder / CHUNKS, manifest["count"])
+        self.vectors = load_npy(folder / VECTORS, "vector file")
+        if self.vectors.shape != (manifest["count"], manifest["dim"]):
+            raise IndexLoadError(f"{folder / VECTORS} has shape {self.vectors.shape}, manifest "
+                                 f"says {(manifest['count'], manifest['dim'])}")
+        self._labels = {c.id: i for i, c in enumerate(self.chunks)}
+        self._deleted = set(manifest["deleted"])
         graph = self._new_graph(manifest["dim"])
         checked_load(graph_path, "hnswlib index",
                      lambda p: graph.load_index(str(p), max_elements=max(manifest["count"], 1)))
@@ -96,10 +112,11 @@ class HNSWRetriever(Retriever):
         return self.encoder.dim
 
     def __len__(self) -> int:
-        return len(self.chunks)
+        return len(self.chunks) - len(self._deleted)
 
     def index(self, chunks: Sequence[Chunk], progress: bool = False) -> None:
-        self.chunks, self._graph = [], None
+        self.chunks, self._labels, self._deleted, self._graph = [], {}, set(), None
+        self.vectors = np.zeros((0, 0), dtype=np.float32)
         self.add(chunks, progress)
 
     def add(self, chunks: Sequence[Chunk], progress: bool = False) -> None:
@@ -113,6 +130,10 @@ class HNSWRetriever(Retriever):
         """Add chunks whose vectors were computed elsewhere (late chunking, situated, ...)."""
         if vectors.shape != (len(chunks), self.dim):
             raise RagError(f"expected vectors of shape {(len(chunks), self.dim)}, got {vectors.shape}")
+        clashes = [c.id for c in chunks if c.id in self._labels]
+        if clashes or len({c.id for c in chunks}) != len(chunks):
+            raise RagError(f"chunk ids must be unique; already present or repeated: {clashes[:5]}")
+        vectors = np.asarray(vectors, dtype=np.float32)
         if self._graph is None:
             self._graph = self._new_graph(self.dim)
             self._graph.init_index(max_elements=len(chunks), ef_construction=self.config.ef_construction,
@@ -122,7 +143,19 @@ class HNSWRetriever(Retriever):
             self._graph.resize_index(max(needed, 2 * self._graph.get_max_elements()))
         labels = np.arange(len(self.chunks), needed)
         self._graph.add_items(vectors, labels)
+        self._labels.update({c.id: int(i) for c, i in zip(chunks, labels)})
         self.chunks.extend(chunks)
+        self.vectors = vectors if not len(self.vectors) else np.vstack([self.vectors, vectors])
+        self._unsaved = True
+
+    def delete(self, ids: Sequence[str]) -> None:
+        unknown = [i for i in ids if i not in self._labels or self._labels[i] in self._deleted]
+        if unknown:
+            raise RagError(f"cannot delete unknown chunk ids: {unknown[:5]}")
+        for chunk_id in ids:
+            label = self._labels[chunk_id]
+            self._graph.mark_deleted(label)
+            self._deleted.add(label)
         self._unsaved = True
 
     def spec(self) -> dict[str, Any]:
@@ -130,20 +163,54 @@ class HNSWRetriever(Retriever):
             raise RagError("this index has unsaved chunks: save() it before serializing its spec")
         return super().spec()
 
-    def search(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
-        if k < 1:
-            raise RagError(f"k must be at least 1, got {k}")
-        if not self.chunks:
-            return [[] for _ in queries]
-        vectors = self.encoder.encode_queries(list(queries))
-        k = min(k, len(self.chunks))
-        self._graph.set_ef(max(self.config.ef_search, k))
-        labels, distances = self._graph.knn_query(vectors, k=k)
+    def search(
+        self, queries: Sequence[str], k: int = 10, filter: Filter | None = None  # noqa: A002
+    ) -> list[list[Hit]]:
+        check_k(k)
+        return self.search_vectors(self.encoder.encode_queries(list(queries)), k, filter)
+
+    def search_vectors(
+        self, vectors: np.ndarray, k: int = 10, filter: Filter | None = None  # noqa: A002
+    ) -> list[list[Hit]]:
+        """Nearest chunks to query vectors made by this index's encoder (HyDE uses this)."""
+        check_k(k)
+        allowed = [i for i, c in enumerate(self.chunks)
+                   if i not in self._deleted and matches(c, filter)] if filter else None
+        live = len(allowed) if allowed is not None else len(self)
+        if live == 0:
+            return [[] for _ in range(len(vectors))]
+        k = min(k, live)
+        if self.config.exact:
+            labels, scores = self._exact(vectors, k, allowed)
+        else:
+            self._graph.set_ef(max(self.config.ef_search, k))
+            # hnswlib applies the filter inside the graph walk, so k matches come back when k
+            # exist; the callback runs once per visited node (single-threaded when set).
+            keep = set(allowed) if allowed is not None else None
+            labels, distances = self._graph.knn_query(
+                vectors, k=k, filter=(lambda label: label in keep) if keep is not None else None)
+            scores = 1.0 - distances
         return [
-            [Hit(chunk=self.chunks[int(i)], score=float(1.0 - d), retriever=self.name)
-             for i, d in zip(row_labels, row_distances)]
-            for row_labels, row_distances in zip(labels, distances)
+            [Hit(chunk=self.chunks[int(i)], score=float(s), retriever=self.name)
+             for i, s in zip(row_labels, row_scores)]
+            for row_labels, row_scores in zip(labels, scores)
         ]
+
+    def _exact(
+        self, vectors: np.ndarray, k: int, allowed: list[int] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Brute-force top-k by the index's own similarity."""
+        candidates = np.array(allowed if allowed is not None else
+                              [i for i in range(len(self.chunks)) if i not in self._deleted])
+        stored, queries = self.vectors[candidates], np.asarray(vectors, dtype=np.float32)
+        if self.config.space == "cosine":
+            stored = stored / np.linalg.norm(stored, axis=1, keepdims=True).clip(1e-12)
+            queries = queries / np.linalg.norm(queries, axis=1, keepdims=True).clip(1e-12)
+        sims = queries @ stored.T
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(sims, top, axis=1).argsort(axis=1)[:, ::-1]
+        top = np.take_along_axis(top, order, axis=1)
+        return candidates[top], np.take_along_axis(sims, top, axis=1)
 
     def save(self, path: str | Path) -> None:
         if self._graph is None:
@@ -151,12 +218,13 @@ class HNSWRetriever(Retriever):
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         save_chunks(folder / CHUNKS, self.chunks)
+        atomic_save_npy(folder / VECTORS, self.vectors)
         with atomic_path(folder / GRAPH) as tmp:
             self._graph.save_index(str(tmp))
         write_manifest(folder, FORMAT, {
             "encoder": self.encoder.spec(), "encoder_fingerprint": self.encoder.fingerprint,
             "space": self.config.space, "dim": self.dim, "count": len(self.chunks),
-            "graph_bytes": (folder / GRAPH).stat().st_size,
+            "deleted": sorted(self._deleted), "graph_bytes": (folder / GRAPH).stat().st_size,
         })
         self.config.path = str(folder)
         self._unsaved = False
@@ -164,8 +232,3 @@ class HNSWRetriever(Retriever):
     @classmethod
     def load(cls, path: str | Path, **kwargs: Any) -> HNSWRetriever:
         return cls(path=str(path), **kwargs)
-
-
-def embed_text(chunk: Chunk) -> str:
-    """The text a chunk is embedded as: its title (when it has one) gives the passage context."""
-    return f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text

@@ -17,6 +17,7 @@ class Retrieve(Stage):
 
     reads = ("query",)
     writes = ("hits",)
+    nested = ("retriever",)
 
     class Config(ComponentConfig):
         retriever: dict[str, Any]
@@ -26,7 +27,7 @@ class Retrieve(Stage):
 
     def __init__(self, retriever: Retriever | dict[str, Any], k: int = 5) -> None:
         self.retriever: Retriever = build("retriever", retriever)
-        super().__init__(retriever=self.retriever.spec(), k=k)
+        super().__init__(retriever={"type": self.retriever.name}, k=k)
 
     def run(self, states: list[State]) -> None:
         results = self.retriever.search([s.query for s in states], k=self.config.k)

@@ -1,0 +1,163 @@
+"""Retrieval quality on real data and HNSW speed, in one run.
+
+1. Known-item retrieval over all 10,033 vital articles: query = the article's Wikidata
+   description, gold = the article; 2,000 test queries (seed 0) and 500 disjoint dev queries
+   for tuning the convex weight. BM25, dense MiniLM (HNSW), hybrid RRF, hybrid convex; HyDE with
+   the `tiny` generator on the first 200 test queries (dense on the same 200 beside it).
+2. HNSW vs exact search on 200,000 clustered synthetic 384-d unit vectors, 1,000 queries.
+3. Per-query latency at 10k, 50k and 200k vectors, HNSW vs exact.
+
+    python benchmarks/retrieval.py [--hyde-n 2] [--skip-ann]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from common import write_results  # noqa: E402
+
+from rag.corpus import vital_articles  # noqa: E402
+from rag.eval.metrics import mrr_at, recall_at  # noqa: E402
+from rag.retrievers import BM25Retriever, HNSWRetriever, HybridRetriever, HyDERetriever  # noqa: E402
+from rag.types import Chunk  # noqa: E402
+
+
+def whole_article_chunks(docs) -> list[Chunk]:
+    return [Chunk(id=d.id, doc_id=d.id, text=d.text, start=0, end=len(d.text), title=d.title,
+                  metadata=d.metadata) for d in docs]
+
+
+def evaluate(name: str, retriever, queries: list[tuple[str, str]], k: int = 10) -> dict:
+    began = time.perf_counter()
+    results = retriever.search([q for q, _ in queries], k=k)
+    seconds = time.perf_counter() - began
+    ranked = [[h.chunk.doc_id for h in hits] for hits in results]
+    golds = [g for _, g in queries]
+    return {
+        "system": name, "queries": len(queries),
+        "R@1": round(recall_at(ranked, golds, 1), 4), "R@5": round(recall_at(ranked, golds, 5), 4),
+        "R@10": round(recall_at(ranked, golds, 10), 4), "MRR@10": round(mrr_at(ranked, golds, 10), 4),
+        "ms_per_query": round(1000 * seconds / len(queries), 2),
+    }
+
+
+def known_item(args, folder: Path) -> list[dict]:
+    docs = vital_articles()
+    pairs = [(d.metadata["description"], d.id) for d in docs if d.metadata["description"]]
+    sample = random.Random(0).sample(pairs, 2500)
+    dev, test = sample[:500], sample[500:]
+    chunks = whole_article_chunks(docs)
+    dense = HNSWRetriever()
+    dense.index(chunks, progress=True)
+    dense.save(folder / "dense")
+    bm25 = BM25Retriever()
+    bm25.index(chunks)
+    bm25.save(folder / "bm25")
+    rows = [evaluate("BM25", bm25, test), evaluate("dense (MiniLM, HNSW)", dense, test)]
+    rows.append(evaluate("hybrid RRF", HybridRetriever([bm25, dense], method="rrf"), test))
+    best_alpha, best = 0.5, -1.0
+    for alpha in [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]:
+        hybrid = HybridRetriever([bm25, dense], method="convex", weights=[alpha, 1 - alpha])
+        score = evaluate("dev", hybrid, dev)["R@10"]
+        if score > best:
+            best_alpha, best = alpha, score
+    convex = HybridRetriever([bm25, dense], method="convex", weights=[best_alpha, 1 - best_alpha])
+    rows.append(evaluate(f"hybrid convex (BM25 weight {best_alpha}, tuned on dev)", convex, test))
+    if args.hyde_n:
+        hyde = HyDERetriever(dense, {"type": "vllm", "model": "tiny"}, n=args.hyde_n)
+        slice_ = test[: args.hyde_queries]
+        rows.append(evaluate(f"dense, first {len(slice_)} queries", dense, slice_))
+        rows.append(evaluate(f"HyDE (tiny, n={args.hyde_n}), first {len(slice_)} queries", hyde, slice_))
+    return rows
+
+
+def clustered(n: int, dim: int, rng: np.random.Generator, centers: np.ndarray) -> np.ndarray:
+    points = centers[rng.integers(0, len(centers), n)] + 0.35 * rng.standard_normal((n, dim))
+    points = points.astype(np.float32)
+    return points / np.linalg.norm(points, axis=1, keepdims=True)
+
+
+def ann(folder: Path) -> tuple[list[dict], list[dict]]:
+    rng = np.random.default_rng(0)
+    dim = 384
+    centers = rng.standard_normal((2000, dim)).astype(np.float32) / np.sqrt(dim)
+    data = clustered(200_000, dim, rng, centers)
+    queries = clustered(1000, dim, rng, centers)
+    speed, scaling = [], []
+    for size in (10_000, 50_000, 200_000):
+        chunks = [Chunk(id=str(i), doc_id=str(i), text="", start=0, end=0) for i in range(size)]
+        index = HNSWRetriever(encoder={"type": "sentence_transformers"}, ef_search=128)
+        began = time.perf_counter()
+        index.add_vectors(chunks, data[:size])
+        build_seconds = time.perf_counter() - began
+        exact = HNSWRetriever(encoder={"type": "sentence_transformers"}, exact=True)
+        exact.add_vectors(chunks, data[:size])
+        began = time.perf_counter()
+        truth = exact.search_vectors(queries, 10)
+        exact_seconds = time.perf_counter() - began
+        truth_ids = [{h.chunk.id for h in row} for row in truth]
+        one_by_one = {}
+        for name, retriever in (("hnsw", index), ("exact", exact)):
+            began = time.perf_counter()
+            for q in queries[:200]:
+                retriever.search_vectors(q[None, :], 10)
+            one_by_one[name] = 1000 * (time.perf_counter() - began) / 200
+        scaling.append({"vectors": size, "hnsw_ms_per_query": round(one_by_one["hnsw"], 3),
+                        "exact_ms_per_query": round(one_by_one["exact"], 3),
+                        "speedup": round(one_by_one["exact"] / one_by_one["hnsw"], 1)})
+        if size != 200_000:
+            continue
+        index.save(folder / "ann")
+        index_bytes = sum(p.stat().st_size for p in (folder / "ann").iterdir())
+        graph_bytes = (folder / "ann" / "hnsw.bin").stat().st_size
+        for ef in (32, 64, 128, 256):
+            index.config.ef_search = ef
+            began = time.perf_counter()
+            found = index.search_vectors(queries, 10)
+            seconds = time.perf_counter() - began
+            recall = np.mean([len({h.chunk.id for h in row} & gold) / 10
+                              for row, gold in zip(found, truth_ids)])
+            speed.append({
+                "ef_search": ef, "recall@10_vs_exact": round(float(recall), 4),
+                "hnsw_qps": round(1000 / seconds), "exact_qps": round(1000 / exact_seconds),
+                "qps_ratio": round(exact_seconds / seconds, 1),
+                "build_s": round(build_seconds, 1), "graph_MB": round(graph_bytes / 2**20, 1),
+                "folder_MB": round(index_bytes / 2**20, 1),
+            })
+    return speed, scaling
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--hyde-n", type=int, default=2, help="0 skips HyDE")
+    parser.add_argument("--hyde-queries", type=int, default=200)
+    parser.add_argument("--skip-ann", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        quality = known_item(args, folder)
+        speed, scaling = ([], []) if args.skip_ann else ann(folder)
+    setup = {
+        "corpus": "10,033 vital-article summaries, one chunk each (title + extract)",
+        "queries": "2,000 test + 500 dev descriptions, seed 0", "encoder": "all-MiniLM-L6-v2",
+        "hyde": f"tiny generator, n={args.hyde_n}, T=0.7, first {args.hyde_queries} test queries",
+        "ann": "200,000 clustered synthetic 384-d unit vectors (2,000 centres), 1,000 queries, "
+               "M=16, ef_construction=200, through HNSWRetriever.search_vectors",
+    }
+    write_results("retrieval", setup, {
+        "known_item": quality, "ann_200k": speed, "latency_by_size": scaling,
+    })
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Fusion of several retrievers' rankings: reciprocal rank fusion and a convex combination.
+
+RRF (Cormack et al. 2009): s(d) = sum over runs of w / (rrf_k + rank), ranks from 1.
+Convex: each run's scores min-max normalized per query, a document missing from a run gets that
+run's minimum (0 after normalization), then s(d) = sum of w_i * s_i(d).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from rag.errors import RagError
+from rag.registry import ComponentConfig, build, register
+from rag.retrievers.base import Filter, Retriever, check_k, read_manifest, write_manifest
+from rag.types import Chunk, Hit
+
+FORMAT = "rag-icl/hybrid-v1"
+
+
+def _fused(runs: Sequence[Sequence[Hit]], scores: dict[str, float], names: list[str]) -> list[Hit]:
+    first: dict[str, Hit] = {}
+    per_run: dict[str, dict[str, float]] = {}
+    for name, run in zip(names, runs):
+        for hit in run:
+            first.setdefault(hit.chunk.id, hit)
+            per_run.setdefault(hit.chunk.id, {})[name] = hit.score
+    ranked = sorted(scores, key=lambda cid: -scores[cid])
+    return [Hit(chunk=first[c].chunk, score=scores[c], retriever="hybrid", scores=per_run[c])
+            for c in ranked]
+
+
+def rrf(runs: Sequence[Sequence[Hit]], weights: Sequence[float] | None = None, rrf_k: int = 60,
+        names: list[str] | None = None) -> list[Hit]:
+    """Reciprocal rank fusion of ranked runs (each best first)."""
+    weights = weights or [1.0] * len(runs)
+    scores: dict[str, float] = {}
+    for weight, run in zip(weights, runs):
+        for rank, hit in enumerate(run, 1):
+            scores[hit.chunk.id] = scores.get(hit.chunk.id, 0.0) + weight / (rrf_k + rank)
+    return _fused(runs, scores, names or [str(i) for i in range(len(runs))])
+
+
+def convex(runs: Sequence[Sequence[Hit]], weights: Sequence[float],
+           names: list[str] | None = None) -> list[Hit]:
+    """Weighted sum of per-run min-max normalized scores; absent documents score 0 in a run."""
+    scores: dict[str, float] = {}
+    for weight, run in zip(weights, runs):
+        if not run:
+            continue
+        low, high = min(h.score for h in run), max(h.score for h in run)
+        span = high - low
+        for hit in run:
+            normalized = (hit.score - low) / span if span > 0 else 1.0
+            scores[hit.chunk.id] = scores.get(hit.chunk.id, 0.0) + weight * normalized
+    for run in runs:
+        for hit in run:
+            scores.setdefault(hit.chunk.id, 0.0)
+    return _fused(runs, scores, names or [str(i) for i in range(len(runs))])
+
+
+@register("retriever", "hybrid")
+class HybridRetriever(Retriever):
+    """Search every child retriever `candidates` deep, fuse, keep the top k."""
+
+    nested = ("retrievers",)
+
+    class Config(ComponentConfig):
+        retrievers: list[dict[str, Any]] = Field(min_length=2)
+        method: Literal["rrf", "convex"] = "rrf"
+        weights: list[float] | None = Field(
+            default=None, description="one per retriever; rrf default 1 each, convex default equal"
+        )
+        rrf_k: int = Field(default=60, ge=1)
+        candidates: int = Field(default=100, ge=1, description="hits taken from each retriever")
+
+        @model_validator(mode="after")
+        def _weights_fit(self) -> HybridRetriever.Config:
+            if self.weights is not None and len(self.weights) != len(self.retrievers):
+                raise ValueError(f"{len(self.weights)} weights for {len(self.retrievers)} retrievers")
+            return self
+
+    config: Config
+
+    def __init__(self, retrievers: Sequence[Retriever | dict[str, Any]], **kwargs: Any) -> None:
+        self.retrievers: list[Retriever] = [build("retriever", r) for r in retrievers]
+        super().__init__(retrievers=[{"type": r.name} for r in self.retrievers], **kwargs)
+        self.names = [f"{i}:{c.name}" for i, c in enumerate(self.retrievers)]
+
+    def __len__(self) -> int:
+        return len(self.retrievers[0])
+
+    def index(self, chunks: Sequence[Chunk], progress: bool = False) -> None:
+        for child in self.retrievers:
+            child.index(chunks, progress)
+
+    def add(self, chunks: Sequence[Chunk], progress: bool = False) -> None:
+        for child in self.retrievers:
+            child.add(chunks, progress)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        for child in self.retrievers:
+            child.delete(ids)
+
+    def search(
+        self, queries: Sequence[str], k: int = 10, filter: Filter | None = None  # noqa: A002
+    ) -> list[list[Hit]]:
+        check_k(k)
+        depth = max(k, self.config.candidates)
+        runs = [child.search(queries, depth, filter) for child in self.retrievers]
+        n = len(self.retrievers)
+        fused = []
+        for per_query in zip(*runs):
+            if self.config.method == "rrf":
+                hits = rrf(per_query, self.config.weights, self.config.rrf_k, self.names)
+            else:
+                hits = convex(per_query, self.config.weights or [1.0 / n] * n, self.names)
+            fused.append(hits[:k])
+        return fused
+
+    def save(self, path: str | Path) -> None:
+        """Each child into its own subfolder, plus a manifest holding the hybrid's spec."""
+        folder = Path(path)
+        for name, child in zip(self.names, self.retrievers):
+            child.save(folder / name.replace(":", "-"))
+        write_manifest(folder, FORMAT, {"spec": self.spec()})
+
+    @classmethod
+    def load(cls, path: str | Path) -> HybridRetriever:
+        spec = dict(read_manifest(path, FORMAT)["spec"])
+        spec.pop("type")
+        if not isinstance(spec.get("retrievers"), list):
+            raise RagError(f"{path}: hybrid manifest has no retrievers")
+        return cls(**spec)
