@@ -45,6 +45,7 @@ test: models
 
 bench: models
 	$(BIN)/python benchmarks/generation.py
+	$(BIN)/python benchmarks/retrieval.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

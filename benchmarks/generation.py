@@ -12,11 +12,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from common import write_results  # noqa: E402
+from common import write_results
 
-from rag.corpus import vital_articles  # noqa: E402
-from rag.registry import build  # noqa: E402
-from rag.types import Prompt, SamplingParams  # noqa: E402
+from rag.corpus import vital_articles
+from rag.registry import build
+from rag.types import Prompt, SamplingParams
 
 
 def measure(generator, prompts, params) -> dict:

@@ -24,12 +24,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from common import write_results  # noqa: E402
+from common import write_results
 
-from rag.corpus import vital_articles  # noqa: E402
-from rag.eval.metrics import mrr_at, recall_at  # noqa: E402
-from rag.retrievers import BM25Retriever, HNSWRetriever, HybridRetriever, HyDERetriever  # noqa: E402
-from rag.types import Chunk  # noqa: E402
+from rag.corpus import vital_articles
+from rag.eval.metrics import mrr_at, recall_at
+from rag.retrievers import BM25Retriever, HNSWRetriever, HybridRetriever, HyDERetriever
+from rag.types import Chunk
 
 
 def whole_article_chunks(docs) -> list[Chunk]:

@@ -28,9 +28,7 @@ _CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 _WORD = re.compile(r"\w+")
 # Words too common to say which passage an answer came from.
 _STOPWORDS = frozenset(
-    "a an and are as at be by did do does for from had has have he her his in is it its of on or "
-    "she that the their there they this to was were what when where which who whom why will with "
-    "you your i not no yes answer passage passages question".split()
+    ["a", "an", "and", "are", "as", "at", "be", "by", "did", "do", "does", "for", "from", "had", "has", "have", "he", "her", "his", "in", "is", "it", "its", "of", "on", "or", "she", "that", "the", "their", "there", "they", "this", "to", "was", "were", "what", "when", "where", "which", "who", "whom", "why", "will", "with", "you", "your", "i", "not", "no", "yes", "answer", "passage", "passages", "question"]
 )
 
 

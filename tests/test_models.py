@@ -54,7 +54,7 @@ def test_folder_without_a_config_is_refused(tmp_path: Path):
 
 
 def test_missing_package_names_the_install_step(monkeypatch):
-    import rag.models as models
+    from rag import models
 
     monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelNotFoundError, match="make models"):

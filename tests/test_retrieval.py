@@ -6,7 +6,15 @@ import shutil
 import pytest
 
 from rag.errors import ConfigError, EncoderMismatchError, IndexLoadError, RagError
-from rag.retrievers import HNSWRetriever
+from rag.retrievers import (
+    BM25Retriever,
+    HNSWRetriever,
+    HybridRetriever,
+    HyDERetriever,
+    convex,
+    rrf,
+)
+from rag.types import Chunk, Hit
 
 
 def recall_at(retriever, queries, k):
@@ -97,8 +105,6 @@ def test_bad_arguments_are_refused(index_dir):
 
 # ---- BM25, deletion, filters, fusion, HyDE ---------------------------------------------------
 
-from rag.retrievers import BM25Retriever, HybridRetriever, HyDERetriever, convex, rrf  # noqa: E402
-from rag.types import Chunk, Hit  # noqa: E402
 
 
 @pytest.fixture(scope="module")

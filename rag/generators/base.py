@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from rag.errors import RagError
-from rag.registry import Component
+from rag.registry import Component, ComponentConfig
 from rag.types import Generation, Prompt, SamplingParams
 
 PromptLike = Prompt | str
@@ -57,6 +59,15 @@ class Generator(Component):
     @property
     def model_name(self) -> str:
         return str(getattr(self.config, "model", self.name))
+
+
+class LocalModelConfig(ComponentConfig):
+    """What every in-process backend needs: which model, at which precision."""
+
+    model: str = "tiny"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="auto: float32 on CPU (much faster there), bfloat16 on GPU"
+    )
 
 
 class LocalGenerator(Generator):

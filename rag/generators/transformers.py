@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
 from rag.errors import RagError
-from rag.generators.base import LocalGenerator, PromptLike, check_batch, truncate_at_stop
-from rag.registry import ComponentConfig, register
+from rag.generators.base import (
+    LocalGenerator,
+    LocalModelConfig,
+    PromptLike,
+    check_batch,
+    truncate_at_stop,
+)
+from rag.registry import register
 from rag.types import Completion, Generation, SamplingParams, Usage
 
 
@@ -18,11 +24,7 @@ from rag.types import Completion, Generation, SamplingParams, Usage
 class TransformersGenerator(LocalGenerator):
     """`AutoModelForCausalLM` in-process, batched with padding."""
 
-    class Config(ComponentConfig):
-        model: str = "tiny"
-        dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-            default="auto", description="auto: float32 on CPU, bfloat16 on GPU"
-        )
+    class Config(LocalModelConfig):
         device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, ...")
         batch_size: int = Field(default=8, ge=1)
 

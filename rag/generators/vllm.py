@@ -11,13 +11,13 @@ import atexit
 import os
 from collections.abc import Sequence
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
 from rag.errors import BackendUnavailableError, RagError
-from rag.generators.base import LocalGenerator, PromptLike, check_batch
-from rag.registry import ComponentConfig, register
+from rag.generators.base import LocalGenerator, LocalModelConfig, PromptLike, check_batch
+from rag.registry import register
 from rag.types import Completion, Generation, SamplingParams, Usage
 
 
@@ -37,11 +37,7 @@ def _shutdown(llm: Any) -> None:
 class VLLMGenerator(LocalGenerator):
     """Generation and scoring through an in-process vLLM `LLM` engine."""
 
-    class Config(ComponentConfig):
-        model: str = "tiny"
-        dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-            default="auto", description="auto: float32 on CPU (much faster there), bfloat16 on GPU"
-        )
+    class Config(LocalModelConfig):
         max_model_len: int = Field(default=2048, ge=64)
         max_num_seqs: int = Field(default=32, ge=1)
         max_num_batched_tokens: int = Field(

@@ -19,7 +19,7 @@ CHUNKS = "chunks.jsonl"
 Filter = Mapping[str, Any]
 
 
-def matches(chunk: Chunk, filter: Filter | None) -> bool:  # noqa: A002
+def matches(chunk: Chunk, filter: Filter | None) -> bool:
     """Whether a chunk satisfies every condition of a filter (equality or set membership)."""
     if not filter:
         return True
@@ -64,7 +64,7 @@ class Retriever(Component):
         raise NotImplementedError
 
     def search(
-        self, queries: Sequence[str], k: int = 10, filter: Filter | None = None  # noqa: A002
+        self, queries: Sequence[str], k: int = 10, filter: Filter | None = None
     ) -> list[list[Hit]]:
         raise NotImplementedError
 
@@ -93,8 +93,7 @@ def read_manifest(folder: str | Path, fmt: str) -> dict[str, Any]:
 
 def save_chunks(path: Path, chunks: Sequence[Chunk]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w") as fh:
-        for chunk in chunks:
-            fh.write(chunk.model_dump_json() + "\n")
+        fh.writelines(chunk.model_dump_json() + "\n" for chunk in chunks)
 
 
 def load_chunks(path: Path, expected: int) -> list[Chunk]:

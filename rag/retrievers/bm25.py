@@ -104,7 +104,7 @@ class BM25Retriever(Retriever):
         self._rebuild()
 
     def search(
-        self, queries: Sequence[str], k: int = 10, filter: Filter | None = None  # noqa: A002
+        self, queries: Sequence[str], k: int = 10, filter: Filter | None = None
     ) -> list[list[Hit]]:
         check_k(k)
         mask = np.array([matches(c, filter) for c in self.chunks], dtype=np.float32)

@@ -106,7 +106,7 @@ class HybridRetriever(Retriever):
             child.delete(ids)
 
     def search(
-        self, queries: Sequence[str], k: int = 10, filter: Filter | None = None  # noqa: A002
+        self, queries: Sequence[str], k: int = 10, filter: Filter | None = None
     ) -> list[list[Hit]]:
         check_k(k)
         depth = max(k, self.config.candidates)

@@ -164,13 +164,13 @@ class HNSWRetriever(Retriever):
         return super().spec()
 
     def search(
-        self, queries: Sequence[str], k: int = 10, filter: Filter | None = None  # noqa: A002
+        self, queries: Sequence[str], k: int = 10, filter: Filter | None = None
     ) -> list[list[Hit]]:
         check_k(k)
         return self.search_vectors(self.encoder.encode_queries(list(queries)), k, filter)
 
     def search_vectors(
-        self, vectors: np.ndarray, k: int = 10, filter: Filter | None = None  # noqa: A002
+        self, vectors: np.ndarray, k: int = 10, filter: Filter | None = None
     ) -> list[list[Hit]]:
         """Nearest chunks to query vectors made by this index's encoder (HyDE uses this)."""
         check_k(k)

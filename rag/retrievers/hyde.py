@@ -84,7 +84,7 @@ class HyDERetriever(Retriever):
         return np.asarray(vectors, dtype=np.float32)
 
     def search(
-        self, queries: Sequence[str], k: int = 10, filter: Filter | None = None  # noqa: A002
+        self, queries: Sequence[str], k: int = 10, filter: Filter | None = None
     ) -> list[list[Hit]]:
         check_k(k)
         hits = self.retriever.search_vectors(self.query_vectors(queries), k, filter)
