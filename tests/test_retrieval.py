@@ -51,7 +51,7 @@ def test_incremental_add_makes_new_chunks_findable(index_dir, vital_slice):
     retriever.add(FixedTokenChunker().chunk(extra))
     assert len(retriever) == before + 1
     assert retriever.search(["Which moon is purple?"], k=1)[0][0].chunk.doc_id == "extra"
-    with pytest.raises(RagError, match="unsaved"):
+    with pytest.raises(RagError, match="unsaved changes"):
         retriever.spec()
 
 

@@ -1,5 +1,6 @@
-"""Encoders: text to vectors for dense retrieval."""
+"""Encoders: text to dense vectors (sentence-transformers) or sparse term weights (SPLADE)."""
 
 from rag.encoders.dense import Encoder, SentenceTransformerEncoder
+from rag.encoders.sparse import SpladeEncoder
 
-__all__ = ["Encoder", "SentenceTransformerEncoder"]
+__all__ = ["Encoder", "SentenceTransformerEncoder", "SpladeEncoder"]

@@ -1,10 +1,11 @@
-"""Retrievers: find the chunks that answer a query (dense HNSW, BM25, hybrid fusion, HyDE)."""
+"""Retrievers: find the chunks that answer a query (HNSW, BM25, SPLADE, hybrid fusion, HyDE)."""
 
 from rag.retrievers.base import Retriever, matches
 from rag.retrievers.bm25 import BM25Retriever
 from rag.retrievers.fusion import HybridRetriever, convex, rrf
 from rag.retrievers.hnsw import HNSWRetriever
 from rag.retrievers.hyde import HyDERetriever
+from rag.retrievers.sparse import SparseRetriever
 
 __all__ = [
     "BM25Retriever",
@@ -12,6 +13,7 @@ __all__ = [
     "HyDERetriever",
     "HybridRetriever",
     "Retriever",
+    "SparseRetriever",
     "convex",
     "matches",
     "rrf",

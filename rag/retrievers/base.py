@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,13 @@ def embed_text(chunk: Chunk) -> str:
     return f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text
 
 
+def check_new_ids(known: Container[str], chunks: Sequence[Chunk]) -> None:
+    """Refuse chunk ids that are already indexed or repeated within `chunks`."""
+    clashes = [c.id for c in chunks if c.id in known]
+    if clashes or len({c.id for c in chunks}) != len(chunks):
+        raise RagError(f"chunk ids must be unique; already present or repeated: {clashes[:5]}")
+
+
 def check_k(k: int) -> None:
     if k < 1:
         raise RagError(f"k must be at least 1, got {k}")
@@ -51,6 +58,12 @@ class Retriever(Component):
     """
 
     kind = "retriever"
+    _unsaved = False  # set by add/delete, cleared by save/load
+
+    def spec(self) -> dict[str, Any]:
+        if self._unsaved:
+            raise RagError("this index has unsaved changes: save() it before serializing its spec")
+        return super().spec()
 
     def add(self, chunks: Sequence[Chunk], progress: bool = False) -> None:
         raise NotImplementedError

@@ -23,6 +23,7 @@ from rag.retrievers.base import (
     Filter,
     Retriever,
     check_k,
+    check_new_ids,
     embed_text,
     load_chunks,
     matches,
@@ -57,7 +58,6 @@ class BM25Retriever(Retriever):
         super().__init__(**kwargs)
         self.chunks: list[Chunk] = []
         self._model: Any = None
-        self._unsaved = False
         if self.config.path:
             self._load(Path(self.config.path))
 
@@ -88,10 +88,7 @@ class BM25Retriever(Retriever):
         self.add(chunks, progress)
 
     def add(self, chunks: Sequence[Chunk], progress: bool = False) -> None:
-        known = {c.id for c in self.chunks}
-        clashes = [c.id for c in chunks if c.id in known]
-        if clashes:
-            raise RagError(f"chunk ids must be unique; already present: {clashes[:5]}")
+        check_new_ids({c.id for c in self.chunks}, chunks)
         self.chunks.extend(chunks)
         self._rebuild(progress)
 
@@ -127,11 +124,6 @@ class BM25Retriever(Retriever):
             row += [(int(i), 0.0) for i in allowed if int(i) not in seen][: k - len(row)]
             results.append([Hit(chunk=self.chunks[i], score=s, retriever=self.name) for i, s in row])
         return results
-
-    def spec(self) -> dict[str, Any]:
-        if self._unsaved:
-            raise RagError("this index has unsaved chunks: save() it before serializing its spec")
-        return super().spec()
 
     def save(self, path: str | Path) -> None:
         if self._model is None:

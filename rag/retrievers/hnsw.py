@@ -25,6 +25,7 @@ from rag.retrievers.base import (
     Filter,
     Retriever,
     check_k,
+    check_new_ids,
     embed_text,
     load_chunks,
     matches,
@@ -70,7 +71,6 @@ class HNSWRetriever(Retriever):
         self._labels: dict[str, int] = {}
         self._deleted: set[int] = set()
         self._graph: Any = None
-        self._unsaved = False
         if manifest is not None:
             self._load(Path(kwargs["path"]), manifest)
 
@@ -130,9 +130,7 @@ class HNSWRetriever(Retriever):
         """Add chunks whose vectors were computed elsewhere (late chunking, situated, ...)."""
         if vectors.shape != (len(chunks), self.dim):
             raise RagError(f"expected vectors of shape {(len(chunks), self.dim)}, got {vectors.shape}")
-        clashes = [c.id for c in chunks if c.id in self._labels]
-        if clashes or len({c.id for c in chunks}) != len(chunks):
-            raise RagError(f"chunk ids must be unique; already present or repeated: {clashes[:5]}")
+        check_new_ids(self._labels, chunks)
         vectors = np.asarray(vectors, dtype=np.float32)
         if self._graph is None:
             self._graph = self._new_graph(self.dim)
@@ -157,11 +155,6 @@ class HNSWRetriever(Retriever):
             self._graph.mark_deleted(label)
             self._deleted.add(label)
         self._unsaved = True
-
-    def spec(self) -> dict[str, Any]:
-        if self._unsaved:
-            raise RagError("this index has unsaved chunks: save() it before serializing its spec")
-        return super().spec()
 
     def search(
         self, queries: Sequence[str], k: int = 10, filter: Filter | None = None
