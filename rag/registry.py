@@ -25,6 +25,7 @@ _KIND_MODULES: dict[str, tuple[str, ...]] = {
     "encoder": ("rag.encoders",),
     "retriever": ("rag.retrievers",),
     "chunker": ("rag.chunkers",),
+    "embedder": ("rag.chunkers",),
 }
 _SHARED_KINDS = {"generator", "encoder"}
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import Field
+from tqdm.auto import tqdm
 
 from rag.errors import RagError
 from rag.models import cache_dir, resolve_model
@@ -80,6 +81,49 @@ class SentenceTransformerEncoder(Encoder):
 
     def encode_queries(self, texts: list[str], progress: bool = False) -> np.ndarray:
         return self._encode([self.config.query_prefix + t for t in texts], progress)
+
+    def token_states(
+        self, texts: list[str], overlap: int = 64, progress: bool = False
+    ) -> list[tuple[np.ndarray, list[tuple[int, int]]]]:
+        """Contextual token embeddings of whole texts, however long, for late chunking.
+
+        For each text: states of shape (n + 2, d) for [CLS], its n tokens and [SEP], and the
+        character offsets of the n tokens. A text longer than the encoder's window is run in
+        windows starting every `window - overlap` tokens; each later window's first `overlap`
+        states are dropped, so every token keeps context on both sides where it exists.
+        """
+        import torch
+
+        tokenizer = self.tokenizer
+        content = self.max_length - 2  # room for [CLS] and [SEP]
+        if not 0 <= overlap < content:
+            raise RagError(f"overlap must be in [0, {content}), got {overlap}")
+        encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True,
+                            verbose=False)
+        windows: list[tuple[int, int, list[int]]] = []  # (text index, first token, ids)
+        for t, ids in enumerate(encoded["input_ids"]):
+            starts = range(0, max(len(ids) - overlap, 1), content - overlap)
+            windows.extend((t, s, ids[s : s + content]) for s in starts)
+        model = self.model[0].auto_model
+        device = next(model.parameters()).device
+        states: list[list[np.ndarray]] = [[] for _ in texts]
+        batch_size = self.config.batch_size
+        for b in tqdm(range(0, len(windows), batch_size), desc="token states", disable=not progress):
+            batch = [[tokenizer.cls_token_id, *ids, tokenizer.sep_token_id]
+                     for _, _, ids in windows[b : b + batch_size]]
+            width = max(map(len, batch))
+            ids = torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in batch])
+            mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in batch])
+            with torch.inference_mode():
+                hidden = model(input_ids=ids.to(device), attention_mask=mask.to(device))
+            hidden = hidden.last_hidden_state.float().cpu().numpy()
+            for row, (t, start, window_ids) in zip(hidden, windows[b : b + batch_size]):
+                n = len(window_ids)
+                first = 0 if start == 0 else 1 + overlap  # later windows: drop overlap + [CLS]
+                last = len(encoded["input_ids"][t]) <= start + content  # keep [SEP] once
+                states[t].append(row[first : 1 + n + (1 if last else 0)])
+        return [(np.vstack(parts), [tuple(o) for o in offsets])
+                for parts, offsets in zip(states, encoded["offset_mapping"])]
 
     def encode_documents(self, texts: list[str], progress: bool = False) -> np.ndarray:
         return self._encode([self.config.document_prefix + t for t in texts], progress)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from rag.chunkers.embedding import ChunkEmbedder
 from rag.encoders.dense import Encoder
 from rag.errors import EncoderMismatchError, IndexLoadError, RagError
 from rag.registry import ComponentConfig, build, register
@@ -34,7 +35,7 @@ from rag.retrievers.base import (
     write_manifest,
 )
 from rag.storage import atomic_path, atomic_save_npy, checked_load, load_npy
-from rag.types import Chunk, Hit
+from rag.types import Chunk, Document, Hit
 
 FORMAT = "rag-icl/hnsw-v1"
 GRAPH = "hnsw.bin"
@@ -69,6 +70,7 @@ class HNSWRetriever(Retriever):
         self.chunks: list[Chunk] = []  # by hnswlib label; deleted ones stay, marked
         self.vectors = np.zeros((0, 0), dtype=np.float32)
         self._labels: dict[str, int] = {}
+        self.vectors_by: dict[str, Any] | None = None  # the chunk embedder's spec, if not plain
         self._deleted: set[int] = set()
         self._graph: Any = None
         if manifest is not None:
@@ -94,6 +96,7 @@ class HNSWRetriever(Retriever):
                                  f"says {(manifest['count'], manifest['dim'])}")
         self._labels = {c.id: i for i, c in enumerate(self.chunks)}
         self._deleted = set(manifest["deleted"])
+        self.vectors_by = manifest.get("vectors_by")
         graph = self._new_graph(manifest["dim"])
         checked_load(graph_path, "hnswlib index",
                      lambda p: graph.load_index(str(p), max_elements=max(manifest["count"], 1)))
@@ -116,6 +119,7 @@ class HNSWRetriever(Retriever):
 
     def index(self, chunks: Sequence[Chunk], progress: bool = False) -> None:
         self.chunks, self._labels, self._deleted, self._graph = [], {}, set(), None
+        self.vectors_by = None
         self.vectors = np.zeros((0, 0), dtype=np.float32)
         self.add(chunks, progress)
 
@@ -125,6 +129,19 @@ class HNSWRetriever(Retriever):
             return
         vectors = self.encoder.encode_documents([embed_text(c) for c in chunks], progress=progress)
         self.add_vectors(chunks, vectors)
+
+    def add_embedded(self, docs: Sequence[Document], chunks: Sequence[Chunk],
+                     embedder: ChunkEmbedder, progress: bool = False) -> None:
+        """Add chunks embedded in their documents' context (late chunking, situated, ...)."""
+        if embedder.encoder.fingerprint != self.encoder.fingerprint:
+            raise EncoderMismatchError(
+                f"the embedder encodes with {embedder.encoder.spec()} but this index queries with "
+                f"{self.encoder.spec()}; vectors would not be comparable")
+        if self.vectors_by not in (None, embedder.spec()) or (self.chunks and self.vectors_by is None):
+            raise RagError("an index holds vectors of one method; build a new one for "
+                           f"{embedder.name!r}")
+        self.add_vectors(list(chunks), embedder.embed(docs, chunks, progress))
+        self.vectors_by = embedder.spec()
 
     def add_vectors(self, chunks: list[Chunk], vectors: np.ndarray) -> None:
         """Add chunks whose vectors were computed elsewhere (late chunking, situated, ...)."""
@@ -217,7 +234,7 @@ class HNSWRetriever(Retriever):
         write_manifest(folder, FORMAT, {
             "encoder": self.encoder.spec(), "encoder_fingerprint": self.encoder.fingerprint,
             "space": self.config.space, "dim": self.dim, "count": len(self.chunks),
-            "deleted": sorted(self._deleted), "graph_bytes": (folder / GRAPH).stat().st_size,
+            "deleted": sorted(self._deleted), "vectors_by": self.vectors_by, "graph_bytes": (folder / GRAPH).stat().st_size,
         })
         self.config.path = str(folder)
         self._unsaved = False
