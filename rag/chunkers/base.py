@@ -19,6 +19,24 @@ def make_chunk(doc: Document, index: int, start: int, end: int) -> Chunk:
     )
 
 
+def check_window(size: int, overlap: int, unit: str) -> None:
+    """Validate a window of `size` units sharing `overlap` with the next (for pydantic)."""
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {size} {unit}")
+    if not 0 <= overlap < size:
+        raise ValueError(f"overlap must be in [0, size), got {overlap} {unit}")
+
+
+def windows(count: int, size: int, overlap: int) -> list[tuple[int, int]]:
+    """Index ranges [first, end) of `size` items starting every `size - overlap` items."""
+    ranges = []
+    for first in range(0, count, size - overlap):
+        ranges.append((first, min(first + size, count)))
+        if first + size >= count:
+            break
+    return ranges
+
+
 class Chunker(Component):
     """Base of chunkers. Subclasses implement `spans`; chunks follow from them."""
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from rag.chunkers.base import Chunker
+from rag.chunkers.base import Chunker, check_window, windows
 from rag.models import resolve_model
 from rag.registry import ComponentConfig, register
 from rag.types import Document
@@ -28,10 +28,7 @@ class FixedTokenChunker(Chunker):
 
         @model_validator(mode="after")
         def _check(self) -> FixedTokenChunker.Config:
-            if self.size <= 0:
-                raise ValueError(f"size must be positive, got {self.size}")
-            if not 0 <= self.overlap < self.size:
-                raise ValueError(f"overlap must be in [0, size), got {self.overlap}")
+            check_window(self.size, self.overlap, "tokens")
             return self
 
     config: Config
@@ -48,11 +45,5 @@ class FixedTokenChunker(Chunker):
         )["offset_mapping"]
         if not offsets:
             return [(0, len(doc.text))]
-        step = self.config.size - self.config.overlap
-        spans = []
-        for first in range(0, len(offsets), step):
-            window = offsets[first : first + self.config.size]
-            spans.append((window[0][0], window[-1][1]))
-            if first + self.config.size >= len(offsets):
-                break
-        return spans
+        return [(offsets[a][0], offsets[b - 1][1])
+                for a, b in windows(len(offsets), self.config.size, self.config.overlap)]

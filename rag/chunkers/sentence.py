@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from rag.chunkers.base import Chunker
+from rag.chunkers.base import Chunker, check_window, windows
 from rag.registry import ComponentConfig, register
 from rag.types import Document
 
@@ -40,10 +40,7 @@ class SentenceChunker(Chunker):
 
         @model_validator(mode="after")
         def _check(self) -> SentenceChunker.Config:
-            if self.sentences <= 0:
-                raise ValueError(f"sentences must be positive, got {self.sentences}")
-            if not 0 <= self.overlap < self.sentences:
-                raise ValueError(f"overlap must be in [0, sentences), got {self.overlap}")
+            check_window(self.sentences, self.overlap, "sentences")
             return self
 
     config: Config
@@ -56,11 +53,5 @@ class SentenceChunker(Chunker):
 
     def spans(self, doc: Document) -> list[tuple[int, int]]:
         sentences = sentence_spans(self.segmenter, doc.text)
-        step = self.config.sentences - self.config.overlap
-        groups = []
-        for first in range(0, len(sentences), step):
-            group = sentences[first : first + self.config.sentences]
-            groups.append((group[0][0], group[-1][1]))
-            if first + self.config.sentences >= len(sentences):
-                break
-        return groups
+        return [(sentences[a][0], sentences[b - 1][1])
+                for a, b in windows(len(sentences), self.config.sentences, self.config.overlap)]
