@@ -66,11 +66,12 @@ class SituatedWindowEmbedder(ChunkEmbedder):
             windows.append(prefix + doc.text[lo:hi])
             shift = len(prefix) - lo
             spans.append((chunk.start + shift, chunk.end + shift))
-        pooled = np.vstack([
-            pool_spans(states, offsets, [span], cover_ends=False)
-            for (states, offsets), span in zip(self.encoder.token_states(windows, progress=progress),
-                                               spans)
-        ])
+        # Neighbouring chunks of a short document share one window (the whole document):
+        # encode each distinct window once.
+        distinct = list(dict.fromkeys(windows))
+        encoded = dict(zip(distinct, self.encoder.token_states(distinct, progress=progress)))
+        pooled = np.vstack([pool_spans(*encoded[window], [span], cover_ends=False)
+                            for window, span in zip(windows, spans)])
         situated = fill_empty(self.encoder, chunks, pooled)
         if not self.config.residual:
             return situated

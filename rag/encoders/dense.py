@@ -104,9 +104,10 @@ class SentenceTransformerEncoder(Encoder):
         for t, ids in enumerate(encoded["input_ids"]):
             starts = range(0, max(len(ids) - overlap, 1), content - overlap)
             windows.extend((t, s, ids[s : s + content]) for s in starts)
+        windows.sort(key=lambda w: len(w[2]))  # similar lengths per batch: little padding
         model = self.model[0].auto_model
         device = next(model.parameters()).device
-        states: list[list[np.ndarray]] = [[] for _ in texts]
+        states: list[dict[int, np.ndarray]] = [{} for _ in texts]  # by window start
         batch_size = self.config.batch_size
         for b in tqdm(range(0, len(windows), batch_size), desc="token states", disable=not progress):
             batch = [[tokenizer.cls_token_id, *ids, tokenizer.sep_token_id]
@@ -121,8 +122,8 @@ class SentenceTransformerEncoder(Encoder):
                 n = len(window_ids)
                 first = 0 if start == 0 else 1 + overlap  # later windows: drop overlap + [CLS]
                 last = len(encoded["input_ids"][t]) <= start + content  # keep [SEP] once
-                states[t].append(row[first : 1 + n + (1 if last else 0)])
-        return [(np.vstack(parts), [tuple(o) for o in offsets])
+                states[t][start] = row[first : 1 + n + (1 if last else 0)]
+        return [(np.vstack([parts[s] for s in sorted(parts)]), [tuple(o) for o in offsets])
                 for parts, offsets in zip(states, encoded["offset_mapping"])]
 
     def encode_documents(self, texts: list[str], progress: bool = False) -> np.ndarray:
