@@ -120,6 +120,7 @@ class ContextualRetrievalEmbedder(ChunkEmbedder):
         max_tokens: int = Field(default=48, ge=1)
         document_chars: int = Field(default=3000, ge=100, description="document text shown")
         batch_size: int = Field(default=64, ge=1, description="chunks per generate call")
+        cache: bool = Field(default=True, description="keep generated contexts on disk")
 
     config: Config
 
@@ -140,7 +141,7 @@ class ContextualRetrievalEmbedder(ChunkEmbedder):
         parents = by_document(docs, chunks)
         store = cache_dir() / "contexts.jsonl"
         known: dict[str, str] = {}
-        if store.is_file():
+        if self.config.cache and store.is_file():
             for line in store.read_text().splitlines():
                 try:
                     record = json.loads(line)
@@ -159,10 +160,12 @@ class ContextualRetrievalEmbedder(ChunkEmbedder):
                          f"{parents[chunks[i].doc_id].text[: self.config.document_chars]}",
                 chunk=chunks[i].text)) for i in batch]
             outputs = self.generator.generate(prompts, params)
-            with open(store, "a") as fh:  # appended batch by batch: a rerun resumes here
-                for i, out in zip(batch, outputs):
-                    known[keys[i]] = " ".join(out.text.split())
-                    fh.write(json.dumps({"key": keys[i], "context": known[keys[i]]}) + "\n")
+            for i, out in zip(batch, outputs):
+                known[keys[i]] = " ".join(out.text.split())
+            if self.config.cache:
+                with open(store, "a") as fh:  # appended batch by batch: a rerun resumes here
+                    for i in batch:
+                        fh.write(json.dumps({"key": keys[i], "context": known[keys[i]]}) + "\n")
         return [known[k] for k in keys]
 
     def embed(self, docs: Sequence[Document], chunks: Sequence[Chunk],
