@@ -20,4 +20,10 @@ def test_example_runs(script: Path):
         text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Q: " in result.stdout and "A: " in result.stdout
+    assert result.stdout.strip()
+    if script.name == "naive_rag.py":
+        assert "Q: " in result.stdout and "A: " in result.stdout
+    if script.name == "late_chunking.py":  # the example's point: context helps "It" sentences
+        recall = {line.split(":")[0].strip(): float(line.split()[2])
+                  for line in result.stdout.splitlines() if "recall@10" in line}
+        assert recall["late"] > recall["naive"]
