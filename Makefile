@@ -46,6 +46,7 @@ test: models
 bench: models
 	$(BIN)/python benchmarks/generation.py
 	$(BIN)/python benchmarks/retrieval.py
+	$(BIN)/python benchmarks/chunking.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -188,3 +188,22 @@ def test_the_index_records_the_method_and_refuses_another_encoder(encoder, vital
     other = {"type": "sentence_transformers", "query_prefix": "query: "}
     with pytest.raises(EncoderMismatchError):
         HNSWRetriever(encoder=other).add_embedded(docs, chunks, LateChunkingEmbedder(encoder))
+
+
+def test_llm_contexts_are_generated_once_then_read_from_the_cache(
+        vllm_tiny, encoder, vital_slice, tmp_path, monkeypatch):
+    from rag.chunkers import ContextualRetrievalEmbedder
+
+    monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path))
+    docs = vital_slice[:2]
+    chunks = SentenceChunker().chunk_all(docs)
+    embedder = ContextualRetrievalEmbedder(vllm_tiny, encoder, max_tokens=24)
+    contexts = embedder.contexts(docs, chunks)
+    assert len(contexts) == len(chunks) and any(c.strip() for c in contexts)
+    assert (tmp_path / "contexts.jsonl").read_text().count("\n") == len(chunks)
+    calls = []
+    monkeypatch.setattr(vllm_tiny, "generate", lambda *args, **kwargs: calls.append(args) or [])
+    assert embedder.contexts(docs, chunks) == contexts and not calls  # all from the cache
+    vectors = embedder.embed(docs, chunks)
+    assert vectors.shape == (len(chunks), encoder.dim)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
