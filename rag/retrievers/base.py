@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Container, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from rag.errors import IndexLoadError, RagError
 from rag.registry import Component
@@ -83,6 +83,11 @@ class Retriever(Component):
 
     def save(self, path: str | Path) -> None:
         raise NotImplementedError
+
+    @classmethod
+    def load(cls, path: str | Path, **kwargs: Any) -> Self:
+        """Open a folder written by `save`; keyword arguments override its config."""
+        return cls(path=str(path), **kwargs)
 
     def __len__(self) -> int:
         raise NotImplementedError

@@ -152,7 +152,3 @@ class BM25Retriever(Retriever):
         if self._model.scores["num_docs"] != len(self.chunks):
             raise IndexLoadError(f"{folder / SCORES} scores {self._model.scores['num_docs']} "
                                  f"documents, {folder / CHUNKS} holds {len(self.chunks)}")
-
-    @classmethod
-    def load(cls, path: str | Path, **kwargs: Any) -> BM25Retriever:
-        return cls(path=str(path), **kwargs)

@@ -238,7 +238,3 @@ class HNSWRetriever(Retriever):
         })
         self.config.path = str(folder)
         self._unsaved = False
-
-    @classmethod
-    def load(cls, path: str | Path, **kwargs: Any) -> HNSWRetriever:
-        return cls(path=str(path), **kwargs)

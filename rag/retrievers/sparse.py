@@ -142,7 +142,3 @@ class SparseRetriever(Retriever):
         })
         self.config.path = str(folder)
         self._unsaved = False
-
-    @classmethod
-    def load(cls, path: str | Path, **kwargs: Any) -> SparseRetriever:
-        return cls(path=str(path), **kwargs)
