@@ -12,16 +12,10 @@ measured in the same run. The LLM-situated variant runs on a slice (its cost is 
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from common import write_results  # noqa: E402
-
-from rag.chunkers import (  # noqa: E402
+from rag.chunkers import (
     ContextualRetrievalEmbedder,
     LateChunkingEmbedder,
     NaiveEmbedder,
@@ -29,10 +23,11 @@ from rag.chunkers import (  # noqa: E402
     SituatedPrefixEmbedder,
     SituatedWindowEmbedder,
 )
-from rag.corpus import vital_articles  # noqa: E402
-from rag.eval.metrics import mrr_at, recall_at  # noqa: E402
-from rag.registry import build  # noqa: E402
-from rag.retrievers import BM25Retriever, HNSWRetriever  # noqa: E402
+from rag.corpus import vital_articles
+from rag.eval.metrics import mrr_at, recall_at
+from rag.eval.report import write_results
+from rag.registry import build
+from rag.retrievers import BM25Retriever, HNSWRetriever
 
 DEPTH = 100  # sentences retrieved per query before ranking documents by their best sentence
 

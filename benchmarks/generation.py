@@ -7,14 +7,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from common import write_results
-
 from rag.corpus import vital_articles
+from rag.eval.report import write_results
 from rag.registry import build
 from rag.types import Prompt, SamplingParams
 

@@ -13,21 +13,16 @@
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from common import write_results
-
 from rag.corpus import vital_articles
 from rag.eval.metrics import mrr_at, recall_at
+from rag.eval.report import write_results
 from rag.retrievers import BM25Retriever, HNSWRetriever, HybridRetriever, HyDERetriever
 from rag.types import Chunk
 

@@ -1,4 +1,4 @@
-"""Helpers every benchmark uses: provenance in each result file, and a printed table."""
+"""Result files with provenance (command, commit, machine) and Markdown tables, for benchmarks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).parent / "results"
 
 
 def git_commit() -> str:
@@ -32,14 +31,17 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def write_results(
-    name: str, setup: dict[str, Any], rows: list[dict[str, Any]] | dict[str, list[dict[str, Any]]]
+    name: str, setup: dict[str, Any], rows: list[dict[str, Any]] | dict[str, list[dict[str, Any]]],
+    folder: Path | None = None,
 ) -> Path:
     """Write `benchmarks/results/NAME.json` with the command, machine and commit; print tables.
 
-    `rows` is one table, or several by section name.
+    `rows` is one table, or several by section name. The folder defaults to `results/` beside
+    the running script, so `python benchmarks/x.py` writes `benchmarks/results/x.json` from anywhere.
     """
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    folder = folder or Path(sys.argv[0]).resolve().parent / "results"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     record = {
         "benchmark": name, "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
