@@ -62,12 +62,13 @@ def load_json(path: str | Path, what: str = "file") -> Any:
         raise IndexLoadError(f"{path} is not a valid {what} (truncated or foreign?): {exc}") from None
 
 
-def load_npy(path: str | Path, what: str = "array file") -> np.ndarray:
+def load_npy(path: str | Path, what: str = "array file", mmap: bool = False) -> np.ndarray:
+    """Load a `.npy` without pickle; `mmap` maps it read-only instead of reading it into RAM."""
     path = Path(path)
     if not path.is_file():
         raise IndexLoadError(f"{what} not found: {path}")
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except (ValueError, OSError, EOFError) as exc:
         raise IndexLoadError(f"{path} is not a valid {what} (truncated or foreign?): {exc}") from None
 

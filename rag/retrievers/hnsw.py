@@ -90,7 +90,8 @@ class HNSWRetriever(Retriever):
         if not graph_path.is_file() or graph_path.stat().st_size != manifest["graph_bytes"]:
             raise IndexLoadError(f"{graph_path} is missing or truncated (size differs from manifest)")
         self.chunks = load_chunks(folder / CHUNKS, manifest["count"])
-        self.vectors = load_npy(folder / VECTORS, "vector file")
+        # memory-mapped: the graph holds its own copy; these pages are read only by exact search
+        self.vectors = load_npy(folder / VECTORS, "vector file", mmap=True)
         if self.vectors.shape != (manifest["count"], manifest["dim"]):
             raise IndexLoadError(f"{folder / VECTORS} has shape {self.vectors.shape}, manifest "
                                  f"says {(manifest['count'], manifest['dim'])}")
