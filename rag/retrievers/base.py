@@ -45,6 +45,13 @@ def check_new_ids(known: Container[str], chunks: Sequence[Chunk]) -> None:
         raise RagError(f"chunk ids must be unique; already present or repeated: {clashes[:5]}")
 
 
+def check_deletable(live: Container[str], ids: Sequence[str]) -> None:
+    """Refuse to delete ids that are not (or no longer) indexed."""
+    unknown = [i for i in ids if i not in live]
+    if unknown:
+        raise RagError(f"cannot delete unknown chunk ids: {unknown[:5]}")
+
+
 def check_k(k: int) -> None:
     if k < 1:
         raise RagError(f"k must be at least 1, got {k}")

@@ -22,6 +22,7 @@ from rag.retrievers.base import (
     CHUNKS,
     Filter,
     Retriever,
+    check_deletable,
     check_k,
     check_new_ids,
     embed_text,
@@ -93,10 +94,8 @@ class BM25Retriever(Retriever):
         self._rebuild(progress)
 
     def delete(self, ids: Sequence[str]) -> None:
+        check_deletable({c.id for c in self.chunks}, ids)
         gone = set(ids)
-        unknown = gone - {c.id for c in self.chunks}
-        if unknown:
-            raise RagError(f"cannot delete unknown chunk ids: {sorted(unknown)[:5]}")
         self.chunks = [c for c in self.chunks if c.id not in gone]
         self._rebuild()
 

@@ -25,6 +25,7 @@ from rag.retrievers.base import (
     CHUNKS,
     Filter,
     Retriever,
+    check_deletable,
     check_k,
     check_new_ids,
     embed_text,
@@ -165,9 +166,8 @@ class HNSWRetriever(Retriever):
         self._unsaved = True
 
     def delete(self, ids: Sequence[str]) -> None:
-        unknown = [i for i in ids if i not in self._labels or self._labels[i] in self._deleted]
-        if unknown:
-            raise RagError(f"cannot delete unknown chunk ids: {unknown[:5]}")
+        check_deletable({i for i in ids if i in self._labels and self._labels[i] not in self._deleted},
+                        ids)
         for chunk_id in ids:
             label = self._labels[chunk_id]
             self._graph.mark_deleted(label)

@@ -22,6 +22,7 @@ from rag.retrievers.base import (
     CHUNKS,
     Filter,
     Retriever,
+    check_deletable,
     check_k,
     check_new_ids,
     embed_text,
@@ -91,10 +92,8 @@ class SparseRetriever(Retriever):
         self._unsaved = True
 
     def delete(self, ids: Sequence[str]) -> None:
+        check_deletable({c.id for c in self.chunks}, ids)
         gone = set(ids)
-        unknown = gone - {c.id for c in self.chunks}
-        if unknown:
-            raise RagError(f"cannot delete unknown chunk ids: {sorted(unknown)[:5]}")
         keep = [i for i, c in enumerate(self.chunks) if c.id not in gone]
         self.postings = self.postings.tocsr()[keep].tocsc()
         self.chunks = [self.chunks[i] for i in keep]
