@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
 from rag.errors import ConfigError, PipelineError, RagError
@@ -27,8 +27,6 @@ INPUT_FIELDS = frozenset({"query", "history"})
 
 class State(BaseModel):
     """Everything known about one query while it moves through the stages."""
-
-    model_config = ConfigDict(validate_assignment=False)
 
     query: str
     history: list[Message] = Field(default_factory=list)
