@@ -7,6 +7,7 @@ import pytest
 
 from rag.errors import RagError
 from rag.generators import OpenAIGenerator
+from rag.generators.base import Generator
 from rag.generators.openai import OpenAIError
 from rag.types import Prompt, SamplingParams
 
@@ -53,6 +54,19 @@ def test_vllm_and_transformers_scores_agree(vllm_tiny, hf_tiny):
     for a, b in zip(fast, reference):
         assert len(a) == len(b)
         assert max(abs(x - y) for x, y in zip(a, b)) < SCORE_TOLERANCE
+
+
+def test_next_token_logprobs_match_scoring_each_option(generator):
+    """The one-pass override agrees with the generic path (one scored continuation per option)."""
+    prompts = [CAPITAL, "Is Paris in France? Answer Yes or No.\nAnswer:"]
+    options = [" Paris", " Yes", " No"]
+    fast = generator.next_token_logprobs(prompts, options)
+    generic = Generator.next_token_logprobs(generator, prompts, options)
+    assert len(fast) == 2 and all(len(row) == 3 for row in fast)
+    for a, b in zip(fast, generic):
+        assert max(abs(x - y) for x, y in zip(a, b)) < SCORE_TOLERANCE
+    with pytest.raises(RagError, match="share a first token"):
+        generator.next_token_logprobs(prompts, [" Paris", " Paris is"])
 
 
 def test_vllm_refuses_a_prompt_longer_than_its_window(vllm_tiny):

@@ -36,6 +36,11 @@ def check_batch(prompts: Sequence[Any], continuations: Sequence[str] | None = No
         raise RagError("score() needs non-empty continuations")
 
 
+def check_options(options: Sequence[str]) -> None:
+    if not options or any(not o for o in options):
+        raise RagError("next_token_logprobs() needs at least one option, none of them empty")
+
+
 def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut `text` at the earliest stop string; say whether one was found."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
@@ -55,6 +60,20 @@ class Generator(Component):
     def score(self, prompts: Sequence[PromptLike], continuations: Sequence[str]) -> list[list[float]]:
         """Per-token log-probabilities of each continuation given its prompt."""
         raise NotImplementedError
+
+    def next_token_logprobs(
+        self, prompts: Sequence[PromptLike], options: Sequence[str]
+    ) -> list[list[float]]:
+        """Log-probability that the next token is the first token of each option, per prompt.
+
+        Label scoring (yes/no relevance, single-token listwise ranking) needs this. The default
+        scores each option separately; local backends override it with one forward pass.
+        """
+        check_options(options)
+        pairs = [(p, o) for p in prompts for o in options]
+        scores = self.score([p for p, _ in pairs], [o for _, o in pairs])
+        flat = [s[0] for s in scores]
+        return [flat[i : i + len(options)] for i in range(0, len(flat), len(options))]
 
     @property
     def model_name(self) -> str:
@@ -106,6 +125,14 @@ class LocalGenerator(Generator):
 
     def continuation_ids(self, continuation: str) -> list[int]:
         return self.tokenizer.encode(continuation, add_special_tokens=False)
+
+    def option_ids(self, options: Sequence[str]) -> list[int]:
+        """The first token of each option, which must differ between options."""
+        check_options(options)
+        ids = [self.continuation_ids(o)[0] for o in options]
+        if len(set(ids)) != len(ids):
+            raise RagError(f"options {list(options)} share a first token; pick distinct labels")
+        return ids
 
     def count_tokens(self, text: str) -> int:
         return len(self.continuation_ids(text))

@@ -139,3 +139,25 @@ class TransformersGenerator(LocalGenerator):
                 first = len(prompt_ids) - 1
                 scores.append(token_logprobs[i, first : first + len(cont_ids)].tolist())
         return scores
+
+    def next_token_logprobs(
+        self, prompts: Sequence[PromptLike], options: Sequence[str]
+    ) -> list[list[float]]:
+        """One forward pass per batch; read each row's distribution after its last token."""
+        import torch
+
+        ids = self.option_ids(options)
+        rows = [self.prompt_ids(p) for p in prompts]
+        if any(not r for r in rows):
+            raise RagError("empty prompt: it renders to zero tokens")
+        result: list[list[float]] = []
+        size = self.config.batch_size
+        for start in range(0, len(rows), size):
+            batch = rows[start : start + size]
+            tokens, mask = self._batch(batch, left=False)
+            with torch.inference_mode():
+                logits = self.model(input_ids=tokens, attention_mask=mask).logits.float()
+            last = torch.tensor([len(r) - 1 for r in batch], device=logits.device)
+            logprobs = torch.log_softmax(logits[torch.arange(len(batch)), last], dim=-1)
+            result.extend(logprobs[:, ids].tolist())
+        return result

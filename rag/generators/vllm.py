@@ -156,3 +156,20 @@ class VLLMGenerator(LocalGenerator):
                 [out.prompt_logprobs[i][tok].logprob for i, tok in zip(positions, cont_ids)]
             )
         return scores
+
+    def next_token_logprobs(
+        self, prompts: Sequence[PromptLike], options: Sequence[str]
+    ) -> list[list[float]]:
+        """One engine step per prompt; vLLM returns the log-probs of exactly these tokens."""
+        from vllm import SamplingParams as VSamplingParams
+        from vllm.inputs import TokensPrompt
+
+        ids = self.option_ids(options)
+        inputs = []
+        for prompt in prompts:
+            prompt_ids = self.prompt_ids(prompt)
+            self._check_length(prompt_ids, 1)
+            inputs.append(TokensPrompt(prompt_token_ids=prompt_ids))
+        sampling = VSamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=ids)
+        outputs = self.engine.generate(inputs, sampling, use_tqdm=len(inputs) > 8)
+        return [[out.outputs[0].logprobs[0][i].logprob for i in ids] for out in outputs]
