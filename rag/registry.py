@@ -20,10 +20,11 @@ from rag.errors import ConfigError
 
 # Kind -> modules whose import registers that kind's built-in components.
 _KIND_MODULES: dict[str, tuple[str, ...]] = {
-    "stage": ("rag.retrievers.stage", "rag.prompts", "rag.generators.stage"),
+    "stage": ("rag.retrievers.stage", "rag.rerankers.stage", "rag.prompts", "rag.generators.stage"),
     "generator": ("rag.generators",),
     "encoder": ("rag.encoders",),
     "retriever": ("rag.retrievers",),
+    "reranker": ("rag.rerankers",),
     "chunker": ("rag.chunkers",),
     "embedder": ("rag.chunkers",),
 }
@@ -126,12 +127,13 @@ def build(kind: str, spec: Component | dict[str, Any] | str) -> Any:
     type_name = options.pop("type")
     if type_name not in classes:
         raise ConfigError(f"unknown {kind} type {type_name!r}; known: {', '.join(sorted(classes))}")
+    config = validate_config(classes[type_name], options)  # named errors before heavy work
     key = ""
     if kind in _SHARED_KINDS:
-        key = kind + json.dumps(spec, sort_keys=True, default=str)
+        # Keyed on the validated config, so specs that differ only by spelled-out defaults share.
+        key = f"{kind}:{type_name}:" + json.dumps(config.model_dump(mode="json"), sort_keys=True)
         if key in _SHARED:
             return _SHARED[key]
-    validate_config(classes[type_name], options)  # named errors before any heavy work starts
     component = classes[type_name](**options)
     if key:
         _SHARED[key] = component

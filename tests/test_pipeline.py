@@ -103,3 +103,12 @@ def test_pipeline_files_are_loaded_safely_and_strictly(tmp_path):
     broken.write_text('{"stages": [')
     with pytest.raises(ConfigError, match="p.json: invalid JSON"):
         Pipeline.load(broken)
+
+
+def test_heavy_components_are_shared_by_config_not_by_spelling():
+    from rag.registry import build
+
+    plain = build("encoder", {"type": "sentence_transformers"})
+    spelled = build("encoder", plain.spec())
+    assert spelled is plain
+    assert build("encoder", {**plain.spec(), "batch_size": 7}) is not plain

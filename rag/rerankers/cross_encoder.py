@@ -1,0 +1,46 @@
+"""Cross-encoder reranking: a sequence-classification model reads query and passage together."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+from pydantic import Field
+
+from rag.registry import ComponentConfig, register
+from rag.rerankers.base import Reranker, passage_text, rescored
+from rag.types import Hit
+
+
+@register("reranker", "cross-encoder")
+class CrossEncoderReranker(Reranker):
+    """Any HF sequence-classification checkpoint through sentence-transformers' `CrossEncoder`."""
+
+    class Config(ComponentConfig):
+        model: str = Field(description="a local folder or a cached HF id")
+        batch_size: int = Field(default=32, ge=1)
+        max_words: int = Field(default=200, ge=1, description="passage words shown to the model")
+        device: str | None = None
+
+    config: Config
+
+    @cached_property
+    def model(self) -> Any:
+        from sentence_transformers import CrossEncoder
+
+        from rag.models import resolve_model
+
+        return CrossEncoder(str(resolve_model(self.config.model)), device=self.config.device)
+
+    def rerank(self, queries: Sequence[str], hits: Sequence[Sequence[Hit]]) -> list[list[Hit]]:
+        self.check(queries, hits)
+        pairs = [(q, passage_text(h, self.config.max_words)) for q, hs in zip(queries, hits) for h in hs]
+        flat = self.model.predict(
+            pairs, batch_size=self.config.batch_size, show_progress_bar=len(pairs) > 256
+        ) if pairs else []
+        out, start = [], 0
+        for hs in hits:
+            out.append(rescored(hs, [float(s) for s in flat[start : start + len(hs)]], self.name))
+            start += len(hs)
+        return out
