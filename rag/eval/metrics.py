@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 
@@ -25,4 +26,13 @@ def mrr_at(ranked: Sequence[Sequence[str]], golds: Sequence[str], k: int) -> flo
     for items, gold in zip(ranked, golds):
         rank = _first_rank(items, gold)
         total += 1.0 / rank if rank is not None and rank <= k else 0.0
+    return total / len(golds) if golds else 0.0
+
+
+def ndcg_at(ranked: Sequence[Sequence[str]], golds: Sequence[str], k: int) -> float:
+    """nDCG@k with one relevant id per query: 1 / log2(rank + 1) when it is in the first k."""
+    total = 0.0
+    for items, gold in zip(ranked, golds):
+        rank = _first_rank(items, gold)
+        total += 1.0 / math.log2(rank + 1) if rank is not None and rank <= k else 0.0
     return total / len(golds) if golds else 0.0

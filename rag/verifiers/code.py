@@ -1,0 +1,171 @@
+"""Programs from LLM replies, checks from docstrings, and running both in the sandbox.
+
+A *check* is an assert statement (from a `>>>` example in the task's docstring, or written by
+the LLM); a *probe* is an expression whose value is recorded (the example's call), so programs
+can be compared by what they compute. Each program runs once in the sandbox with all its checks
+and probes, each under its own alarm, so one hanging check fails alone.
+"""
+
+from __future__ import annotations
+
+import ast
+import doctest
+import json
+import re
+import secrets
+from collections.abc import Sequence
+
+from pydantic import BaseModel, Field
+
+from rag.verifiers.sandbox import ExecResult, Sandbox
+
+_FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)(?:```|$)", re.S)
+
+
+def extract_code(reply: str) -> str:
+    """The code in an LLM reply: its longest fenced block, else the reply itself."""
+    blocks = _FENCE.findall(reply)
+    return max(blocks, key=len).strip("\n") if blocks else reply.strip("\n")
+
+
+def program_for(task_prompt: str, reply: str, entry_point: str) -> str:
+    """A runnable program: the reply's function with the task's imports, or the task's
+    prompt continued by the reply when the reply is only a function body."""
+    code = extract_code(reply)
+    if re.search(rf"^\s*def\s+{re.escape(entry_point)}\s*\(", code, re.M):
+        imports = [ln for ln in task_prompt.splitlines() if ln.startswith(("import ", "from "))]
+        return "\n".join([*imports, "", code]) if imports else code
+    return task_prompt + code
+
+
+def doctest_examples(task_prompt: str) -> list[tuple[str, str]]:
+    """(expression, expected output) for each `>>>` example with an expected output."""
+    try:
+        tree = ast.parse(task_prompt)
+        docs = [ast.get_docstring(node) or "" for node in ast.walk(tree)
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    except SyntaxError:
+        docs = [task_prompt]
+    found = []
+    for doc in docs:
+        for e in doctest.DocTestParser().get_examples(doc):
+            want = re.split(r"\"{3}|'{3}", e.want)[0].strip()  # the regex fallback sees quotes
+            if want:
+                found.append((e.source.strip(), want))
+    return found
+
+
+def example_checks(examples: Sequence[tuple[str, str]]) -> list[str]:
+    """Assert statements for doctest examples, comparing as doctest does (by repr), or by value."""
+    return [f"assert _matches({expr}, {want!r})" for expr, want in examples]
+
+
+def generated_checks(reply: str, entry_point: str, limit: int) -> list[str]:
+    """Distinct one-line assert statements that call `entry_point`, from an LLM's reply."""
+    found: list[str] = []
+    for line in extract_code(reply).splitlines():
+        line = line.strip()
+        if line.startswith("assert ") and f"{entry_point}(" in line and line not in found:
+            try:
+                compile(line, "<check>", "exec")
+            except SyntaxError:
+                continue
+            found.append(line)
+    return found[:limit]
+
+
+HARNESS = '''
+
+import json as _json, signal as _signal
+
+def _matches(value, want):
+    if repr(value) == want:
+        return True
+    try:
+        return value == eval(want)
+    except Exception:
+        return False
+
+def _alarm(signum, frame):
+    raise TimeoutError("check timed out")
+
+_signal.signal(_signal.SIGALRM, _alarm)
+_report = {{"checks": [], "probes": []}}
+for _kind, _sources in (("checks", {checks!r}), ("probes", {probes!r})):
+    for _source in _sources:
+        _signal.setitimer(_signal.ITIMER_REAL, {seconds!r})
+        try:
+            _value = eval(_source) if _kind == "probes" else exec(_source)
+            _report[_kind].append([True, None, repr(_value)[:200]])
+        except BaseException as _error:
+            _report[_kind].append([False, type(_error).__name__, None])
+        finally:
+            _signal.setitimer(_signal.ITIMER_REAL, 0)
+print({marker!r} + _json.dumps(_report))
+'''
+
+
+class Outcome(BaseModel):
+    """One check or probe: did it pass, what it raised, what it returned (probes)."""
+
+    ok: bool
+    error: str | None = None
+    value: str | None = None
+
+
+class Execution(BaseModel):
+    """A program run with its checks and probes."""
+
+    result: ExecResult
+    checks: list[Outcome] = Field(default_factory=list)
+    probes: list[Outcome] = Field(default_factory=list)
+
+    @property
+    def passed(self) -> list[bool]:
+        return [c.ok for c in self.checks]
+
+    @property
+    def signature(self) -> tuple[str | None, ...]:
+        """What the program computed on the probes (error names where it raised)."""
+        return tuple(p.value if p.ok else f"!{p.error}" for p in self.probes)
+
+
+def execute(
+    sandbox: Sandbox,
+    programs: Sequence[str],
+    checks: Sequence[str] = (),
+    probes: Sequence[str] = (),
+    seconds_per_check: float = 2.0,
+) -> list[Execution]:
+    """Run every program against all checks and probes, programs in parallel."""
+    marker = f"@@rag-report-{secrets.token_hex(8)}@@"
+    harness = HARNESS.format(
+        checks=list(checks), probes=list(probes), seconds=seconds_per_check, marker=marker
+    )
+    results = sandbox.run_many([program + harness for program in programs])
+    return [_parse(result, marker, len(checks), len(probes)) for result in results]
+
+
+def _parse(result: ExecResult, marker: str, n_checks: int, n_probes: int) -> Execution:
+    failed = result.exception or result.status
+    report = None
+    for line in reversed(result.stdout.splitlines()):
+        if line.startswith(marker):
+            report = json.loads(line[len(marker):])
+            break
+    if report is None:  # the program died before the harness could report: everything failed
+        return Execution(
+            result=result,
+            checks=[Outcome(ok=False, error=failed)] * n_checks,
+            probes=[Outcome(ok=False, error=failed)] * n_probes,
+        )
+    to_outcomes = lambda rows: [Outcome(ok=ok, error=err, value=val) for ok, err, val in rows]  # noqa: E731
+    return Execution(result=result, checks=to_outcomes(report["checks"]), probes=to_outcomes(report["probes"]))
+
+
+def run_unit_tests(
+    sandbox: Sandbox, programs: Sequence[str], test_source: str, entry_point: str
+) -> list[ExecResult]:
+    """Run a HumanEval-style `check(candidate)` test against each program, in parallel."""
+    suffix = f"\n\n{test_source}\n\ncheck({entry_point})\n"
+    return sandbox.run_many([program + suffix for program in programs])

@@ -1,0 +1,21 @@
+"""Metrics against values computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from rag.eval.metrics import mrr_at, ndcg_at, recall_at
+
+RANKED = [["a", "b", "c"], ["x", "y", "gold"], ["p", "q", "r"]]
+GOLDS = ["a", "gold", "missing"]
+
+
+def test_recall_mrr_and_ndcg_by_hand():
+    assert recall_at(RANKED, GOLDS, 1) == pytest.approx(1 / 3)
+    assert recall_at(RANKED, GOLDS, 3) == pytest.approx(2 / 3)
+    assert mrr_at(RANKED, GOLDS, 3) == pytest.approx((1 + 1 / 3) / 3)
+    assert ndcg_at(RANKED, GOLDS, 3) == pytest.approx((1 + 1 / math.log2(4)) / 3)
+    assert ndcg_at(RANKED, GOLDS, 2) == pytest.approx(1 / 3)
+    assert ndcg_at([], [], 10) == 0.0
