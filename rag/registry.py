@@ -20,7 +20,10 @@ from rag.errors import ConfigError
 
 # Kind -> modules whose import registers that kind's built-in components.
 _KIND_MODULES: dict[str, tuple[str, ...]] = {
-    "stage": ("rag.retrievers.stage", "rag.rerankers.stage", "rag.prompts", "rag.generators.stage"),
+    "stage": (
+        "rag.retrievers.stage", "rag.rerankers.stage", "rag.prompts", "rag.generators.stage",
+        "rag.verifiers.stage",
+    ),
     "generator": ("rag.generators",),
     "encoder": ("rag.encoders",),
     "retriever": ("rag.retrievers",),
@@ -69,7 +72,10 @@ class Component:
         data = {"type": self.name, **self.config.model_dump(mode="json")}
         for field in self.nested:
             value = getattr(self, field)
-            data[field] = [v.spec() for v in value] if isinstance(value, list) else value.spec()
+            if isinstance(value, list):
+                data[field] = [v.spec() for v in value]
+            else:  # an optional nested component may be absent
+                data[field] = value.spec() if value is not None else None
         return data
 
     def __repr__(self) -> str:

@@ -167,4 +167,10 @@ class Answer(BaseModel):
         default_factory=list, description="Every passage the prompt showed, cited or not."
     )
     usage: Usage = Field(default_factory=Usage)
+    supported: bool | None = Field(
+        default=None, description="Grounding verdict: do the sources support it? None: not checked."
+    )
+    agreement: float | None = Field(
+        default=None, description="Share of sampled answers that agree with it (self-consistency)."
+    )
     trace: list[StageTrace] = Field(default_factory=list)

@@ -19,3 +19,14 @@ def test_recall_mrr_and_ndcg_by_hand():
     assert ndcg_at(RANKED, GOLDS, 3) == pytest.approx((1 + 1 / math.log2(4)) / 3)
     assert ndcg_at(RANKED, GOLDS, 2) == pytest.approx(1 / 3)
     assert ndcg_at([], [], 10) == 0.0
+
+
+def test_pass_at_k_matches_its_closed_form():
+    from rag.eval.metrics import pass_at_k
+
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)
+    assert pass_at_k(10, 3, 10) == 1.0 and pass_at_k(10, 0, 5) == 0.0
+    # 1 - C(7,2)/C(10,2) = 1 - 21/45
+    assert pass_at_k(10, 3, 2) == pytest.approx(1 - 21 / 45)
+    with pytest.raises(ValueError):
+        pass_at_k(5, 6, 1)

@@ -142,3 +142,34 @@ def test_grounding_uses_containment_then_the_llm():
     assert [(g.supported, g.method) for g in out] == [(True, "containment"), (True, "llm"), (False, "llm")]
     no_judge = check_grounding(["q"], ["Rome"], [["Paris"]])
     assert no_judge[0].supported is False and no_judge[0].method == "none"
+
+
+def test_probe_of_takes_the_call_under_test():
+    from rag.verifiers.code import probe_of
+
+    assert probe_of("assert add(1, 2) == 3") == "add(1, 2)"
+    assert probe_of("assert 3 == add(1, 2)") is None and probe_of("assert (") is None
+
+
+def test_vote_and_ground_stages_check_answers_in_a_pipeline():
+    from rag.pipeline import State
+    from rag.registry import build
+    from rag.types import Answer, Chunk, Completion, Generation, Hit, Usage
+    from rag.verifiers.stage import Ground, Vote
+
+    texts = ["Paris.", "Lyon", "paris", "The Paris"]
+    state = State(
+        query="Where is the Eiffel Tower?",
+        hits=[Hit(chunk=Chunk(id="c", doc_id="d", text="The Eiffel Tower is in Paris.", start=0, end=29),
+                  score=1.0, retriever="dense")],
+        generation=Generation(completions=[Completion(text=t, logprob=-1.0) for t in texts], usage=Usage()),
+        answer=Answer(query="Where is the Eiffel Tower?", text="Paris."),
+    )
+    Vote().run([state])
+    assert state.answer.text == "Paris." and state.answer.agreement == 0.75
+    info = Ground().run([state])
+    assert state.answer.supported is True and info[0]["method"] == "containment"
+    state.answer = state.answer.model_copy(update={"text": "Lyon"})
+    Ground(generator=Judge()).run([state])
+    assert state.answer.supported is False
+    assert build("stage", Ground().spec()).generator is None

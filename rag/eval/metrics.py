@@ -1,4 +1,4 @@
-"""Retrieval metrics over ranked lists of ids, one gold id per query (known-item search)."""
+"""Metrics: retrieval over ranked lists of ids (one gold id per query), and pass@k for code."""
 
 from __future__ import annotations
 
@@ -36,3 +36,12 @@ def ndcg_at(ranked: Sequence[Sequence[str]], golds: Sequence[str], k: int) -> fl
         rank = _first_rank(items, gold)
         total += 1.0 / math.log2(rank + 1) if rank is not None and rank <= k else 0.0
     return total / len(golds) if golds else 0.0
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k (Chen et al. 2021): 1 - C(n - c, k) / C(n, k), for c correct of n samples."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)

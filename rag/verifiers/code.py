@@ -19,6 +19,15 @@ from pydantic import BaseModel, Field
 
 from rag.verifiers.sandbox import ExecResult, Sandbox
 
+SOLVE_PROMPT = (
+    "Complete the following Python function. Reply with the whole function in one Python code "
+    "block.\n\n```python\n{prompt}```"
+)
+TESTS_PROMPT = (
+    "Here is a Python function to test:\n\n```python\n{prompt}    ...\n```\n\n"
+    "Write {count} different assert statements that check `{entry_point}` on typical and edge-case "
+    "inputs, one per line, in one Python code block."
+)
 _FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)(?:```|$)", re.S)
 
 
@@ -58,6 +67,19 @@ def doctest_examples(task_prompt: str) -> list[tuple[str, str]]:
 def example_checks(examples: Sequence[tuple[str, str]]) -> list[str]:
     """Assert statements for doctest examples, comparing as doctest does (by repr), or by value."""
     return [f"assert _matches({expr}, {want!r})" for expr, want in examples]
+
+
+def probe_of(check: str) -> str | None:
+    """The call a check tests (`f(2)` in `assert f(2) == 4`), to compare programs on its input."""
+    try:
+        statement = ast.parse(check).body[0]
+    except (SyntaxError, IndexError):
+        return None
+    if isinstance(statement, ast.Assert) and isinstance(statement.test, ast.Compare):
+        left = statement.test.left
+        if isinstance(left, ast.Call):
+            return ast.unparse(left)
+    return None
 
 
 def generated_checks(reply: str, entry_point: str, limit: int) -> list[str]:
