@@ -47,6 +47,7 @@ bench: models
 	$(BIN)/python benchmarks/generation.py
 	$(BIN)/python benchmarks/retrieval.py
 	$(BIN)/python benchmarks/chunking.py
+	$(BIN)/python benchmarks/rerank_verify.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache
