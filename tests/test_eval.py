@@ -143,3 +143,12 @@ def test_hanging_and_crashing_programs_count_as_failures_and_the_run_goes_on(tmp
     assert predictions[0].statuses[1] == "timeout" and predictions[0].statuses[2] == "error"
     summary = summarize_code(predictions)
     assert summary["pass@1"] == pytest.approx(1 / 3) and summary["statuses"]["ok"] == 2
+
+
+def test_predictions_of_another_configuration_are_not_resumed(tmp_path):
+    from rag.errors import RagError
+
+    run_qa(Pipeline([{"type": "test_eval_answer"}]), EXAMPLES[:2], tmp_path, progress=False)
+    other = Pipeline([{"type": "test_eval_answer"}], batch_size=7)
+    with pytest.raises(RagError, match="different configuration"):
+        run_qa(other, EXAMPLES[:2], tmp_path, progress=False)

@@ -16,10 +16,12 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, Field, ValidationError
 from tqdm.auto import tqdm
 
+from rag.errors import RagError
 from rag.eval.datasets import CodeTask, QAExample
 from rag.eval.metrics import mrr_at, pass_at_k, qa_scores, recall_at
 from rag.generators.base import Generator
 from rag.pipeline import Pipeline
+from rag.storage import atomic_write_json, load_json
 from rag.types import Prompt, SamplingParams, Usage
 from rag.verifiers.code import SOLVE_PROMPT, program_for, run_unit_tests
 from rag.verifiers.sandbox import Sandbox
@@ -71,11 +73,31 @@ def _append(path: Path, items: Sequence[BaseModel]) -> None:
         os.fsync(f.fileno())
 
 
+def check_same_config(folder: Path, config: dict[str, Any]) -> None:
+    """Refuse to resume predictions that another configuration produced."""
+    path = folder / "config.json"
+    if path.exists() and load_json(path) != config:
+        raise RagError(
+            f"{folder} holds predictions of a different configuration (see {path}); "
+            "use another output folder or delete this one"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, config)
+
+
+def _pipeline_config(pipeline: Pipeline) -> dict[str, Any]:
+    try:
+        return pipeline.to_dict()
+    except RagError:  # an in-memory index has no spec to record: describe it by its stages
+        return {"stages": [stage.name for stage in pipeline.stages]}
+
+
 def run_qa(
     pipeline: Pipeline, examples: Sequence[QAExample], folder: Path, batch_size: int = 16,
     progress: bool = True,
 ) -> list[QAPrediction]:
     """Answer every example (resuming from `folder`), with running EM and F1 on the bar."""
+    check_same_config(folder, _pipeline_config(pipeline))
     cache = folder / "predictions.jsonl"
     done = load_cache(cache, QAPrediction)
     todo = [e for e in examples if e.id not in done]
@@ -131,6 +153,8 @@ def run_code(
 ) -> list[CodePrediction]:
     """Sample programs per task and run each task's hidden tests on them in the sandbox."""
     sandbox = sandbox or Sandbox()
+    check_same_config(folder, {"generator": generator.model_name, "samples": samples,
+                               "temperature": temperature, "max_tokens": max_tokens})
     cache = folder / "predictions.jsonl"
     done = load_cache(cache, CodePrediction)
     todo = [t for t in tasks if t.id not in done]
