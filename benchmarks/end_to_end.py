@@ -3,7 +3,8 @@
 Questions are "What is the name of the <Wikidata description>?" with the article title as the
 gold answer (`rag.eval.datasets.vital_qa`, seed 0), over all 10,033 articles, one chunk each.
 Pipelines: closed-book; naive RAG (dense HNSW, k=3); hybrid RAG (BM25 + dense, convex, BM25
-weight 0.3, k=3); hybrid top 20 reranked by a LLM reranker to 3. The report with plots goes to
+weight 0.3, k=3); hybrid top 20 reranked by a LLM reranker to 3. The instructions ask for the
+answer alone, as FlashRAG's do, so exact match measures the answer rather than its phrasing. The report with plots goes to
 benchmarks/results/end_to_end/ and the summary table to benchmarks/results/end_to_end.json.
 
     python benchmarks/end_to_end.py [--questions 100] [--model bench] [--reranker llm-pointwise]
@@ -28,6 +29,10 @@ from rag.retrievers.stage import Retrieve
 from rag.types import Chunk, SamplingParams
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# FlashRAG-style short-answer instructions, so exact match measures the answer, not its phrasing.
+SHORT = "Give only the answer (a name), no other words."
+RAG_SYSTEM = f"Answer the question using the numbered passages. {SHORT}"
+CLOSED_BOOK_SYSTEM = f"Answer the question. {SHORT}"
 
 
 def pipelines(args: argparse.Namespace) -> dict[str, Pipeline]:
@@ -40,10 +45,10 @@ def pipelines(args: argparse.Namespace) -> dict[str, Pipeline]:
     hybrid = HybridRetriever([bm25, dense], method="convex", weights=[0.3, 0.7])
     generator = build("generator", {"type": "vllm", "model": args.model, "max_model_len": 4096})
     params = SamplingParams(max_tokens=args.max_tokens)
-    answer = [RagPrompt(), Generate(generator, params)]
+    answer = [RagPrompt(system=RAG_SYSTEM), Generate(generator, params)]
     reranker = {"type": args.reranker, "generator": generator.spec(), "max_words": 60}
     return {
-        "closed-book": Pipeline([ClosedBookPrompt(), Generate(generator, params)]),
+        "closed-book": Pipeline([ClosedBookPrompt(system=CLOSED_BOOK_SYSTEM), Generate(generator, params)]),
         "naive-rag-dense-k3": Pipeline([Retrieve(dense, k=3), *answer]),
         "hybrid-rag-k3": Pipeline([Retrieve(hybrid, k=3), *answer]),
         f"hybrid-top20-{args.reranker}-k3": Pipeline(
@@ -65,6 +70,7 @@ def main() -> None:
             for name, s in summaries.items()]
     setup = {"questions": f"first {len(examples)} vital-qa questions (seed 0)", "model": args.model,
              "corpus": "10,033 vital-article summaries, one chunk each", "max_tokens": args.max_tokens,
+             "instructions": {"rag": RAG_SYSTEM, "closed_book": CLOSED_BOOK_SYSTEM},
              "report": "benchmarks/results/end_to_end/report.md"}
     write_results("end_to_end", setup, {"qa": rows})
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from pydantic import BaseModel, Field
 from rag.corpus import iter_json_lines, vital_articles
 from rag.errors import CorpusError, DatasetError
 from rag.models import package_dir
+from rag.types import Document
 
 VITAL_QA = "vital-qa"
 HUMANEVAL = "humaneval"
@@ -75,9 +77,12 @@ def read_qa_jsonl(path: str | Path, limit: int | None = None) -> list[QAExample]
     return examples
 
 
-def vital_qa(limit: int | None = None, seed: int = 0) -> list[QAExample]:
-    """Description -> title questions over the vital articles, in a fixed random order."""
-    docs = [d for d in vital_articles() if d.metadata.get("description")]
+def vital_qa(
+    limit: int | None = None, seed: int = 0, docs: Sequence[Document] | None = None
+) -> list[QAExample]:
+    """Description -> title questions over the vital articles (or a slice of them, `docs`), in a
+    fixed random order."""
+    docs = [d for d in (vital_articles() if docs is None else docs) if d.metadata.get("description")]
     random.Random(seed).shuffle(docs)
     return [
         QAExample(id=d.id, question=f"What is the name of the {d.metadata['description']}?",
