@@ -24,9 +24,9 @@ from rag.pipeline import Pipeline
 from rag.prompts import ClosedBookPrompt, RagPrompt
 from rag.registry import build
 from rag.rerankers.stage import Rerank
-from rag.retrievers import BM25Retriever, HNSWRetriever, HybridRetriever
+from rag.recipes import document_chunks, hybrid_index
 from rag.retrievers.stage import Retrieve
-from rag.types import Chunk, SamplingParams
+from rag.types import SamplingParams
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # FlashRAG-style short-answer instructions, so exact match measures the answer, not its phrasing.
@@ -36,13 +36,7 @@ CLOSED_BOOK_SYSTEM = f"Answer the question. {SHORT}"
 
 
 def pipelines(args: argparse.Namespace) -> dict[str, Pipeline]:
-    docs = vital_articles()
-    chunks = [Chunk(id=d.id, doc_id=d.id, text=d.text, start=0, end=len(d.text), title=d.title)
-              for d in docs]
-    dense, bm25 = HNSWRetriever(), BM25Retriever()
-    dense.index(chunks, progress=True)
-    bm25.index(chunks)
-    hybrid = HybridRetriever([bm25, dense], method="convex", weights=[0.3, 0.7])
+    dense, _, hybrid = hybrid_index(document_chunks(vital_articles()))
     generator = build("generator", {"type": "vllm", "model": args.model, "max_model_len": 4096})
     params = SamplingParams(max_tokens=args.max_tokens)
     answer = [RagPrompt(system=RAG_SYSTEM), Generate(generator, params)]

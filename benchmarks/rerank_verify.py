@@ -27,8 +27,8 @@ from rag.eval.metrics import ndcg_at, pass_at_k, recall_at
 from rag.eval.report import write_results
 from rag.models import package_dir
 from rag.registry import build
-from rag.retrievers import BM25Retriever, HNSWRetriever, HybridRetriever
-from rag.types import Chunk, Hit, Prompt, SamplingParams
+from rag.recipes import document_chunks, hybrid_index
+from rag.types import Hit, Prompt, SamplingParams
 from rag.verifiers import LeverVerifier, Sandbox, codet_select, execute, lever_select, mbr_exec
 from rag.verifiers.code import (
     SOLVE_PROMPT, TESTS_PROMPT, doctest_examples, example_checks, generated_checks, probe_of,
@@ -64,12 +64,7 @@ def reranking(args: argparse.Namespace) -> list[dict]:
     pairs = [(d.metadata["description"], d.id) for d in docs if d.metadata["description"]]
     test = random.Random(0).sample(pairs, 2500)[500:][: args.queries]
     queries, golds = [q for q, _ in test], [g for _, g in test]
-    chunks = [Chunk(id=d.id, doc_id=d.id, text=d.text, start=0, end=len(d.text), title=d.title)
-              for d in docs]
-    dense, bm25 = HNSWRetriever(), BM25Retriever()
-    dense.index(chunks, progress=True)
-    bm25.index(chunks)
-    hybrid = HybridRetriever([bm25, dense], method="convex", weights=[0.3, 0.7])
+    _, _, hybrid = hybrid_index(document_chunks(docs))
     began = time.perf_counter()
     first = hybrid.search(queries, k=20)
     rows = [ranking_row("hybrid first stage", first, golds, time.perf_counter() - began)]

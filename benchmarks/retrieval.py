@@ -23,13 +23,9 @@ import numpy as np
 from rag.corpus import vital_articles
 from rag.eval.metrics import mrr_at, recall_at
 from rag.eval.report import write_results
+from rag.recipes import document_chunks
 from rag.retrievers import BM25Retriever, HNSWRetriever, HybridRetriever, HyDERetriever
 from rag.types import Chunk
-
-
-def whole_article_chunks(docs) -> list[Chunk]:
-    return [Chunk(id=d.id, doc_id=d.id, text=d.text, start=0, end=len(d.text), title=d.title,
-                  metadata=d.metadata) for d in docs]
 
 
 def evaluate(name: str, retriever, queries: list[tuple[str, str]], k: int = 10) -> dict:
@@ -51,7 +47,7 @@ def known_item(args, folder: Path) -> list[dict]:
     pairs = [(d.metadata["description"], d.id) for d in docs if d.metadata["description"]]
     sample = random.Random(0).sample(pairs, 2500)
     dev, test = sample[:500], sample[500:]
-    chunks = whole_article_chunks(docs)
+    chunks = document_chunks(docs)
     dense = HNSWRetriever()
     dense.index(chunks, progress=True)
     dense.save(folder / "dense")

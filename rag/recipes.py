@@ -10,9 +10,29 @@ from rag.chunkers import FixedTokenChunker
 from rag.generators.stage import Generate
 from rag.pipeline import Pipeline
 from rag.prompts import ClosedBookPrompt, RagPrompt
-from rag.retrievers import HNSWRetriever
+from rag.retrievers import BM25Retriever, HNSWRetriever, HybridRetriever
 from rag.retrievers.stage import Retrieve
-from rag.types import Document, SamplingParams
+from rag.types import Chunk, Document, SamplingParams
+
+
+def document_chunks(docs: Sequence[Document]) -> list[Chunk]:
+    """One chunk per document, for corpora of short documents (such as article summaries)."""
+    return [Chunk(id=d.id, doc_id=d.id, text=d.text, start=0, end=len(d.text), title=d.title,
+                  metadata=d.metadata) for d in docs]
+
+
+def hybrid_index(
+    chunks: Sequence[Chunk], bm25_weight: float = 0.3, progress: bool = True
+) -> tuple[HNSWRetriever, BM25Retriever, HybridRetriever]:
+    """Dense (MiniLM, HNSW) and BM25 indexes over the same chunks, and their convex fusion.
+
+    The BM25 weight 0.3 is the one tuned on dev queries in benchmarks/retrieval.py.
+    """
+    dense, bm25 = HNSWRetriever(), BM25Retriever()
+    dense.index(chunks, progress=progress)
+    bm25.index(chunks)
+    hybrid = HybridRetriever([bm25, dense], method="convex", weights=[bm25_weight, 1 - bm25_weight])
+    return dense, bm25, hybrid
 
 
 def index_corpus(

@@ -15,6 +15,15 @@ def _pyplot() -> Any:
     return plt
 
 
+def _finish(plt: Any, fig: Any, ax: Any, title: str, path: Path) -> Path:
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def metric_bars(summaries: dict[str, dict[str, Any]], metrics: list[str], path: Path) -> Path:
     """One group of bars per configuration, one bar per metric."""
     plt = _pyplot()
@@ -27,12 +36,7 @@ def metric_bars(summaries: dict[str, dict[str, Any]], metrics: list[str], path: 
     ax.set_xticks([x + width * (len(metrics) - 1) / 2 for x in range(len(names))], names,
                   rotation=20, ha="right")
     ax.set_ylim(0, 1)
-    ax.legend()
-    ax.set_title("quality per configuration")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, "quality per configuration", path)
 
 
 def latency_breakdown(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
@@ -48,12 +52,7 @@ def latency_breakdown(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
         bottom = [b + v for b, v in zip(bottom, values)]
     ax.set_ylabel("seconds per query")
     ax.tick_params(axis="x", rotation=20)
-    ax.legend()
-    ax.set_title("latency by stage")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, "latency by stage", path)
 
 
 def recall_curves(summaries: dict[str, dict[str, Any]], path: Path) -> Path | None:
@@ -69,9 +68,4 @@ def recall_curves(summaries: dict[str, dict[str, Any]], path: Path) -> Path | No
     ax.set_xlabel("k")
     ax.set_ylabel("recall@k")
     ax.set_ylim(0, 1)
-    ax.legend()
-    ax.set_title("gold document in the top k")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, "gold document in the top k", path)
