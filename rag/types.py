@@ -135,6 +135,14 @@ class Generation(BaseModel):
         return self.completions[0].text
 
 
+class TextDelta(BaseModel):
+    """A piece of a streamed completion; the last one carries the finish reason."""
+
+    text: str
+    finish_reason: str | None = None
+    usage: Usage = Field(default_factory=Usage, description="Tokens so far.")
+
+
 class Citation(BaseModel):
     """A passage an answer refers to, by its number in the prompt."""
 

@@ -138,3 +138,36 @@ def test_openai_score_reads_echoed_logprobs_after_the_prompt():
     assert seen[0][1]["echo"] is True and seen[0][1]["prompt"] == "The sky is blue"
     with pytest.raises(RagError, match="text prompts"):
         gen.score([CAPITAL], [" Paris"])
+
+
+def test_vllm_stream_yields_pieces_that_add_up_to_the_greedy_answer(vllm_tiny):
+    import asyncio
+
+    params = SamplingParams(max_tokens=24)
+
+    async def collect(limit=None):
+        pieces = []
+        async for delta in vllm_tiny.stream(CAPITAL, params):
+            pieces.append(delta)
+            if limit and len(pieces) >= limit:
+                break  # a client that goes away: the request is aborted
+        return pieces
+
+    pieces = asyncio.run(collect())
+    assert len(pieces) > 2 and pieces[-1].finish_reason in {"stop", "length"}
+    assert "".join(p.text for p in pieces) == vllm_tiny.generate([CAPITAL], params)[0].text
+    assert len(asyncio.run(collect(limit=2))) == 2
+    assert vllm_tiny.generate([CAPITAL], params)[0].text  # the engine serves on after an abort
+
+
+def test_vllm_agenerate_serves_concurrent_callers_from_another_loop(vllm_tiny):
+    import asyncio
+
+    params = SamplingParams(max_tokens=8)
+    prompts = [Prompt.chat(f"Say the number {i}.") for i in range(6)]
+
+    async def many():
+        return await asyncio.gather(*(vllm_tiny.agenerate([p], params) for p in prompts))
+
+    together = [g[0].text for g in asyncio.run(many())]
+    assert together == [g.text for g in vllm_tiny.generate(prompts, params)]

