@@ -1,4 +1,4 @@
-"""The `rag` command: index a corpus, ask questions, evaluate pipelines, prepare models."""
+"""The `rag` command: index a corpus, ask questions, evaluate and serve pipelines, prepare models."""
 
 from __future__ import annotations
 
@@ -118,6 +118,23 @@ def eval_(
         shown = {k: round(v, 4) for k, v in summary.items() if isinstance(v, float)}
         typer.echo(f"{name}: {shown}")
     typer.echo(f"report: {out / 'report.md'}")
+
+
+@app.command()
+@friendly
+def serve(
+    config: Annotated[Path, typer.Argument(help="Server YAML: pipelines, models, embeddings, limits.")],
+    host: Annotated[str | None, typer.Option(help="Bind address (default from the config: 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from the config: 8000).")] = None,
+) -> None:
+    """Serve pipelines and models behind an OpenAI-compatible API."""
+    import uvicorn
+
+    from rag.serving import ServeConfig, create_app
+
+    settings = ServeConfig.load(config, host=host, port=port)
+    settings.check_binding()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
 
 
 @app.command()

@@ -1,0 +1,341 @@
+"""An OpenAI-compatible server: every pipeline and raw generator is a model any client can call.
+
+Chat requests to a pipeline run it on the last user message with the earlier messages as history;
+the answer's citations, sources and stage trace travel in an extra `rag` field that standard
+clients ignore. Generation goes through the generators' async API, so concurrent requests share
+the vLLM engine's batches; streams send tokens as the engine makes them, and a client that goes
+away aborts its request. Every error is an OpenAI-style `{"error": {...}}` body with a 4xx or
+5xx status, and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rag.encoders.dense import Encoder
+from rag.errors import RagError
+from rag.generators.base import Generator
+from rag.generators.stage import Generate
+from rag.pipeline import Pipeline, State
+from rag.prompts import cite
+from rag.registry import build
+from rag.serving.config import ServeConfig
+from rag.serving.metrics import ServerMetrics
+from rag.serving.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling
+from rag.types import Answer, Message as ChatTurn, Prompt, SamplingParams
+
+DEFAULT_MAX_TOKENS = 256
+
+
+class ApiError(Exception):
+    """An error for the client, rendered as an OpenAI error body."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
+
+
+def error_body(status: int, message: str, kind: str, param: str | None = None,
+               code: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}},
+                        status_code=status)
+
+
+class Served:
+    """The pipelines, generators and encoders a server answers for, by model name."""
+
+    def __init__(self, pipelines: dict[str, Pipeline] | None = None,
+                 generators: dict[str, Generator] | None = None,
+                 encoders: dict[str, Encoder] | None = None) -> None:
+        self.pipelines, self.generators, self.encoders = pipelines or {}, generators or {}, encoders or {}
+
+    @classmethod
+    def from_config(cls, config: ServeConfig) -> Served:
+        pipelines = {name: Pipeline.load(spec) if isinstance(spec, str) else Pipeline.from_dict(spec)
+                     for name, spec in config.pipelines.items()}
+        return cls(pipelines, {n: build("generator", s) for n, s in config.models.items()},
+                   {n: build("encoder", s) for n, s in config.embeddings.items()})
+
+    def names(self) -> list[str]:
+        return [*self.pipelines, *self.generators, *self.encoders]
+
+
+class Limits:
+    """ASGI middleware: bounded request bodies (413) and requests in flight (429)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, max_in_flight: int) -> None:
+        self.app, self.max_body, self.max_in_flight, self.in_flight = app, max_body_bytes, max_in_flight, 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            await error_body(429, f"more than {self.max_in_flight} requests in flight; retry later",
+                             "rate_limit_error")(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            await self._too_large(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, self._capped(receive), send)
+        except _BodyTooLarge:
+            await self._too_large(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    def _capped(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def capped() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_body:
+                raise _BodyTooLarge
+            return message
+
+        return capped
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await error_body(413, f"request body exceeds {self.max_body} bytes",
+                         "invalid_request_error")(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _params(req: Sampling, generator: Generator, max_tokens: int | None) -> SamplingParams:
+    limit = getattr(generator.config, "max_model_len", None)
+    wanted = max_tokens or DEFAULT_MAX_TOKENS
+    if limit is not None and wanted >= limit:
+        raise ApiError(400, f"max_tokens {wanted} must be below the model's context of {limit} tokens",
+                       param="max_tokens")
+    return SamplingParams(max_tokens=wanted, temperature=req.temperature, top_p=req.top_p, n=req.n,
+                          stop=req.stop or [], seed=req.seed)
+
+
+def _rag_extra(answer: Answer) -> dict[str, Any]:
+    return {
+        "citations": [c.model_dump() for c in answer.citations],
+        "sources": [s.model_dump() for s in answer.sources],
+        "supported": answer.supported,
+        "trace": [t.model_dump(exclude={"info"}) for t in answer.trace],
+    }
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+async def _sse(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+    try:
+        async for event in events:
+            yield f"data: {json.dumps(event)}\n\n"
+    except RagError as exc:
+        yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'invalid_request_error'}})}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def create_app(config: ServeConfig, served: Served | None = None) -> FastAPI:
+    """The FastAPI app; `served` defaults to building what the config names."""
+    served = served or Served.from_config(config)
+    metrics = ServerMetrics()
+    keys = [k.encode() for k in config.keys()]
+    app = FastAPI(title="rag-icl", docs_url=None, redoc_url=None)
+    app.add_middleware(Limits, max_body_bytes=config.max_body_bytes, max_in_flight=config.max_in_flight)
+    app.middleware("http")(metrics.middleware)
+
+    async def authorized(request: Request) -> None:
+        if not keys:
+            return
+        header = request.headers.get("authorization", "")
+        given = header[7:].encode() if header.lower().startswith("bearer ") else b""
+        # Compare against every key, in constant time, so timing tells nothing.
+        if not any([hmac.compare_digest(given, key) for key in keys]):
+            raise ApiError(401, "invalid or missing API key", "authentication_error", code="invalid_api_key")
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_body(exc.status, exc.message, exc.kind, exc.param, exc.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return error_body(400, f"{where or 'body'}: {first.get('msg', 'invalid request')}",
+                          "invalid_request_error", param=where or None)
+
+    @app.exception_handler(RagError)
+    async def _rag_error(_: Request, exc: RagError) -> JSONResponse:
+        return error_body(400, str(exc), "invalid_request_error")
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        return error_body(exc.status_code, str(exc.detail), "invalid_request_error")
+
+    @app.exception_handler(Exception)
+    async def _crash(_: Request, exc: Exception) -> JSONResponse:
+        return error_body(500, f"internal error: {type(exc).__name__}", "server_error")
+
+    def unknown(model: str) -> ApiError:
+        return ApiError(404, f"model {model!r} not found; served: {', '.join(served.names())}",
+                        param="model", code="model_not_found")
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models", dependencies=[Depends(authorized)])
+    async def list_models() -> dict[str, Any]:
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "rag-icl"} for name in served.names()]
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
+    async def chat(req: ChatRequest) -> Any:
+        turns = [ChatTurn(role=m.role, content=m.content) for m in req.messages]
+        max_tokens = req.max_completion_tokens or req.max_tokens
+        rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        head = {"id": rid, "created": created, "model": req.model}
+        if req.model in served.pipelines:
+            pipeline = served.pipelines[req.model]
+            state = State(query=turns[-1].content, history=turns[:-1])
+            if req.stream:
+                return StreamingResponse(_sse(_stream_pipeline(pipeline, state, head, metrics)),
+                                         media_type="text/event-stream")
+            (answer,) = await run_in_threadpool(pipeline.answer, [state])
+            metrics.tokens(answer.usage.prompt_tokens, answer.usage.completion_tokens)
+            return {**head, "object": "chat.completion",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
+                                 "finish_reason": "stop"}],
+                    "usage": _usage(answer.usage.prompt_tokens, answer.usage.completion_tokens),
+                    "rag": _rag_extra(answer)}
+        if req.model not in served.generators:
+            raise unknown(req.model)
+        generator = served.generators[req.model]
+        params = _params(req, generator, max_tokens)
+        prompt = Prompt(messages=turns)
+        if req.stream:
+            if req.n != 1:
+                raise ApiError(400, "streaming supports n=1", param="n")
+            return StreamingResponse(_sse(_stream_chat(generator, prompt, params, head, metrics)),
+                                     media_type="text/event-stream")
+        (generation,) = await generator.agenerate([prompt], params)
+        metrics.tokens(generation.usage.prompt_tokens, generation.usage.completion_tokens)
+        choices = [{"index": i, "message": {"role": "assistant", "content": c.text},
+                    "finish_reason": c.finish_reason or "stop"} for i, c in enumerate(generation.completions)]
+        return {**head, "object": "chat.completion", "choices": choices,
+                "usage": _usage(generation.usage.prompt_tokens, generation.usage.completion_tokens)}
+
+    @app.post("/v1/completions", dependencies=[Depends(authorized)])
+    async def complete(req: CompletionRequest) -> Any:
+        if req.model not in served.generators:
+            hint = " (pipelines answer on /v1/chat/completions)" if req.model in served.pipelines else ""
+            raise ApiError(404, f"model {req.model!r} is not a text-completion model{hint}",
+                           param="model", code="model_not_found")
+        generator = served.generators[req.model]
+        params = _params(req, generator, req.max_tokens)
+        head = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": req.model}
+        prompts = [Prompt(text=p) for p in req.prompt]
+        if req.stream:
+            if req.n != 1 or len(prompts) != 1:
+                raise ApiError(400, "streaming supports one prompt and n=1", param="stream")
+            return StreamingResponse(_sse(_stream_text(generator, prompts[0], params, head, metrics)),
+                                     media_type="text/event-stream")
+        generations = await generator.agenerate(prompts, params)
+        choices, used = [], [0, 0]
+        for g in generations:
+            used[0] += g.usage.prompt_tokens
+            used[1] += g.usage.completion_tokens
+            choices += [{"index": len(choices), "text": c.text, "logprobs": None,
+                         "finish_reason": c.finish_reason or "stop"} for c in g.completions]
+        metrics.tokens(*used)
+        return {**head, "object": "text_completion", "choices": choices, "usage": _usage(*used)}
+
+    @app.post("/v1/embeddings", dependencies=[Depends(authorized)])
+    async def embed(req: EmbeddingRequest) -> Any:
+        if req.model not in served.encoders:
+            raise unknown(req.model)
+        vectors = await run_in_threadpool(served.encoders[req.model].encode_documents, req.input)
+        as_base64 = req.encoding_format == "base64"  # little-endian float32, as OpenAI sends it
+        data = [{"object": "embedding", "index": i,
+                 "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if as_base64 else v.tolist()}
+                for i, v in enumerate(vectors)]
+        tokens = sum(len(t.split()) for t in req.input)
+        return {"object": "list", "data": data, "model": req.model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+    return app
+
+
+async def _stream_chat(generator: Generator, prompt: Prompt, params: SamplingParams,
+                       head: dict[str, Any], metrics: ServerMetrics) -> AsyncIterator[dict[str, Any]]:
+    chunk = {**head, "object": "chat.completion.chunk"}
+    yield {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+    last = None
+    async for delta in generator.stream(prompt, params):
+        last = delta
+        yield {**chunk, "choices": [{"index": 0, "delta": {"content": delta.text},
+                                     "finish_reason": delta.finish_reason}]}
+    if last is not None:
+        metrics.tokens(last.usage.prompt_tokens, last.usage.completion_tokens)
+
+
+async def _stream_text(generator: Generator, prompt: Prompt, params: SamplingParams,
+                       head: dict[str, Any], metrics: ServerMetrics) -> AsyncIterator[dict[str, Any]]:
+    last = None
+    async for delta in generator.stream(prompt, params):
+        last = delta
+        yield {**head, "object": "text_completion",
+               "choices": [{"index": 0, "text": delta.text, "logprobs": None, "finish_reason": delta.finish_reason}]}
+    if last is not None:
+        metrics.tokens(last.usage.prompt_tokens, last.usage.completion_tokens)
+
+
+async def _stream_pipeline(pipeline: Pipeline, state: State, head: dict[str, Any],
+                           metrics: ServerMetrics) -> AsyncIterator[dict[str, Any]]:
+    """Run the stages before the final `generate` stage, then stream its tokens; citations come
+    with the last chunk. A pipeline that does not end in `generate` sends its answer whole."""
+    chunk = {**head, "object": "chat.completion.chunk"}
+    last_stage = pipeline.stages[-1]
+    if not isinstance(last_stage, Generate) or len(pipeline.stages) < 2:
+        (answer,) = await run_in_threadpool(pipeline.answer, [state])
+        yield {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": answer.text},
+                                     "finish_reason": "stop"}], "rag": _rag_extra(answer)}
+        return
+    (ready,) = await run_in_threadpool(Pipeline(pipeline.stages[:-1]).run, [state])
+    yield {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+    pieces, last = [], None
+    async for delta in last_stage.generator.stream(ready.prompt, last_stage.config.params):
+        pieces.append(delta.text)
+        last = delta
+        yield {**chunk, "choices": [{"index": 0, "delta": {"content": delta.text},
+                                     "finish_reason": delta.finish_reason}]}
+    text = "".join(pieces).strip()
+    answer = Answer(query=state.query, text=text, citations=cite(text, ready.sources, ready.hits),
+                    sources=ready.sources, trace=ready.trace)
+    if last is not None:
+        metrics.tokens(last.usage.prompt_tokens, last.usage.completion_tokens)
+    yield {**chunk, "choices": [], "rag": _rag_extra(answer)}

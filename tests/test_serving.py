@@ -1,0 +1,185 @@
+"""The OpenAI-compatible server, called with the real `openai` client over loopback HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from rag.recipes import naive_rag
+from rag.serving import ServeConfig, Served, create_app
+
+KEY = "test-key-123"
+
+
+class Running:
+    """A uvicorn server on a free loopback port, in a thread, for one module."""
+
+    def __init__(self, app) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.05)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def served(vllm_tiny, encoder, index_dir) -> Served:
+    return Served(pipelines={"rag": naive_rag(index_dir, vllm_tiny, k=3, max_tokens=48)},
+                  generators={"tiny": vllm_tiny}, encoders={"minilm": encoder})
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    running = Running(create_app(ServeConfig(models={"tiny": {}}, max_in_flight=200), served))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_models_are_listed(client):
+    assert sorted(m.id for m in client.models.list()) == ["minilm", "rag", "tiny"]
+
+
+def test_chat_with_a_generator_and_with_a_pipeline(client):
+    plain = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=16, temperature=0)
+    assert plain.choices[0].message.content and plain.usage.completion_tokens <= 16
+    answer = client.chat.completions.create(
+        model="rag", messages=[{"role": "user", "content": "Who painted the Mona Lisa?"}])
+    extra = answer.model_extra["rag"]
+    assert answer.choices[0].message.content
+    assert "Mona Lisa" in [s["title"] for s in extra["sources"]]
+    assert [t["stage"] for t in extra["trace"]] == ["retrieve", "rag_prompt", "generate"]
+
+
+def test_text_completion_and_embeddings(client, encoder):
+    done = client.completions.create(model="tiny", prompt=["Once upon a time", "1, 2, 3,"],
+                                     max_tokens=8, temperature=0)
+    assert len(done.choices) == 2 and all(c.text for c in done.choices)
+    vectors = client.embeddings.create(model="minilm", input=["a cat", "a dog"])
+    assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 384
+    assert vectors.data[0].embedding == pytest.approx(encoder.encode_documents(["a cat"])[0].tolist(), abs=1e-5)
+
+
+@pytest.mark.parametrize("model", ["tiny", "rag"])
+def test_streaming_sends_chunks_as_they_are_generated(client, model):
+    arrivals, pieces, extra = [], [], None
+    stream = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Tell me about the Mona Lisa."}],
+        max_tokens=32, temperature=0, stream=True)
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append(time.perf_counter())
+            pieces.append(chunk.choices[0].delta.content)
+        extra = (chunk.model_extra or {}).get("rag", extra)
+    assert len(pieces) >= 3 and arrivals[0] < arrivals[-1]
+    if model == "rag":
+        assert extra is not None and len(extra["sources"]) == 3
+    else:
+        whole = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Tell me about the Mona Lisa."}],
+            max_tokens=32, temperature=0)
+        assert "".join(pieces) == whole.choices[0].message.content
+
+
+def test_api_keys_are_checked(served):
+    running = Running(create_app(ServeConfig(models={"tiny": {}}, api_keys=[KEY]), served))
+    try:
+        good = openai.OpenAI(base_url=running.url + "/v1", api_key=KEY, max_retries=0)
+        assert "tiny" in [m.id for m in good.models.list()]
+        bad = openai.OpenAI(base_url=running.url + "/v1", api_key="wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            bad.models.list()
+        assert httpx.get(running.url + "/health").json() == {"status": "ok"}  # no key needed
+    finally:
+        running.stop()
+
+
+def _chat(**fields):
+    return {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], **fields}
+
+
+MALFORMED = [
+    ("POST", "/v1/chat/completions", b"{not json"),
+    ("POST", "/v1/chat/completions", b""),
+    ("POST", "/v1/chat/completions", b"[1, 2]"),
+    ("POST", "/v1/chat/completions", {"model": "tiny"}),
+    ("POST", "/v1/chat/completions", {"model": "tiny", "messages": []}),
+    ("POST", "/v1/chat/completions", {"model": "tiny", "messages": "hi"}),
+    ("POST", "/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user"}]}),
+    ("POST", "/v1/chat/completions", {"model": "tiny", "messages": [{"role": "robot", "content": "x"}]}),
+    ("POST", "/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "  "}]}),
+    ("POST", "/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": 5}]}),
+    ("POST", "/v1/chat/completions", _chat(model="nope")),
+    ("POST", "/v1/chat/completions", _chat(model="")),
+    ("POST", "/v1/chat/completions", _chat(max_tokens=-1)),
+    ("POST", "/v1/chat/completions", _chat(max_tokens=0)),
+    ("POST", "/v1/chat/completions", _chat(max_tokens=10**9)),
+    ("POST", "/v1/chat/completions", _chat(max_tokens="ten")),
+    ("POST", "/v1/chat/completions", _chat(temperature=-1)),
+    ("POST", "/v1/chat/completions", _chat(temperature=9)),
+    ("POST", "/v1/chat/completions", _chat(top_p=0)),
+    ("POST", "/v1/chat/completions", _chat(n=0)),
+    ("POST", "/v1/chat/completions", _chat(logit_bias={"1": 5})),
+    ("POST", "/v1/chat/completions", _chat(tools=[{"type": "function"}])),
+    ("POST", "/v1/chat/completions", _chat(stop=["a", "b", "c", "d", "e"])),
+    ("POST", "/v1/chat/completions", _chat(stream=True, n=2)),
+    ("POST", "/v1/chat/completions", _chat(messages=[{"role": "user", "content": "x" * 10_000_000}])),
+    ("POST", "/v1/completions", {"model": "tiny", "prompt": ""}),
+    ("POST", "/v1/completions", {"model": "rag", "prompt": "hi"}),
+    ("POST", "/v1/completions", {"model": "tiny", "prompt": "hi", "echo": True}),
+    ("POST", "/v1/embeddings", {"model": "minilm", "input": []}),
+    ("POST", "/v1/embeddings", {"model": "tiny", "input": "hi"}),
+    ("GET", "/v1/nowhere", None),
+]
+
+
+def test_malformed_requests_get_4xx_openai_errors_and_the_server_serves_on(server, client):
+    assert len(MALFORMED) >= 30
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        for method, path, body in MALFORMED:
+            content = body if isinstance(body, bytes) else json.dumps(body).encode() if body else None
+            response = http.request(method, path, content=content,
+                                    headers={"content-type": "application/json"})
+            assert 400 <= response.status_code < 500, (path, body if not isinstance(body, dict) else list(body), response.text[:200])
+            error = response.json()["error"]
+            assert error["message"] and error["type"], response.text
+    ok = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hello"}], max_tokens=4)
+    assert ok.choices[0].message.content is not None
+
+
+def test_a_hundred_concurrent_requests_all_get_their_own_answer(server, vllm_tiny):
+    prompts = [f"Repeat after me: item number {i} is" for i in range(100)]
+
+    async def run_all():
+        async with httpx.AsyncClient(base_url=server.url, timeout=300) as http:
+            replies = await asyncio.gather(*(
+                http.post("/v1/completions", json={"model": "tiny", "prompt": p, "max_tokens": 6,
+                                                   "temperature": 0}) for p in prompts))
+        return [r.json()["choices"][0]["text"] for r in replies if r.status_code == 200]
+
+    texts = asyncio.run(run_all())
+    assert len(texts) == 100
+    from rag.types import SamplingParams
+
+    expected = [g.text for g in vllm_tiny.generate(prompts, SamplingParams(max_tokens=6))]
+    assert sum(a == b for a, b in zip(texts, expected)) >= 98  # batch composition may flip a tie
+    assert len(set(texts)) > 50
