@@ -24,6 +24,8 @@ def test_example_runs(script: Path):
     assert result.stdout.strip()
     if script.name == "naive_rag.py":
         assert "Q: " in result.stdout and "A: " in result.stdout
+    if script.name == "serve_and_call.py":
+        assert "answer: " in result.stdout and "Mona Lisa" in result.stdout
     if script.name == "evaluate.py":
         assert "closed-book: F1" in result.stdout and "| naive-rag |" in result.stdout
     if script.name == "rerank_and_verify.py":
