@@ -1,0 +1,160 @@
+"""Serving throughput and latency over real loopback HTTP, against in-process calls and `vllm serve`.
+
+1. A naive RAG pipeline (2,000 vital articles, `tiny`, 48 new tokens) served by `create_app`
+   under uvicorn; N chat requests at 1, 8 and 32 concurrent clients (httpx), and the same
+   pipeline called in-process by the same number of threads (`Pipeline.ask`), one run.
+2. Raw generation: the same completions (`tiny`, 48 tokens) from our server and from
+   `vllm serve` on the same model folder, at 8 concurrent clients.
+
+    python benchmarks/serving.py [--requests 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from rag.corpus import vital_articles
+from rag.eval.datasets import vital_qa
+from rag.eval.report import write_results
+from rag.models import resolve_model
+from rag.recipes import index_corpus, naive_rag
+from rag.registry import build
+from rag.serving import ServeConfig, Served, create_app
+
+PORT_VLLM = 8799
+
+
+def row(system: str, clients: int, latencies: list[float], seconds: float) -> dict:
+    ordered = sorted(latencies)
+    return {"system": system, "clients": clients, "requests": len(latencies),
+            "req_per_s": round(len(latencies) / seconds, 3),
+            "p50_s": round(statistics.median(ordered), 3),
+            "p95_s": round(ordered[int(0.95 * (len(ordered) - 1))], 3)}
+
+
+async def load(clients: int, calls: list[Callable[[], Awaitable[None]]]) -> tuple[list[float], float]:
+    """Run the calls with at most `clients` at once; per-call latencies and the wall time."""
+    gate, latencies = asyncio.Semaphore(clients), []
+
+    async def timed(call: Callable[[], Awaitable[None]]) -> None:
+        async with gate:
+            began = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - began)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(timed(c) for c in calls))
+    return latencies, time.perf_counter() - began
+
+
+def http_calls(url: str, bodies: list[dict], path: str, http: httpx.AsyncClient) -> list:
+    async def call(body: dict) -> None:
+        response = await http.post(url + path, json=body)
+        response.raise_for_status()
+
+    return [lambda b=b: call(b) for b in bodies]
+
+
+def in_process(pipeline, questions: list[str], clients: int) -> tuple[list[float], float]:
+    latencies: list[float] = []
+
+    def ask(question: str) -> None:
+        began = time.perf_counter()
+        pipeline.ask(question)
+        latencies.append(time.perf_counter() - began)
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        list(pool.map(ask, questions))
+    return latencies, time.perf_counter() - began
+
+
+def start_server(app) -> tuple[uvicorn.Server, str]:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+
+
+def start_vllm_serve(model: Path) -> subprocess.Popen:
+    command = [str(Path(sys.executable).with_name("vllm")), "serve", str(model), "--port", str(PORT_VLLM),
+               "--dtype", "float32", "--max-model-len", "2048", "--max-num-batched-tokens", "2048",
+               "--max-num-seqs", "32", "--enforce-eager", "--served-model-name", "tiny"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{PORT_VLLM}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(2)
+    server.kill()
+    raise SystemExit("vllm serve did not come up")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--skip-vllm-serve", action="store_true")
+    args = parser.parse_args()
+    docs = vital_articles()[:2000]
+    questions = [e.question for e in vital_qa(args.requests, docs=docs)]
+    generator = build("generator", {"type": "vllm", "model": "tiny"})
+    pipeline_rows, raw_rows = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        pipeline = naive_rag(index_corpus(docs, folder), generator, k=3, max_tokens=48)
+        pipeline.ask("warm-up question")
+        server, url = start_server(create_app(ServeConfig(models={"tiny": {}}, max_in_flight=256),
+                                              Served({"rag": pipeline}, {"tiny": generator})))
+        chats = [{"model": "rag", "messages": [{"role": "user", "content": q}]} for q in questions]
+
+        async def over_http(clients: int, bodies: list[dict], path: str, base: str) -> tuple[list[float], float]:
+            async with httpx.AsyncClient(timeout=600) as http:
+                return await load(clients, http_calls(base, bodies, path, http))
+
+        for clients in args.levels:
+            pipeline_rows.append(row("rag pipeline over HTTP", clients,
+                                     *asyncio.run(over_http(clients, chats, "/v1/chat/completions", url))))
+            pipeline_rows.append(row("rag pipeline in-process", clients, *in_process(pipeline, questions, clients)))
+            print(pipeline_rows[-2:], flush=True)
+        completions = [{"model": "tiny", "prompt": f"Question: {q}\nAnswer:", "max_tokens": 48,
+                        "temperature": 0} for q in questions]
+        raw_rows.append(row("our server, raw completions", 8,
+                            *asyncio.run(over_http(8, completions, "/v1/completions", url))))
+        server.should_exit = True
+        if not args.skip_vllm_serve:
+            vllm_server = start_vllm_serve(resolve_model("tiny"))
+            try:
+                raw_rows.append(row("vllm serve, raw completions", 8, *asyncio.run(
+                    over_http(8, completions, "/v1/completions", f"http://127.0.0.1:{PORT_VLLM}"))))
+            finally:
+                vllm_server.terminate()
+                vllm_server.wait(timeout=60)
+    http = {r["clients"]: r["req_per_s"] for r in pipeline_rows if "HTTP" in r["system"]}
+    local = {r["clients"]: r["req_per_s"] for r in pipeline_rows if "in-process" in r["system"]}
+    ratios = [{"clients": c, "http_vs_in_process": round(http[c] / local[c], 3),
+               "http_vs_http_at_1": round(http[c] / http[min(http)], 3)} for c in sorted(http)]
+    setup = {"pipeline": "naive RAG, first 2,000 vital articles, k=3, tiny, 48 new tokens",
+             "questions": f"{len(questions)} vital-qa questions over those articles",
+             "transport": "uvicorn on 127.0.0.1, httpx clients", "engine": "one AsyncLLM shared by all"}
+    write_results("serving", setup, {"pipeline": pipeline_rows, "ratios": ratios, "raw_generation": raw_rows})
+
+
+if __name__ == "__main__":
+    main()
