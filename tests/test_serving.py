@@ -183,3 +183,35 @@ def test_a_hundred_concurrent_requests_all_get_their_own_answer(server, vllm_tin
     expected = [g.text for g in vllm_tiny.generate(prompts, SamplingParams(max_tokens=6))]
     assert sum(a == b for a, b in zip(texts, expected)) >= 98  # batch composition may flip a tie
     assert len(set(texts)) > 50
+
+
+def test_requests_beyond_the_in_flight_limit_get_429(served):
+    running = Running(create_app(ServeConfig(models={"tiny": {}}, max_in_flight=1), served))
+    try:
+        with httpx.Client(base_url=running.url, timeout=120) as http:
+            body = {"model": "tiny", "messages": [{"role": "user", "content": "Tell a long story."}],
+                    "max_tokens": 200, "stream": True}
+            with http.stream("POST", "/v1/chat/completions", json=body) as first:
+                next(first.iter_lines())  # the first request is now in flight
+                second = http.get("/v1/models")
+                assert second.status_code == 429 and second.json()["error"]["type"] == "rate_limit_error"
+            assert http.get("/v1/models").status_code == 200
+    finally:
+        running.stop()
+
+
+def test_config_errors_name_the_field_and_public_binding_needs_a_key(tmp_path, monkeypatch):
+    from rag.errors import ConfigError
+
+    path = tmp_path / "serve.yaml"
+    path.write_text("models: {tiny: {type: vllm}}\nmax_in_flight: 0\n")
+    with pytest.raises(ConfigError, match="max_in_flight"):
+        ServeConfig.load(path)
+    path.write_text("models: {tiny: {type: vllm}}\nmax_inflight: 3\n")
+    with pytest.raises(ConfigError, match="max_inflight"):
+        ServeConfig.load(path)
+    monkeypatch.delenv("RAG_API_KEYS", raising=False)
+    public = ServeConfig(models={"tiny": {}}, host="0.0.0.0")
+    with pytest.raises(ConfigError, match="without API keys"):
+        public.check_binding()
+    ServeConfig(models={"tiny": {}}, host="0.0.0.0", api_keys=["k"]).check_binding()
