@@ -21,13 +21,14 @@ from rag.errors import ConfigError
 # Kind -> modules whose import registers that kind's built-in components.
 _KIND_MODULES: dict[str, tuple[str, ...]] = {
     "stage": (
-        "rag.retrievers.stage", "rag.rerankers.stage", "rag.prompts", "rag.generators.stage",
-        "rag.verifiers.stage",
+        "rag.retrievers.stage", "rag.rerankers.stage", "rag.compression.stage", "rag.prompts",
+        "rag.generators.stage", "rag.verifiers.stage",
     ),
     "generator": ("rag.generators",),
     "encoder": ("rag.encoders",),
     "retriever": ("rag.retrievers",),
     "reranker": ("rag.rerankers",),
+    "compressor": ("rag.compression",),
     "chunker": ("rag.chunkers",),
     "embedder": ("rag.chunkers",),
 }

@@ -1,0 +1,68 @@
+"""Extractive compression (RECOMP-extractive style): keep the sentences most similar to the query.
+
+RECOMP trains its dual encoder on the end task; here the retrieval encoder scores the sentences
+(no training data for the task exists offline). The best sentences are kept until the budget,
+then shown in their original order inside their passage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from rag.chunkers.sentence import sentence_spans
+from rag.compression.base import Compressed, Compressor, CompressorConfig, with_text
+from rag.encoders.dense import Encoder
+from rag.registry import build, register
+from rag.types import Hit
+
+
+@register("compressor", "extractive")
+class ExtractiveCompressor(Compressor):
+    nested = ("encoder",)
+
+    class Config(CompressorConfig):
+        encoder: dict[str, Any] = Field(default_factory=lambda: {"type": "sentence_transformers"})
+
+    config: Config
+
+    def __init__(self, encoder: Encoder | dict[str, Any] | None = None, **options: Any) -> None:
+        self.encoder: Encoder = build("encoder", encoder or {"type": "sentence_transformers"})
+        super().__init__(encoder={"type": self.encoder.name}, **options)
+
+    @cached_property
+    def segmenter(self) -> Any:
+        import pysbd
+
+        return pysbd.Segmenter(language="en", clean=False)
+
+    def compress(self, queries: Sequence[str], hits: Sequence[Sequence[Hit]]) -> list[Compressed]:
+        # sentences[q] = [(hit index, text)], embedded together for the whole batch
+        sentences = [[(i, h.chunk.text[a:b]) for i, h in enumerate(hs)
+                      for a, b in sentence_spans(self.segmenter, h.chunk.text)] for hs in hits]
+        flat = [text for per_query in sentences for _, text in per_query]
+        vectors = self.encoder.encode_documents(flat) if flat else np.zeros((0, 1))
+        query_vectors = self.encoder.encode_queries(list(queries))
+        out, start = [], 0
+        for q, (hs, per_query) in enumerate(zip(hits, sentences)):
+            scores = vectors[start : start + len(per_query)] @ query_vectors[q]
+            start += len(per_query)
+            original, budget = self.budget(hs)
+            lengths = [self.count(text) for _, text in per_query]
+            kept, used = set(), 0
+            for j in np.argsort(-scores, kind="stable"):
+                if used + lengths[j] <= budget:
+                    kept.add(int(j))
+                    used += lengths[j]
+            texts: dict[int, list[str]] = {}
+            for j, (i, text) in enumerate(per_query):
+                if j in kept:
+                    texts.setdefault(i, []).append(text)
+            new = [with_text(hs[i], " ".join(texts[i])) for i in sorted(texts)]
+            out.append(Compressed(hits=new, original_tokens=original,
+                                  kept_tokens=sum(self.count(h.chunk.text) for h in new)))
+        return out

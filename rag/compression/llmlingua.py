@@ -1,0 +1,99 @@
+"""Perplexity-based pruning, question-aware (LongLLMLingua) with a small causal LM.
+
+Coarse: each passage is ranked by how well it predicts the question,
+r_k = mean log p(question + " We can get the answer to this question in the given documents." | passage_k),
+and passages are kept in that order (most relevant first) until `coarse_keep` x the budget.
+Fine: every token of a kept passage gets its self-information -log p(x_i | question, x_<i);
+the least informative tokens are dropped until the passage meets its share of the budget. The
+shares follow the coarse rank (LongLLMLingua's dynamic ratio): the best passage is compressed
+least, spread over +/- `rank_spread`.
+
+Simplified to fit a CPU: self-information is computed once per passage on the original text,
+not re-conditioned on the already-compressed prefix segment by segment as LLMLingua's iterative
+compression does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import Field
+
+from rag.compression.base import Compressed, Compressor, CompressorConfig, with_text
+from rag.generators.base import LocalGenerator
+from rag.registry import build, register
+from rag.types import Hit
+
+QUESTION_SUFFIX = " We can get the answer to this question in the given documents."
+
+
+@register("compressor", "llmlingua")
+class LLMLinguaCompressor(Compressor):
+    nested = ("generator",)
+
+    class Config(CompressorConfig):
+        generator: dict[str, Any] = Field(default_factory=lambda: {"type": "vllm", "model": "tiny"})
+        coarse_keep: float = Field(default=1.5, ge=1.0, description="coarse step keeps this x budget")
+        rank_spread: float = Field(default=0.3, ge=0.0, lt=1.0, description="dynamic ratio spread")
+
+    config: Config
+
+    def __init__(self, generator: LocalGenerator | dict[str, Any] | None = None, **options: Any) -> None:
+        self.generator: LocalGenerator = build("generator", generator or {"type": "vllm", "model": "tiny"})
+        super().__init__(generator={"type": self.generator.name}, **options)
+
+    @property
+    def tokenizer(self) -> Any:  # count tokens as the LM sees them
+        return self.generator.tokenizer
+
+    def compress(self, queries: Sequence[str], hits: Sequence[Sequence[Hit]]) -> list[Compressed]:
+        pairs = [(q, h) for q, hs in zip(queries, hits) for h in hs]
+        relevance = self.generator.score([h.chunk.text + "\n\n" for _, h in pairs],
+                                         [q + QUESTION_SUFFIX for q, _ in pairs]) if pairs else []
+        mean = [sum(r) / len(r) for r in relevance]
+        plans, start = [], 0
+        for q, hs in zip(queries, hits):
+            order = sorted(range(len(hs)), key=lambda i: -mean[start + i])
+            start += len(hs)
+            original, budget = self.budget(hs)
+            kept, used = [], 0
+            for i in order:
+                if kept and used >= self.config.coarse_keep * budget:
+                    break
+                kept.append(i)
+                used += self.count(hs[i].chunk.text)
+            plans.append((q, hs, kept, original, budget))
+        # Fine step: one scoring call for every kept passage of the batch.
+        jobs = [(q, hs[i]) for q, hs, kept, _, _ in plans for i in kept]
+        info = self.generator.score([f"Question: {q}\n\n" for q, _ in jobs],
+                                    [h.chunk.text for _, h in jobs]) if jobs else []
+        out, cursor = [], 0
+        for q, hs, kept, original, budget in plans:
+            lengths = [len(info[cursor + r]) for r in range(len(kept))]
+            shares = self._shares(lengths, budget)
+            new = []
+            for r, i in enumerate(kept):
+                text = self._prune(hs[i].chunk.text, info[cursor + r], shares[r])
+                if text.strip():
+                    new.append(with_text(hs[i], text))
+            cursor += len(kept)
+            out.append(Compressed(hits=new, original_tokens=original,
+                                  kept_tokens=sum(self.count(h.chunk.text) for h in new)))
+        return out
+
+    def _shares(self, lengths: list[int], budget: int) -> list[int]:
+        """Budget per kept passage: proportional to its length, weighted by rank (1 + s .. 1 - s)."""
+        n, spread = len(lengths), self.config.rank_spread
+        weights = [(1 + spread - 2 * spread * r / (n - 1)) if n > 1 else 1.0 for r in range(n)]
+        total = sum(w * length for w, length in zip(weights, lengths)) or 1
+        return [min(length, round(budget * w * length / total)) for w, length in zip(weights, lengths)]
+
+    def _prune(self, text: str, logprobs: list[float], keep: int) -> str:
+        """Keep the `keep` most informative tokens (highest -log p), in their order."""
+        ids = self.generator.continuation_ids(text)
+        if keep >= len(ids):
+            return text
+        ranked = sorted(range(len(ids)), key=lambda t: logprobs[t])  # lowest log-prob first
+        chosen = sorted(ranked[:keep])
+        return self.generator.tokenizer.decode([ids[t] for t in chosen])

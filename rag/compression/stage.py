@@ -1,0 +1,34 @@
+"""The pipeline stage that compresses each state's passages before the prompt is built."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rag.compression.base import Compressor
+from rag.pipeline import Stage, State
+from rag.registry import ComponentConfig, build, register
+
+
+@register("stage", "compress")
+class Compress(Stage):
+    """Between retrieval (or reranking) and the prompt; records tokens before and after."""
+
+    reads = ("query", "hits")
+    writes = ("hits",)
+    nested = ("compressor",)
+
+    class Config(ComponentConfig):
+        compressor: dict[str, Any]
+
+    config: Config
+
+    def __init__(self, compressor: Compressor | dict[str, Any]) -> None:
+        self.compressor: Compressor = build("compressor", compressor)
+        super().__init__(compressor={"type": self.compressor.name})
+
+    def run(self, states: list[State]) -> list[dict[str, Any]]:
+        results = self.compressor.compress([s.query for s in states], [s.hits for s in states])
+        for state, result in zip(states, results, strict=True):
+            state.hits = result.hits
+        return [{"original_tokens": r.original_tokens, "kept_tokens": r.kept_tokens,
+                 "ratio": round(r.ratio, 3)} for r in results]
