@@ -181,8 +181,11 @@ def _parse(result: ExecResult, marker: str, n_checks: int, n_probes: int) -> Exe
             checks=[Outcome(ok=False, error=failed)] * n_checks,
             probes=[Outcome(ok=False, error=failed)] * n_probes,
         )
-    to_outcomes = lambda rows: [Outcome(ok=ok, error=err, value=val) for ok, err, val in rows]  # noqa: E731
-    return Execution(result=result, checks=to_outcomes(report["checks"]), probes=to_outcomes(report["probes"]))
+    return Execution(result=result, checks=_outcomes(report["checks"]), probes=_outcomes(report["probes"]))
+
+
+def _outcomes(rows: list[list]) -> list[Outcome]:
+    return [Outcome(ok=ok, error=error, value=value) for ok, error, value in rows]
 
 
 def run_unit_tests(
