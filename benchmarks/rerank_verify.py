@@ -37,9 +37,9 @@ from rag.verifiers.code import (
 from rag.verifiers.lever import agreement_shares, features
 
 RERANKERS = {
-    "LLM pointwise (P(Yes))": {"type": "llm-pointwise", "max_words": 60},
-    "RankGPT (window 20, step 10)": {"type": "rankgpt", "window": 20, "step": 10},
-    "FIRST (window 20, step 10)": {"type": "first", "window": 20, "step": 10},
+    "pointwise": ("LLM pointwise (P(Yes))", {"type": "llm-pointwise", "max_words": 60}),
+    "rankgpt": ("RankGPT (window 20, step 10)", {"type": "rankgpt", "window": 20, "step": 10}),
+    "first": ("FIRST (window 20, step 10)", {"type": "first", "window": 20, "step": 10}),
 }
 
 
@@ -59,7 +59,8 @@ def ranking_row(name: str, hits: list[list[Hit]], golds: list[str], seconds: flo
     }
 
 
-def reranking(args: argparse.Namespace) -> list[dict]:
+def reranking(args: argparse.Namespace, save: Callable[[list[dict]], None]) -> list[dict]:
+    """Rows for the first stage and each chosen reranker; `save` is called after every row."""
     docs = vital_articles()
     pairs = [(d.metadata["description"], d.id) for d in docs if d.metadata["description"]]
     test = random.Random(0).sample(pairs, 2500)[500:][: args.queries]
@@ -68,12 +69,14 @@ def reranking(args: argparse.Namespace) -> list[dict]:
     began = time.perf_counter()
     first = hybrid.search(queries, k=20)
     rows = [ranking_row("hybrid first stage", first, golds, time.perf_counter() - began)]
-    for name, spec in RERANKERS.items():
+    save(rows)
+    for key in args.rerankers:
+        name, spec = RERANKERS[key]
         reranker = build("reranker", {**spec, "generator": generator_spec(args)})
         began = time.perf_counter()
         reranked = reranker.rerank(queries, first)
         rows.append(ranking_row(f"+ {name}", reranked, golds, time.perf_counter() - began))
-        print(rows[-1], flush=True)
+        save(rows)
     return rows
 
 
@@ -192,6 +195,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=320)
     parser.add_argument("--lever-folds", type=int, default=5)
     parser.add_argument("--skip", choices=["reranking", "code"], default=None)
+    parser.add_argument("--rerankers", nargs="+", choices=list(RERANKERS), default=list(RERANKERS))
     args = parser.parse_args()
     setup = {
         "corpus": "10,033 vital-article summaries, one chunk each",
@@ -203,12 +207,19 @@ def main() -> None:
                 f"n={args.samples} at T=0.8 plus greedy, max {args.max_tokens} tokens; "
                 "CodeT tests: 2 samples of 5 asserts per problem",
     }
-    sections = {}
-    if args.skip != "reranking":
-        sections["reranking"] = reranking(args)
+    sections: dict[str, list[dict]] = {}
+
+    def save(section: str) -> Callable[[list[dict]], None]:
+        """Write what is done so far, so a run cut short keeps its finished rows."""
+        def write(rows: list[dict]) -> None:
+            sections[section] = rows
+            write_results("rerank_verify", setup, sections)
+        return write
+
     if args.skip != "code":
-        sections["code_verification"] = code_verification(args)
-    write_results("rerank_verify", setup, sections)
+        save("code_verification")(code_verification(args))
+    if args.skip != "reranking":
+        reranking(args, save("reranking"))
 
 
 if __name__ == "__main__":
