@@ -39,7 +39,7 @@ def rag_with_checks(generator) -> None:
             Rerank({"type": "first", "generator": generator.spec(), "window": 8, "step": 4}, k=3),
             RagPrompt(),
             Generate(generator, SamplingParams(max_tokens=64)),
-            Ground(),  # string containment only; pass generator=... to add an LLM judge
+            Ground(generator),  # string containment first, then the LLM as a yes/no judge
         ])
         for answer in pipeline.answer(QUESTIONS):
             print(f"Q: {answer.query}\nA: {answer.text}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import itertools
 import os
 import threading
@@ -56,8 +57,21 @@ class EngineLoop:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
 
     def close(self, engine: Any) -> None:
-        engine.shutdown()
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        """Stop the engine's output handler first, so it does not report the engine process's
+        shutdown as a crash, then shut the engine down and stop the loop."""
+
+        async def stop() -> None:
+            handler = getattr(engine, "output_handler", None)
+            if handler is not None:
+                handler.cancel()
+                with contextlib.suppress(BaseException):
+                    await handler
+            engine.shutdown()
+
+        try:
+            self.call(stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 @register("generator", "vllm")

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from rag.generators.base import Generator
 from rag.text import normalize_answer
@@ -24,7 +24,7 @@ JUDGE = (
 
 
 class Grounding(BaseModel):
-    supported: bool
+    supported: bool | None = Field(description="None: containment failed and no judge was given")
     method: Literal["containment", "llm", "none"]
     score: float
 
@@ -52,4 +52,4 @@ def check_grounding(
         for i, (yes, no) in zip(open_, generator.next_token_logprobs(prompts, ["Yes", "No"])):
             p_yes = 1.0 / (1.0 + math.exp(no - yes))
             verdicts[i] = Grounding(supported=p_yes >= threshold, method="llm", score=p_yes)
-    return [v or Grounding(supported=False, method="none", score=0.0) for v in verdicts]
+    return [v or Grounding(supported=None, method="none", score=0.0) for v in verdicts]
