@@ -11,11 +11,12 @@ The server config this writes (serve.yaml) looks like:
 
 and the same server answers curl:
 
-    curl http://127.0.0.1:8765/v1/chat/completions -H 'content-type: application/json' \\
+    curl http://127.0.0.1:PORT/v1/chat/completions -H 'content-type: application/json' \\
       -d '{"model": "rag", "messages": [{"role": "user", "content": "Who painted the Mona Lisa?"}]}'
 """
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,12 @@ import yaml
 from rag.corpus import vital_articles
 from rag.recipes import index_corpus, naive_rag
 
-PORT = 8765
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def wait_until_up(url: str, server: subprocess.Popen, seconds: float = 600) -> None:
@@ -54,9 +60,10 @@ def main() -> None:
             "pipelines": {"rag": "rag.yaml"}, "models": {"tiny": {"type": "vllm", "model": "tiny"}},
             "embeddings": {"minilm": {"type": "sentence_transformers"}}}))
         rag = Path(sys.executable).with_name("rag")
-        server = subprocess.Popen([str(rag), "serve", str(root / "serve.yaml"), "--port", str(PORT)])
+        port = free_port()
+        server = subprocess.Popen([str(rag), "serve", str(root / "serve.yaml"), "--port", str(port)])
         try:
-            url = f"http://127.0.0.1:{PORT}"
+            url = f"http://127.0.0.1:{port}"
             wait_until_up(url, server)
             client = openai.OpenAI(base_url=url + "/v1", api_key="none")
             print("models:", [m.id for m in client.models.list()])

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,12 +16,40 @@ EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
 SMALL = {"RAG_EXAMPLE_DOCS": "400", "RAG_EXAMPLE_QUESTIONS": "12"}
 
 
+def session_processes(session: int) -> list[int]:
+    """Live processes of a session (ps's SID), from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def run_example(script: Path) -> subprocess.CompletedProcess:
+    """Run a script in its own session; whatever it leaves running is reported, then killed."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, str(script)], env={**os.environ, **SMALL},
+                                stdout=out, stderr=err, text=True, start_new_session=True)
+        try:
+            proc.wait(timeout=600)
+        finally:
+            leftovers = session_processes(proc.pid)
+            for pid in leftovers:
+                os.kill(pid, signal.SIGKILL)
+        out.seek(0)
+        err.seek(0)
+        stderr = err.read() + (f"\nleft running: {leftovers}" if leftovers else "")
+        return subprocess.CompletedProcess(proc.args, 1 if leftovers else proc.returncode, out.read(), stderr)
+
+
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
 def test_example_runs(script: Path):
-    result = subprocess.run(
-        [sys.executable, str(script)], env={**os.environ, **SMALL}, capture_output=True,
-        text=True, timeout=600,
-    )
+    """Runs to completion, and stops every process it started (vLLM engines, servers)."""
+    result = run_example(script)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip()
     if script.name == "naive_rag.py":
