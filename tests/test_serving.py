@@ -142,6 +142,7 @@ MALFORMED = [
     ("POST", "/v1/chat/completions", _chat(tools=[{"type": "function"}])),
     ("POST", "/v1/chat/completions", _chat(stop=["a", "b", "c", "d", "e"])),
     ("POST", "/v1/chat/completions", _chat(stream=True, n=2)),
+    ("POST", "/v1/chat/completions", _chat(stream=True, stream_options={"include_usage": True})),
     ("POST", "/v1/chat/completions", _chat(messages=[{"role": "user", "content": "x" * 10_000_000}])),
     ("POST", "/v1/completions", {"model": "tiny", "prompt": ""}),
     ("POST", "/v1/completions", {"model": "rag", "prompt": "hi"}),

@@ -23,10 +23,6 @@ class ChatMessage(Strict):
     name: str | None = None
 
 
-class StreamOptions(Strict):
-    include_usage: bool = False
-
-
 class Sampling(Strict):
     """Sampling fields shared by chat and text completions."""
 
@@ -38,7 +34,6 @@ class Sampling(Strict):
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool = False
-    stream_options: StreamOptions | None = None
     user: str | None = None
 
     @field_validator("stop")
