@@ -17,7 +17,7 @@ from rag.eval.runner import load_cache, run_code, run_qa, summarize_code, QAPred
 from rag.generators.base import Generator
 from rag.pipeline import Pipeline, Stage, State
 from rag.registry import ComponentConfig, register
-from rag.types import Answer, Citation, Completion, Generation, Usage
+from rag.types import Answer, Chunk, Citation, Completion, Generation, Hit, Usage
 from rag.verifiers import Sandbox
 
 
@@ -51,7 +51,7 @@ class ParrotAnswer(Stage):
     fails on demand after `fail_after` batches, like an interrupted run."""
 
     reads = ("query",)
-    writes = ("answer",)
+    writes = ("hits", "answer")
     batches = 0
     fail_after: int | None = None
 
@@ -64,12 +64,16 @@ class ParrotAnswer(Stage):
         ParrotAnswer.batches += 1
         for s in states:
             words = s.query.rstrip("?").split()
+            s.hits = [Hit(chunk=Chunk(id=f"{doc}#0", doc_id=doc, text=doc, start=0, end=len(doc)),
+                          score=1.0 - rank, retriever="parrot") for rank, doc in enumerate([words[0], "other"])]
+            # The prompt shows the best passage last: recall must follow the hits' rank, not this.
             s.answer = Answer(query=s.query, text=words[-1], usage=Usage(prompt_tokens=len(words)),
-                              sources=[Citation(number=1, chunk_id="c", doc_id=words[0])])
+                              sources=[Citation(number=i + 1, chunk_id=h.chunk.id, doc_id=h.chunk.doc_id)
+                                       for i, h in enumerate(reversed(s.hits))])
 
 
 EXAMPLES = [QAExample(id=str(i), question=f"d{i} what is item {i if i % 3 else 'x'}?", answers=[str(i)],
-                      gold_doc=f"d{i}" if i % 2 else "other") for i in range(10)]
+                      gold_doc=f"d{i}" if i % 5 else "other") for i in range(10)]
 
 
 def test_a_resumed_run_gives_the_same_results_as_an_uninterrupted_one(tmp_path):
@@ -95,7 +99,7 @@ def test_report_has_results_table_and_plots(tmp_path):
                  "parrot-again": Pipeline([{"type": "test_eval_answer"}])}
     summaries = evaluate_qa(pipelines, EXAMPLES, tmp_path, dataset="toy", progress=False)
     assert summaries["parrot"]["em"] == pytest.approx(0.6)
-    assert summaries["parrot"]["recall@k"] == {1: pytest.approx(0.5)}
+    assert summaries["parrot"]["recall@k"] == {1: pytest.approx(0.8), 2: pytest.approx(1.0)}
     assert summaries["parrot"]["prompt_tokens"] == pytest.approx(5.0)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert set(saved["configurations"]) == {"parrot", "parrot-again"}

@@ -33,7 +33,7 @@ class QAPrediction(BaseModel):
     id: str
     answer: str
     scores: dict[str, float]
-    retrieved: list[str] = Field(default_factory=list, description="doc ids of the final hits")
+    retrieved: list[str] = Field(default_factory=list, description="doc ids of the final hits, best first")
     stage_seconds: dict[str, float] = Field(default_factory=dict)
     usage: Usage = Field(default_factory=Usage)
 
@@ -104,15 +104,19 @@ def run_qa(
     bar = tqdm(total=len(examples), initial=len(examples) - len(todo), desc=folder.name,
                disable=not progress)
     for batch in _batches(todo, batch_size):
-        answers = pipeline.answer([e.question for e in batch])
+        states = pipeline.run([e.question for e in batch])
         fresh = []
-        for example, answer in zip(batch, answers, strict=True):
+        for example, state in zip(batch, states, strict=True):
+            answer = state.answer
+            if answer is None:
+                raise RagError("the pipeline writes no answer: its last stage must generate one")
             seconds: dict[str, float] = {}
             for step in answer.trace:
                 seconds[step.stage] = seconds.get(step.stage, 0.0) + step.seconds / step.batch_size
             fresh.append(QAPrediction(
                 id=example.id, answer=answer.text, scores=qa_scores(answer.text, example.answers),
-                retrieved=[s.doc_id for s in answer.sources], stage_seconds=seconds, usage=answer.usage,
+                retrieved=[h.chunk.doc_id for h in state.hits],  # in ranked order, unlike the prompt's
+                stage_seconds=seconds, usage=answer.usage,
             ))
         _append(cache, fresh)
         done.update({p.id: p for p in fresh})
