@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,10 @@ def run_example(script: Path) -> subprocess.CompletedProcess:
         try:
             proc.wait(timeout=600)
         finally:
-            leftovers = session_processes(proc.pid)
+            # Helpers such as multiprocessing's resource tracker exit just after their parent.
+            deadline = time.monotonic() + 20
+            while (leftovers := session_processes(proc.pid)) and time.monotonic() < deadline:
+                time.sleep(0.5)
             for pid in leftovers:
                 os.kill(pid, signal.SIGKILL)
         out.seek(0)
