@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from rag.errors import RagError
 from rag.eval.datasets import CodeTask, QAExample
-from rag.eval.metrics import mrr_at, pass_at_k, qa_scores, recall_at
+from rag.eval.metrics import mrr_at, pass_at_k, qa_scores, recall_at, stage_seconds
 from rag.generators.base import Generator
 from rag.pipeline import Pipeline
 from rag.storage import atomic_write_json, load_json
@@ -110,13 +110,10 @@ def run_qa(
             answer = state.answer
             if answer is None:
                 raise RagError("the pipeline writes no answer: its last stage must generate one")
-            seconds: dict[str, float] = {}
-            for step in answer.trace:
-                seconds[step.stage] = seconds.get(step.stage, 0.0) + step.seconds / step.batch_size
             fresh.append(QAPrediction(
                 id=example.id, answer=answer.text, scores=qa_scores(answer.text, example.answers),
                 retrieved=[h.chunk.doc_id for h in state.hits],  # in ranked order, unlike the prompt's
-                stage_seconds=seconds, usage=answer.usage,
+                stage_seconds=stage_seconds([answer.trace]), usage=answer.usage,
             ))
         _append(cache, fresh)
         done.update({p.id: p for p in fresh})

@@ -9,6 +9,7 @@ their scores are comparable token by token.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -40,6 +41,14 @@ def check_batch(prompts: Sequence[Any], continuations: Sequence[str] | None = No
 def check_options(options: Sequence[str]) -> None:
     if not options or any(not o for o in options):
         raise RagError("next_token_logprobs() needs at least one option, none of them empty")
+
+
+def yes_probability(
+    generator: Generator, prompts: Sequence[PromptLike], labels: Sequence[str] = ("Yes", "No")
+) -> list[float]:
+    """P(yes) renormalized over {yes, no} at the next token: a logistic of the log-odds."""
+    pairs = generator.next_token_logprobs(prompts, list(labels)) if prompts else []
+    return [1.0 / (1.0 + math.exp(no - yes)) for yes, no in pairs]
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

@@ -6,13 +6,12 @@ decoder LLM's chat model: score = e^{z_yes} / (e^{z_yes} + e^{z_no}).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic import Field
 
-from rag.generators.base import Generator
+from rag.generators.base import Generator, yes_probability
 from rag.registry import ComponentConfig, build, register
 from rag.rerankers.base import Reranker, passage_text, rescored
 from rag.types import Hit, Prompt
@@ -46,9 +45,7 @@ class PointwiseReranker(Reranker):
     def rerank(self, queries: Sequence[str], hits: Sequence[Sequence[Hit]]) -> list[list[Hit]]:
         self.check(queries, hits)
         prompts = [self.prompt(q, h) for q, hs in zip(queries, hits) for h in hs]
-        pairs = self.generator.next_token_logprobs(prompts, list(self.config.labels)) if prompts else []
-        # P(yes) renormalized over {yes, no}: a logistic of the log-odds.
-        relevance = [1.0 / (1.0 + math.exp(no - yes)) for yes, no in pairs]
+        relevance = yes_probability(self.generator, prompts, self.config.labels)
         out, start = [], 0
         for hs in hits:
             out.append(rescored(hs, relevance[start : start + len(hs)], self.name))

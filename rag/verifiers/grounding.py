@@ -7,13 +7,12 @@ passages?" from its next-token log-probabilities decides (threshold 0.5 by defau
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from rag.generators.base import Generator
+from rag.generators.base import Generator, yes_probability
 from rag.text import normalize_answer
 from rag.types import Prompt
 
@@ -49,7 +48,6 @@ def check_grounding(
                                      answer=answers[i]))
             for i in open_
         ]
-        for i, (yes, no) in zip(open_, generator.next_token_logprobs(prompts, ["Yes", "No"])):
-            p_yes = 1.0 / (1.0 + math.exp(no - yes))
+        for i, p_yes in zip(open_, yes_probability(generator, prompts)):
             verdicts[i] = Grounding(supported=p_yes >= threshold, method="llm", score=p_yes)
     return [v or Grounding(supported=None, method="none", score=0.0) for v in verdicts]
