@@ -22,7 +22,7 @@ from rag.errors import ConfigError
 _KIND_MODULES: dict[str, tuple[str, ...]] = {
     "stage": (
         "rag.retrievers.stage", "rag.rerankers.stage", "rag.compression.stage", "rag.prompts",
-        "rag.generators.stage", "rag.verifiers.stage",
+        "rag.generators.stage", "rag.verifiers.stage", "rag.selectors.stage",
     ),
     "generator": ("rag.generators",),
     "encoder": ("rag.encoders",),
@@ -30,6 +30,7 @@ _KIND_MODULES: dict[str, tuple[str, ...]] = {
     "reranker": ("rag.rerankers",),
     "compressor": ("rag.compression",),
     "chunker": ("rag.chunkers",),
+    "selector": ("rag.selectors",),
     "embedder": ("rag.chunkers",),
 }
 _SHARED_KINDS = {"generator", "encoder"}

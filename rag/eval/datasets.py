@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from rag.corpus import iter_json_lines, vital_articles
 from rag.errors import CorpusError, DatasetError
 from rag.models import package_dir
-from rag.types import Document
+from rag.types import Demo, Document
 
 VITAL_QA = "vital-qa"
 HUMANEVAL = "humaneval"
@@ -89,6 +89,20 @@ def vital_qa(
                   answers=[d.title], gold_doc=d.id)
         for d in docs[:limit]
     ]
+
+
+def vital_topics(max_chars: int = 300, seed: int = 0) -> list[Demo]:
+    """Topic classification: a vital article's extract (cut at a word boundary to `max_chars`)
+    and its topic label, in a fixed random order; the 1,000 `Uncategorized` entries are left out."""
+    demos = []
+    for doc in vital_articles():
+        topic = doc.metadata.get("topic")
+        if not topic or topic == "Uncategorized":
+            continue
+        text = doc.text if len(doc.text) <= max_chars else doc.text[:max_chars].rsplit(" ", 1)[0]
+        demos.append(Demo(id=doc.id, input=text, output=topic))
+    random.Random(seed).shuffle(demos)
+    return demos
 
 
 def humaneval(limit: int | None = None) -> list[CodeTask]:
