@@ -141,6 +141,36 @@ def serve(
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
 
 
+@app.command("train-selector")
+@friendly
+def train_selector_(
+    method: Annotated[str, typer.Argument(help="epr, llm-r, lail or se2.")],
+    pool: Annotated[Path, typer.Option(help="Demonstration pool, JSONL of id, input, output.")],
+    train: Annotated[Path, typer.Option(help="Training anchors, same format, scored by the LLM.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for scores, checkpoints, model.")],
+    generator: Annotated[str, typer.Option(help="Scoring LLM: tiny, bench, a folder or HF id.")] = "tiny",
+    candidates: Annotated[int, typer.Option(help="BM25-mined candidates per anchor.")] = 20,
+    shots: Annotated[int, typer.Option(help="Se²: sequence length scored during training.")] = 3,
+    iterations: Annotated[int, typer.Option(help="LLM-R: mine again with the trained retriever.")] = 1,
+    epochs: Annotated[int, typer.Option(help="Bi-encoder training epochs.")] = 3,
+    instruction: Annotated[str, typer.Option(help="First line of every prompt.")] = "",
+    input_prefix: Annotated[str, typer.Option(help="Text before each input.")] = "Input: ",
+    output_prefix: Annotated[str, typer.Option(help="Text between input and output.")] = "\nOutput:",
+) -> None:
+    """Train a demonstration selector from LLM feedback; rerun the same command to resume."""
+    from rag.registry import build
+    from rag.selectors import DemoTemplate, read_demos, train_selector
+
+    template = DemoTemplate(instruction=instruction, input_prefix=input_prefix,
+                            output_prefix=output_prefix.replace("\\n", "\n"))
+    trained = train_selector(
+        method, read_demos(pool), read_demos(train), build("generator", {"type": "vllm", "model": generator}),
+        out, template=template, candidates=candidates, shots=shots, iterations=iterations,
+        settings={"epochs": epochs}, pool_path=str(pool.resolve()),
+    )
+    typer.echo(trained.model_dump_json(indent=2))
+
+
 @app.command()
 @friendly
 def models(

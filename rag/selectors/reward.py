@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from rag.errors import RagError
 from rag.models import resolve_model
 from rag.selectors.base import regroup
+from rag.selectors.training import split_by_score
 from rag.types import Demo
 
 
@@ -69,7 +70,8 @@ def train_reward_model(
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
     torch.manual_seed(settings.seed)
     # One positive and as many negatives as the candidates allow, up to the paper's group of 8.
-    need = min(settings.group_size - 1, min(map(len, candidates)) - settings.positives)
+    need = min(settings.group_size - 1, settings.negatives,
+               min(map(len, candidates)) - settings.positives)
     if need < 1:
         raise RagError(f"reward groups need more than {settings.positives} candidates per anchor")
     for epoch in range(1, settings.epochs + 1):
@@ -80,10 +82,8 @@ def train_reward_model(
         for s in tqdm(steps, desc=f"reward model {epoch}/{settings.epochs}", disable=not progress):
             pairs, used = [], 0
             for i in order[s : s + settings.anchors_per_batch]:
-                ranked = np.argsort(-np.asarray(scores[i]), kind="stable")
-                worst = [j for j in ranked[::-1][: settings.negatives]
-                         if j not in set(ranked[: settings.positives])]
-                pick = [rng.choice(ranked[: settings.positives]),
+                best, worst = split_by_score(scores[i], settings.positives, settings.negatives)
+                pick = [rng.choice(best),
                         *rng.choice(worst, size=need, replace=False)]
                 pairs += [_pair_texts(anchors[i], candidates[i][j]) for j in pick]
                 used += 1

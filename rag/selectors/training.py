@@ -65,12 +65,19 @@ class TrainReport(BaseModel):
     model: str
 
 
+def split_by_score(scores: Sequence[float], positives: int, negatives: int) -> tuple[
+        list[int], list[int]]:
+    """EPR's split: the `positives` best-scored candidates, best first, and the `negatives`
+    worst-scored among the rest, worst first (ties keep candidate order)."""
+    order = np.argsort(-np.asarray(scores, dtype=float), kind="stable").tolist()
+    best = order[:positives]
+    return best, [i for i in order[::-1][:negatives] if i not in best]
+
+
 def _sample(group: Group, settings: TrainSettings, rng: np.random.Generator) -> list[int]:
     """Indices of [positive, negatives...] for one anchor, best- and worst-scored by the teacher."""
-    order = np.argsort(-np.asarray(group.scores), kind="stable")
     need = settings.group_size - 1
-    best = order[: settings.positives]
-    worst = [i for i in order[::-1][: settings.negatives] if i not in set(best)]
+    best, worst = split_by_score(group.scores, settings.positives, settings.negatives)
     if len(worst) < need:
         raise RagError(f"a group of {len(group.candidates)} candidates cannot give "
                        f"{settings.positives} positives and {need} distinct negatives")
