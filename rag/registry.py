@@ -22,7 +22,7 @@ from rag.errors import ConfigError
 _KIND_MODULES: dict[str, tuple[str, ...]] = {
     "stage": (
         "rag.retrievers.stage", "rag.rerankers.stage", "rag.compression.stage", "rag.prompts",
-        "rag.generators.stage", "rag.verifiers.stage", "rag.selectors.stage",
+        "rag.generators.stage", "rag.verifiers.stage", "rag.selectors.stage", "rag.kvcache.stage",
     ),
     "generator": ("rag.generators",),
     "encoder": ("rag.encoders",),

@@ -103,6 +103,9 @@ class SamplingParams(BaseModel):
 class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = Field(
+        default=0, description="Prompt tokens whose KV came from a cache (vLLM prefix cache, KV store)."
+    )
 
     @property
     def total_tokens(self) -> int:
@@ -112,6 +115,7 @@ class Usage(BaseModel):
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
+            cached_prompt_tokens=self.cached_prompt_tokens + other.cached_prompt_tokens,
         )
 
 

@@ -32,7 +32,7 @@ class Generate(Stage):
         self.generator: Generator = build("generator", generator)
         super().__init__(generator={"type": self.generator.name}, params=params or SamplingParams())
 
-    def run(self, states: list[State]) -> None:
+    def run(self, states: list[State]) -> list[dict[str, Any]]:
         generations = self.generator.generate([s.prompt for s in states], self.config.params)
         for state, generation in zip(states, generations, strict=True):
             text = generation.text.strip()
@@ -44,3 +44,5 @@ class Generate(Stage):
                 sources=state.sources,
                 usage=generation.usage,
             )
+        return [{"prompt_tokens": g.usage.prompt_tokens,
+                 "cached_prompt_tokens": g.usage.cached_prompt_tokens} for g in generations]

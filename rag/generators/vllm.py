@@ -261,6 +261,7 @@ class VLLMGenerator(LocalGenerator):
         usage = Usage(
             prompt_tokens=len(out.prompt_token_ids),
             completion_tokens=sum(len(c.token_ids) for c in completions),
+            cached_prompt_tokens=out.num_cached_tokens or 0,
         )
         return Generation(completions=completions, usage=usage)
 

@@ -1,0 +1,164 @@
+"""Answering from precomputed chunk caches: prompt layout, assembly, prefill modes, decoding.
+
+The prompt is the chat template around fixed pieces, tokenized piece by piece so that the same
+token ids serve every mode: [system prefix][chunk 1]...[chunk n][question + answer prompt]. The
+prefix and each chunk's cache come from the store; chunk keys are re-rotated from the position
+they were encoded at (right after the prefix) to where they sit in this prompt, all chunks and
+layers in one operation. Three modes, chosen per call:
+- `full`: an ordinary prefill of every token (the reference);
+- `reuse`: only the question is prefilled, over the assembled cache (chunks never attend to one
+  another: TurboRAG / Block-Attention without their fine-tuning);
+- `recompute`: CacheBlend, a fraction of chunk tokens recomputed to restore cross-chunk attention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from rag.errors import RagError
+from rag.generators.base import truncate_at_stop
+from rag.generators.transformers import TransformersGenerator
+from rag.kvcache.blend import Prefilled, blended_prefill
+from rag.kvcache.rope import inv_freq, rerotate
+from rag.kvcache.store import ChunkKVStore, StoreDtype, build_store, stacked_kv, model_shape
+from rag.types import Chunk, Completion, Message, Prompt, SamplingParams
+
+Mode = Literal["full", "reuse", "recompute"]
+_CHUNKS, _QUESTION = "\x00chunks\x00", "\x00question\x00"
+
+
+def chunk_text(chunk: Chunk) -> str:
+    return f"{chunk.title}\n{chunk.text}\n\n" if chunk.title else f"{chunk.text}\n\n"
+
+
+@dataclass
+class Layout:
+    """The token ids of one prompt and where its chunks sit."""
+
+    ids: list[int]
+    prefix: int  # tokens of the system prefix
+    chunk_lengths: list[int]
+
+
+class ChunkKV:
+    """A transformers model, its chunk store, and the prompt pieces both must agree on."""
+
+    def __init__(self, generator: TransformersGenerator, store: str | Path, system: str,
+                 dtype: StoreDtype = "float16") -> None:
+        self.generator, self.store_path, self.dtype = generator, Path(store), dtype
+        rendered = generator.render(Prompt(messages=[
+            Message(role="system", content=system),
+            Message(role="user", content=f"Passages:\n{_CHUNKS}Question: {_QUESTION}"),
+        ]))
+        self.prefix_text, rest = rendered.split(_CHUNKS)
+        self.before_question, self.after_question = rest.split(_QUESTION)
+
+    @property
+    def model(self) -> Any:
+        return self.generator.model
+
+    def _encode(self, text: str) -> list[int]:
+        return self.generator.tokenizer.encode(text, add_special_tokens=False)
+
+    @cached_property
+    def prefix_ids(self) -> list[int]:
+        return self._encode(self.prefix_text)
+
+    @cached_property
+    def shape(self) -> dict[str, Any]:
+        return model_shape(self.model, str(self.generator.model_path))
+
+    def build(self, chunks: Sequence[Chunk], progress: bool = True) -> ChunkKVStore:
+        """Precompute and save the cache of every chunk (index time)."""
+        inv_freq(self.model)  # refuse unsupported models before the long part
+        ids = {c.id: self._encode(chunk_text(c)) for c in chunks}
+        store = build_store(self.model, self.shape, self.prefix_ids, list(ids.items()),
+                            self.store_path, dtype=self.dtype, progress=progress)
+        self.__dict__["store"] = store
+        return store
+
+    @cached_property
+    def store(self) -> ChunkKVStore:
+        return ChunkKVStore(self.store_path, self.shape, self.dtype, self.prefix_ids)
+
+    def layout(self, question: str, chunks: Sequence[Chunk]) -> Layout:
+        parts = [self.store.get(c.id)[2] for c in chunks]
+        tail = self._encode(f"{self.before_question}{question}{self.after_question}")
+        return Layout(ids=[*self.prefix_ids, *(i for p in parts for i in p), *tail],
+                      prefix=len(self.prefix_ids), chunk_lengths=[len(p) for p in parts])
+
+    def prefill(self, question: str, chunks: Sequence[Chunk], mode: Mode = "reuse",
+                fraction: float = 0.15) -> tuple[Prefilled, Layout]:
+        """The whole prompt's cache and next-token logits, by the chosen mode."""
+        import torch
+
+        layout = self.layout(question, chunks)
+        if mode == "full":
+            with torch.inference_mode():
+                out = self.model(torch.tensor([layout.ids]), use_cache=True)
+            keys, values = stacked_kv(out.past_key_values, 0)
+            return Prefilled(keys=list(keys), values=list(values), logits=out.logits[0, -1],
+                             recomputed=sum(layout.chunk_lengths)), layout
+        if mode not in ("reuse", "recompute"):
+            raise RagError(f"unknown prefill mode {mode!r}: full, reuse or recompute")
+        dtype = next(self.model.parameters()).dtype
+        prefix_k, prefix_v = self.store.prefix_kv()
+        cached = [self.store.get(c.id) for c in chunks]
+        keys = torch.cat([prefix_k, *(k for k, _, _ in cached)], dim=3).to(dtype)
+        values = torch.cat([prefix_v, *(v for _, v, _ in cached)], dim=3).to(dtype)
+        offsets = torch.tensor([0, *layout.chunk_lengths[:-1]]).cumsum(0)
+        delta = torch.repeat_interleave(offsets, torch.tensor(layout.chunk_lengths))
+        start = layout.prefix
+        keys[..., start : start + len(delta), :] = rerotate(
+            keys[..., start : start + len(delta), :], delta, inv_freq(self.model))
+        mask = torch.zeros(keys.shape[3], dtype=torch.bool)
+        mask[start:] = True
+        prefilled = blended_prefill(self.model, layout.ids, keys, values, mask,
+                                    fraction if mode == "recompute" else 0.0)
+        return prefilled, layout
+
+    def decode(self, prefilled: Prefilled, layout: Layout, params: SamplingParams) -> Completion:
+        """Continue from the assembled cache with the usual sampling parameters."""
+        import torch
+        from transformers import DynamicCache
+
+        if params.n != 1:
+            raise RagError("KV reuse decodes one completion per prompt: use n=1")
+        cache = DynamicCache(ddp_cache_data=list(zip(prefilled.keys, prefilled.values)))
+        generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
+        eos = self.generator.tokenizer.eos_token_id
+        logits, position, tokens, logprob = prefilled.logits, len(layout.ids), [], 0.0
+        finish = "length"
+        for _ in range(params.max_tokens):
+            token = _pick(logits, params, generator)
+            logprob += float(torch.log_softmax(logits.float(), -1)[token])
+            if token == eos:
+                finish = "stop"
+                break
+            tokens.append(token)
+            text, stopped = truncate_at_stop(self.generator.tokenizer.decode(tokens), params.stop)
+            if stopped:
+                return Completion(text=text, token_ids=tokens, logprob=logprob, finish_reason="stop")
+            with torch.inference_mode():
+                logits = self.model(torch.tensor([[token]]), past_key_values=cache, use_cache=True,
+                                    position_ids=torch.tensor([[position]])).logits[0, -1]
+            position += 1
+        return Completion(text=self.generator.tokenizer.decode(tokens), token_ids=tokens,
+                          logprob=logprob, finish_reason=finish)
+
+
+def _pick(logits: Any, params: SamplingParams, generator: Any) -> int:
+    """Greedy at temperature 0, else nucleus sampling at the given temperature."""
+    import torch
+
+    if params.temperature == 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits.float() / params.temperature, -1)
+    ordered, index = probs.sort(descending=True)
+    keep = ordered.cumsum(0) - ordered < params.top_p
+    ordered = ordered * keep
+    return int(index[torch.multinomial(ordered / ordered.sum(), 1, generator=generator)])

@@ -1,0 +1,161 @@
+"""A store of per-chunk keys and values, computed once at index time.
+
+Each chunk runs through the model alone, right after the fixed system prefix it will follow in
+every prompt (so that a single retrieved chunk is exactly what a full prefill computes), and its
+per-layer keys and values are saved: safetensors shards of up to `shard_size` chunks, opened
+memory-mapped on load, with a JSON manifest naming the model, its shape, the dtype and the
+prefix. A store built by another model, with another layer count or dtype, or for another
+prefix is refused with an error naming the file and the mismatch, never silently misused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from tqdm.auto import tqdm
+
+from rag.errors import IndexLoadError, RagError
+from rag.storage import atomic_path, atomic_write_json, checked_load, load_json
+
+FORMAT = "rag-icl/chunk-kv-v1"
+MANIFEST = "manifest.json"
+PREFIX = "prefix.safetensors"
+StoreDtype = Literal["float32", "bfloat16", "float16"]
+
+
+def model_shape(model: Any, name: str) -> dict[str, Any]:
+    """What a cache must match: the model's identity and the shape of its keys and values."""
+    config = model.config
+    return {"model": name, "model_type": config.model_type, "layers": config.num_hidden_layers,
+            "kv_heads": config.num_key_value_heads,
+            "head_dim": getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads}
+
+
+def prefix_digest(prefix_ids: Sequence[int]) -> str:
+    return hashlib.sha256(json.dumps(list(prefix_ids)).encode()).hexdigest()[:16]
+
+
+def stacked_kv(cache: Any, start: int, end: int | None = None, row: int = 0) -> tuple[Any, Any]:
+    """Stacked (layers, 1, kv_heads, tokens, head_dim) keys and values of one batch row."""
+    import torch
+
+    layers = cache.layers
+    keys = torch.stack([layer.keys[row : row + 1, :, start:end] for layer in layers])
+    values = torch.stack([layer.values[row : row + 1, :, start:end] for layer in layers])
+    return keys, values
+
+
+class ChunkKVStore:
+    """Open a built store; `get` returns chunks' keys and values in the model's dtype."""
+
+    def __init__(self, path: str | Path, shape: dict[str, Any], dtype: StoreDtype,
+                 prefix_ids: Sequence[int]) -> None:
+        self.path = Path(path)
+        manifest = load_json(self.path / MANIFEST, "chunk KV manifest")
+        where = self.path / MANIFEST
+        if manifest.get("format") != FORMAT:
+            raise IndexLoadError(f"{where}: not a chunk KV store ({manifest.get('format')!r})")
+        for key, want in shape.items():
+            if manifest["shape"].get(key) != want:
+                raise IndexLoadError(f"{where}: built for {key}={manifest['shape'].get(key)!r}, "
+                                     f"this model has {want!r}; rebuild the store")
+        if manifest["dtype"] != dtype:
+            raise IndexLoadError(f"{where}: stored as {manifest['dtype']}, asked for {dtype}")
+        if manifest["prefix"] != prefix_digest(prefix_ids):
+            raise IndexLoadError(f"{where}: built after another system prefix; rebuild the store")
+        self.manifest = manifest
+        self.chunks: dict[str, dict[str, Any]] = manifest["chunks"]
+        self._shards: dict[str, Any] = {}
+
+    def _open(self, name: str) -> Any:
+        from safetensors import safe_open
+
+        if name not in self._shards:
+            path = self.path / name
+            handle = checked_load(path, "chunk KV shard", lambda p: safe_open(str(p), framework="pt"))
+            if handle.metadata().get("format") != FORMAT or json.loads(
+                    handle.metadata().get("shape", "{}")) != self.manifest["shape"]:
+                raise IndexLoadError(f"{path}: shard of another store or model")
+            self._shards[name] = handle
+        return self._shards[name]
+
+    def prefix_kv(self) -> tuple[Any, Any]:
+        handle = self._open(PREFIX)
+        return handle.get_tensor("k"), handle.get_tensor("v")
+
+    def get(self, chunk_id: str) -> tuple[Any, Any, list[int]]:
+        """Keys, values (layers, 1, kv_heads, tokens, head_dim) and token ids of one chunk."""
+        entry = self.chunks.get(chunk_id)
+        if entry is None:
+            raise RagError(f"chunk {chunk_id!r} is not in the KV store {self.path}")
+        handle = self._open(entry["shard"])
+        n = entry["index"]
+        return handle.get_tensor(f"{n}.k"), handle.get_tensor(f"{n}.v"), entry["ids"]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.manifest["bytes"])
+
+
+def build_store(
+    model: Any,
+    shape: dict[str, Any],
+    prefix_ids: list[int],
+    chunks: Sequence[tuple[str, list[int]]],
+    path: str | Path,
+    dtype: StoreDtype = "float16",
+    shard_size: int = 256,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> ChunkKVStore:
+    """Run every chunk after the prefix, alone, and save its keys and values."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import DynamicCache
+
+    path = Path(path)
+    store_dtype = getattr(torch, dtype)
+    meta = {"format": FORMAT, "shape": json.dumps(shape)}
+    with torch.inference_mode():
+        prefix_cache = model(torch.tensor([prefix_ids]), use_cache=True).past_key_values
+        prefix_k, prefix_v = stacked_kv(prefix_cache, 0)
+    with atomic_path(path / PREFIX) as tmp:
+        save_file({"k": prefix_k.to(store_dtype).contiguous(),
+                   "v": prefix_v.to(store_dtype).contiguous()}, str(tmp), metadata=meta)
+    entries: dict[str, dict[str, Any]] = {}
+    total = 0
+    p = len(prefix_ids)
+    for shard_no, start in enumerate(tqdm(range(0, len(chunks), shard_size), desc="chunk KV shards",
+                                          disable=not progress)):
+        tensors: dict[str, Any] = {}
+        name = f"shard-{shard_no:05d}.safetensors"
+        part = chunks[start : start + shard_size]
+        for b in range(0, len(part), batch_size):
+            batch = part[b : b + batch_size]
+            width = max(len(ids) for _, ids in batch)
+            rows = torch.tensor([ids + [0] * (width - len(ids)) for _, ids in batch])
+            past = DynamicCache(ddp_cache_data=[
+                (k[0].expand(len(batch), -1, -1, -1), v[0].expand(len(batch), -1, -1, -1))
+                for k, v in zip(prefix_k, prefix_v)])
+            with torch.inference_mode():  # right padding: a causal model's real tokens never see it
+                cache = model(rows, past_key_values=past, use_cache=True,
+                              position_ids=torch.arange(p, p + width)[None].expand(len(batch), -1),
+                              ).past_key_values
+            for row, (chunk_id, ids) in enumerate(batch):
+                n = start + b + row
+                k, v = stacked_kv(cache, p, p + len(ids), row)
+                tensors[f"{n}.k"] = k.to(store_dtype).contiguous()
+                tensors[f"{n}.v"] = v.to(store_dtype).contiguous()
+                total += 2 * k.numel() * store_dtype.itemsize
+                entries[chunk_id] = {"shard": name, "index": n, "ids": ids}
+        with atomic_path(path / name) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+    atomic_write_json(path / MANIFEST, {
+        "format": FORMAT, "shape": shape, "dtype": dtype, "prefix": prefix_digest(prefix_ids),
+        "prefix_tokens": p, "bytes": total, "chunks": entries,
+    })
+    return ChunkKVStore(path, shape, dtype, prefix_ids)

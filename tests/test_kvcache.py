@@ -1,0 +1,143 @@
+"""KV-cache precomputation: exact re-rotation, reuse and recompute against full prefill, stores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from rag.corpus import vital_articles
+from rag.errors import IndexLoadError, RagError
+from rag.generators.base import Generator
+from rag.kvcache import ChunkKV
+from rag.kvcache.prefix import shared_prefix, warm_prefix
+from rag.kvcache.rope import inv_freq, rerotate
+from rag.kvcache.stage import KVGenerate
+from rag.kvcache.store import stacked_kv
+from rag.pipeline import Pipeline
+from rag.recipes import document_chunks
+from rag.retrievers.stage import Retrieve
+from rag.types import Chunk, SamplingParams
+
+SYSTEM = "You answer questions using the passages."
+QUESTION = "Which film is described here?"
+TOL = 2e-3  # float32 on CPU: different kernels and summation orders, same math
+
+
+@pytest.fixture(scope="module")
+def chunks() -> list[Chunk]:
+    return document_chunks(vital_articles()[:6])
+
+
+@pytest.fixture(scope="module")
+def kv(hf_tiny: Generator, chunks: list[Chunk], tmp_path_factory: pytest.TempPathFactory) -> ChunkKV:
+    kv = ChunkKV(hf_tiny, tmp_path_factory.mktemp("kv") / "store", SYSTEM, dtype="float32")
+    kv.build(chunks, progress=False)
+    return kv
+
+
+def test_rerotated_keys_equal_keys_encoded_at_the_target_position(kv: ChunkKV) -> None:
+    ids = torch.tensor([kv._encode("The Mona Lisa is a half-length portrait painting.")])
+    model = kv.model
+
+    def keys_at(start: int) -> torch.Tensor:
+        positions = torch.arange(start, start + ids.shape[1])[None]
+        with torch.inference_mode():
+            cache = model(ids, position_ids=positions, use_cache=True).past_key_values
+        return stacked_kv(cache, 0)[0]
+
+    base = keys_at(0)
+    for delta in (37, 500):
+        moved = rerotate(base, torch.full((ids.shape[1],), delta), inv_freq(model))
+        assert torch.allclose(moved, keys_at(delta), atol=TOL)
+        assert not torch.allclose(base, keys_at(delta), atol=TOL)  # the rotation did matter
+
+
+def test_single_chunk_reuse_gives_the_full_prefill_logits(kv: ChunkKV, chunks: list[Chunk]) -> None:
+    full, layout = kv.prefill(QUESTION, chunks[:1], "full")
+    reuse, _ = kv.prefill(QUESTION, chunks[:1], "reuse")
+    assert torch.allclose(full.logits, reuse.logits, atol=TOL)
+    params = SamplingParams(max_tokens=10)
+    reference = kv.generator.generate([kv.generator.tokenizer.decode(layout.ids)], params)[0].text
+    assert kv.decode(reuse, layout, params).text == reference  # decoding continues the same way
+
+
+def test_recompute_all_is_full_prefill_and_more_recompute_gets_closer(
+    kv: ChunkKV, chunks: list[Chunk]
+) -> None:
+    full, layout = kv.prefill(QUESTION, chunks[:4], "full")
+    everything, _ = kv.prefill(QUESTION, chunks[:4], "recompute", fraction=1.0)
+    assert torch.allclose(full.logits, everything.logits, atol=TOL)
+    assert all(torch.allclose(a, b, atol=TOL) for a, b in zip(full.keys, everything.keys))
+    reuse, _ = kv.prefill(QUESTION, chunks[:4], "reuse")
+    nothing, _ = kv.prefill(QUESTION, chunks[:4], "recompute", fraction=0.0)
+    assert torch.equal(reuse.logits, nothing.logits) and nothing.recomputed == 0
+    reference = torch.log_softmax(full.logits, -1)
+
+    def kl(p: object) -> float:
+        return float((reference.exp() * (reference - torch.log_softmax(p.logits, -1))).sum())
+
+    half, _ = kv.prefill(QUESTION, chunks[:4], "recompute", fraction=0.5)
+    assert half.recomputed == round(0.5 * sum(layout.chunk_lengths))
+    assert kl(reuse) > kl(half) > kl(everything)
+    assert kl(reuse) > 0.01  # chunks that never saw each other do differ
+
+
+def test_foreign_or_stale_stores_are_refused(kv: ChunkKV, hf_tiny: Generator, tmp_path: Path) -> None:
+    with pytest.raises(IndexLoadError, match="stored as float32, asked for float16"):
+        ChunkKV(hf_tiny, kv.store_path, SYSTEM, dtype="float16").store
+    with pytest.raises(IndexLoadError, match="another system prefix"):
+        ChunkKV(hf_tiny, kv.store_path, "Another system prompt.", dtype="float32").store
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in kv.store_path.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["shape"]["layers"] = 24
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexLoadError, match="layers=24"):
+        ChunkKV(hf_tiny, copy, SYSTEM, dtype="float32").store
+    manifest["shape"] = kv.shape
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    shard = next(copy.glob("shard-*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[:1000])
+    truncated = ChunkKV(hf_tiny, copy, SYSTEM, dtype="float32")
+    stored = Chunk(id=next(iter(kv.store.chunks)), doc_id="x", text="", start=0, end=0)
+    with pytest.raises(IndexLoadError, match="not a valid chunk KV shard"):
+        truncated.prefill(QUESTION, [stored], "reuse")
+    with pytest.raises(RagError, match="not in the KV store"):
+        kv.prefill(QUESTION, [Chunk(id="unknown", doc_id="x", text="t", start=0, end=1)], "reuse")
+
+
+def test_kv_generate_stage_switches_modes_by_config(kv: ChunkKV, hf_tiny: Generator,
+                                                   chunks: list[Chunk]) -> None:
+    from rag.retrievers.bm25 import BM25Retriever
+
+    retriever = BM25Retriever()
+    retriever.add(chunks)
+    answers = {}
+    for mode in ("full", "reuse", "recompute"):
+        stage = KVGenerate(store=str(kv.store_path), generator=hf_tiny, mode=mode, system=SYSTEM,
+                           dtype="float32", params=SamplingParams(max_tokens=8))
+        (state,) = Pipeline([Retrieve(retriever, k=2), stage]).run(["Who painted A Sunday Afternoon?"])
+        (trace,) = [t for t in state.trace if t.stage == "kv_generate"]
+        answers[mode] = state.answer.text
+        cached = trace.info["cached_prompt_tokens"]
+        assert state.answer.usage.cached_prompt_tokens == cached
+        assert (cached == 0) if mode == "full" else (0 < cached < trace.info["prompt_tokens"])
+        assert len(state.sources) == 2
+    assert all(answers.values())
+
+
+def test_vllm_prefix_cache_is_warmed_and_reported(vllm_tiny: Generator) -> None:
+    fixed = "You classify texts. " + " ".join(f"Example {i}: a text about topic {i}." for i in range(60))
+    prompts = [f"{fixed}\nText: {q}\nTopic:" for q in ("a red bird", "a new law", "a mountain")]
+    assert shared_prefix(vllm_tiny, prompts) == f"{fixed}\nText: a "
+    warm = warm_prefix(vllm_tiny, prompts)
+    assert warm.prompt_tokens > 256
+    usage = [g.usage for g in vllm_tiny.generate(prompts, SamplingParams(max_tokens=1))]
+    assert all(u.cached_prompt_tokens >= warm.prompt_tokens - 32 for u in usage)  # up to a block
+    cold = vllm_tiny.generate(["A never seen prompt, " + fixed], SamplingParams(max_tokens=1))
+    assert cold[0].usage.cached_prompt_tokens == 0
