@@ -11,26 +11,29 @@ feedback over BM25-mined candidates; their scoring cost and training time are re
 
 from __future__ import annotations
 
-import os
 import sys
 
-# This file's name would shadow the standard library's `selectors` (imported by asyncio, socket).
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
+if __name__ == "selectors":
+    # Scripts in benchmarks/ run with this folder first on sys.path, where this file's name
+    # shadows the standard library's `selectors` (imported by socket and asyncio): hand the
+    # real module over. Only the standard library is imported at module level below.
+    import importlib.util
+    import sysconfig
+
+    _spec = importlib.util.spec_from_file_location(
+        __name__, f"{sysconfig.get_path('stdlib')}/selectors.py")
+    sys.modules[__name__] = _stdlib = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_stdlib)  # type: ignore[union-attr]
+else:  # run as a script: drop this folder from the path before importing anything else
+    import os
+
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
 
 import argparse  # noqa: E402
-import time
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-
-from rag.eval.datasets import vital_topics
-from rag.eval.report import write_results
-from rag.registry import build
-from rag.selectors import DemoTemplate, Selector, load_selector, train_selector
-from rag.selectors.prompt import ordered
-from rag.types import Demo, Prompt
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 UNSUPERVISED: dict[str, dict[str, Any]] = {
     "random": {"type": "random", "seed": 0},
@@ -43,6 +46,11 @@ LEARNED = ("epr", "llm-r", "se2")
 
 def accuracy(generator: Any, template: DemoTemplate, labels: list[str], test: list[Demo],
              demos: list[list[Demo]], order: str) -> float:
+    import numpy as np
+
+    from rag.selectors.prompt import ordered
+    from rag.types import Prompt
+
     prompts = [Prompt(text=template.plain(ordered(d, order), t.input))  # type: ignore[arg-type]
                for t, d in zip(test, demos)]
     logprobs = np.asarray(generator.next_token_logprobs(prompts, [" " + l for l in labels]))
@@ -51,6 +59,11 @@ def accuracy(generator: Any, template: DemoTemplate, labels: list[str], test: li
 
 
 def main() -> None:
+    from rag.eval.datasets import vital_topics
+    from rag.eval.report import write_results
+    from rag.registry import build
+    from rag.selectors import DemoTemplate, Selector, load_selector, train_selector
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--pool", type=int, default=3000)
