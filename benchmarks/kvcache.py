@@ -29,7 +29,7 @@ from rag.corpus import vital_articles
 from rag.eval.datasets import vital_qa, vital_topics
 from rag.eval.metrics import qa_scores
 from rag.eval.report import write_results
-from rag.kvcache import ChunkKV
+from rag.kvcache import ChunkKV, ChunkKVStore
 from rag.kvcache.prefix import warm_prefix
 from rag.prompts import RAG_SYSTEM
 from rag.recipes import document_chunks, hybrid_index
@@ -46,6 +46,13 @@ def timed(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
     began = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - began
+
+
+def store_size(model: str, store: ChunkKVStore, build_s: float) -> dict:
+    return {"model": model, "chunks": len(store.chunks), "bytes": store.nbytes,
+            "bytes per 1000 chunks": round(store.nbytes / len(store.chunks) * 1000),
+            "tokens per chunk": round(np.mean([len(c["ids"]) for c in store.chunks.values()]), 1),
+            "build seconds": round(build_s, 1)}
 
 
 def ttft(args: argparse.Namespace, work: Path) -> tuple[list[dict], dict]:
@@ -71,11 +78,7 @@ def ttft(args: argparse.Namespace, work: Path) -> tuple[list[dict], dict]:
                      **{f"{n} ms": round(1000 * median(s), 1) for n, s in seconds.items()},
                      **{f"{n} speed-up": round(full / median(s), 2) for n, s in seconds.items() if n != "full"}})
         print(rows[-1], flush=True)
-    size = {"model": args.model, "chunks": len(store.chunks), "bytes": store.nbytes,
-            "bytes per 1000 chunks": round(store.nbytes / len(store.chunks) * 1000),
-            "tokens per chunk": round(np.mean([len(c["ids"]) for c in store.chunks.values()]), 1),
-            "build seconds": round(build_s, 1)}
-    return rows, size
+    return rows, store_size(args.model, store, build_s)
 
 
 def quality(args: argparse.Namespace, work: Path) -> tuple[list[dict], dict]:
@@ -106,11 +109,7 @@ def quality(args: argparse.Namespace, work: Path) -> tuple[list[dict], dict]:
                           for a, b in zip(texts, answers["full"])])), 4),
                      "prefill ms/question": round(1000 * seconds[name] / len(examples), 1)})
         print(rows[-1], flush=True)
-    size = {"model": args.quality_model, "chunks": len(store.chunks), "bytes": store.nbytes,
-            "bytes per 1000 chunks": round(store.nbytes / len(store.chunks) * 1000),
-            "tokens per chunk": round(np.mean([len(c["ids"]) for c in store.chunks.values()]), 1),
-            "build seconds": round(build_s, 1)}
-    return rows, size
+    return rows, store_size(args.quality_model, store, build_s)
 
 
 def prefix_caching(args: argparse.Namespace) -> list[dict]:
