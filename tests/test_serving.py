@@ -70,6 +70,16 @@ def test_chat_with_a_generator_and_with_a_pipeline(client):
     assert [t["stage"] for t in extra["trace"]] == ["retrieve", "rag_prompt", "generate"]
 
 
+def test_usage_reports_prompt_tokens_served_from_the_prefix_cache(client):
+    long = "You are a careful assistant. " * 60  # several cache blocks, the same both times
+    first, second = (client.chat.completions.create(
+        model="tiny", messages=[{"role": "system", "content": long},
+                                {"role": "user", "content": q}], max_tokens=1)
+        for q in ("A first question?", "Another question?"))
+    assert second.usage.prompt_tokens_details.cached_tokens >= 256
+    assert second.usage.prompt_tokens_details.cached_tokens < second.usage.prompt_tokens
+
+
 def test_text_completion_and_embeddings(client, encoder):
     done = client.completions.create(model="tiny", prompt=["Once upon a time", "1, 2, 3,"],
                                      max_tokens=8, temperature=0)

@@ -35,7 +35,7 @@ from rag.registry import build
 from rag.serving.config import ServeConfig
 from rag.serving.metrics import ServerMetrics
 from rag.serving.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling
-from rag.types import Answer, Message as ChatTurn, Prompt, SamplingParams
+from rag.types import Answer, Message as ChatTurn, Prompt, SamplingParams, Usage
 
 DEFAULT_MAX_TOKENS = 256
 
@@ -141,9 +141,11 @@ def _rag_extra(answer: Answer) -> dict[str, Any]:
     }
 
 
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+def _usage(usage: Usage) -> dict[str, Any]:
+    """OpenAI's usage object, with the prompt tokens that hit a cache as `cached_tokens`."""
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": usage.cached_prompt_tokens}}
 
 
 async def _sse(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
@@ -230,7 +232,7 @@ def create_app(config: ServeConfig, served: Served | None = None) -> FastAPI:
             return {**head, "object": "chat.completion",
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
                                  "finish_reason": "stop"}],
-                    "usage": _usage(answer.usage.prompt_tokens, answer.usage.completion_tokens),
+                    "usage": _usage(answer.usage),
                     "rag": _rag_extra(answer)}
         if req.model not in served.generators:
             raise unknown(req.model)
@@ -247,7 +249,7 @@ def create_app(config: ServeConfig, served: Served | None = None) -> FastAPI:
         choices = [{"index": i, "message": {"role": "assistant", "content": c.text},
                     "finish_reason": c.finish_reason or "stop"} for i, c in enumerate(generation.completions)]
         return {**head, "object": "chat.completion", "choices": choices,
-                "usage": _usage(generation.usage.prompt_tokens, generation.usage.completion_tokens)}
+                "usage": _usage(generation.usage)}
 
     @app.post("/v1/completions", dependencies=[Depends(authorized)])
     async def complete(req: CompletionRequest) -> Any:
@@ -265,14 +267,13 @@ def create_app(config: ServeConfig, served: Served | None = None) -> FastAPI:
             return StreamingResponse(_sse(_stream_text(generator, prompts[0], params, head, metrics)),
                                      media_type="text/event-stream")
         generations = await generator.agenerate(prompts, params)
-        choices, used = [], [0, 0]
+        choices, used = [], Usage()
         for g in generations:
-            used[0] += g.usage.prompt_tokens
-            used[1] += g.usage.completion_tokens
+            used += g.usage
             choices += [{"index": len(choices), "text": c.text, "logprobs": None,
                          "finish_reason": c.finish_reason or "stop"} for c in g.completions]
-        metrics.tokens(*used)
-        return {**head, "object": "text_completion", "choices": choices, "usage": _usage(*used)}
+        metrics.tokens(used.prompt_tokens, used.completion_tokens)
+        return {**head, "object": "text_completion", "choices": choices, "usage": _usage(used)}
 
     @app.post("/v1/embeddings", dependencies=[Depends(authorized)])
     async def embed(req: EmbeddingRequest) -> Any:
