@@ -24,7 +24,7 @@ from rag.types import Demo
 
 
 class RewardSettings(BaseModel):
-    epochs: int = Field(default=2, ge=1)
+    epochs: int = Field(default=1, ge=1, description="one pass: the scores are few and a CPU is slow")
     anchors_per_batch: int = Field(default=4, ge=1)
     group_size: int = Field(default=8, ge=2)
     positives: int = Field(default=3, ge=1)
