@@ -156,8 +156,10 @@ def train_selector(
             scoring += time.perf_counter() - began
             if method == "llm-r":
                 began = time.perf_counter()
-                folder = train_reward_model(anchors, mined, scores, out / f"reward-{iteration}",
-                                            settings=RewardSettings(), progress=progress)
+                folder = out / f"reward-{iteration}"
+                if not (folder / "model.safetensors").is_file():  # a rerun keeps the trained one
+                    train_reward_model(anchors, mined, scores, folder, settings=RewardSettings(),
+                                       progress=progress)
                 scores = reward_scores(folder, anchors, mined)
                 training += time.perf_counter() - began
             groups = [Group(query=a.input, candidates=[c.input for c in cands], scores=s)

@@ -93,8 +93,8 @@ def train_reward_model(
             loss.backward()
             optimizer.step()
     out = Path(out)
-    model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    model.save_pretrained(out)  # the weights file comes last: its presence marks a finished model
     return out
 
 
