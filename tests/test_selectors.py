@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rag.cli import app
-from rag.eval.datasets import vital_topics
+from rag.eval.datasets import humaneval, vital_topics
 from rag.generators.base import Generator
 from rag.generators.stage import Generate
 from rag.pipeline import Pipeline, State
@@ -216,6 +216,24 @@ def test_llm_r_and_se2_train_and_load(feedback: dict, pool: list[Demo], vllm_tin
     selector = load_selector(feedback["work"] / "se2").fit(pool)
     (chosen,) = selector.select([pool[0].input], 3)
     assert selector.name == "se2" and len({d.id for d in chosen}) == 3
+
+
+def test_lail_scores_the_ground_truth_program_of_humaneval_tasks(
+    vllm_tiny: Generator, tmp_path: Path
+) -> None:
+    tasks = [Demo(id=t.id, input=t.prompt, output=t.canonical_solution) for t in humaneval(30)]
+    code = DemoTemplate(instruction="Complete each Python function.", input_prefix="",
+                        output_prefix="", output_lead="")
+    trained = train_selector("lail", tasks, tasks[:6], vllm_tiny, tmp_path, template=code,
+                             candidates=3, settings={"epochs": 1, "batch_size": 6}, progress=False)
+    assert trained.llm_scored == 6 * 3
+    cache = FeedbackScorer(vllm_tiny, code, cache=tmp_path / "llm_scores.jsonl")
+    anchor, candidate = tasks[0], next(t for t in tasks[1:] if t.id != tasks[0].id)
+    (direct,) = vllm_tiny.score([code.plain([candidate], anchor.input)], [anchor.output])
+    (scored,) = cache.score([anchor], [[candidate]])
+    assert scored == pytest.approx([sum(direct)], abs=1e-3)  # log P(program | example, task)
+    (chosen,) = load_selector(tmp_path).fit(tasks).select([tasks[0].input], 2)
+    assert tasks[0].id not in {d.id for d in chosen}  # leave-one-out over one pool
 
 
 def test_train_selector_command_resumes(feedback: dict, pool: list[Demo], vllm_tiny: Generator,

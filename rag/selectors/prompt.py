@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from rag.types import Demo, Message, Prompt
 
@@ -24,13 +24,14 @@ class DemoTemplate(BaseModel):
     instruction: str = ""
     input_prefix: str = "Input: "
     output_prefix: str = "\nOutput:"
+    output_lead: str = Field(default=" ", description='before each output: "" for code')
     separator: str = "\n\n"
 
     def block(self, demo: Demo) -> str:
-        return f"{self.input_prefix}{demo.input}{self.output_prefix} {demo.output}"
+        return f"{self.input_prefix}{demo.input}{self.output_prefix}{self.output_lead}{demo.output}"
 
     def query(self, text: str) -> str:
-        """The open block the model completes; its answer is scored as `" " + output`."""
+        """The open block the model completes; its answer is scored as `output_lead + output`."""
         return f"{self.input_prefix}{text}{self.output_prefix}"
 
     def plain(self, demos: Sequence[Demo], text: str) -> str:

@@ -77,7 +77,9 @@ def split_by_score(scores: Sequence[float], positives: int, negatives: int) -> t
 def _sample(group: Group, settings: TrainSettings, rng: np.random.Generator) -> list[int]:
     """Indices of [positive, negatives...] for one anchor, best- and worst-scored by the teacher."""
     need = settings.group_size - 1
-    best, worst = split_by_score(group.scores, settings.positives, settings.negatives)
+    # Few candidates: shrink the positive pool so that negatives remain.
+    best, worst = split_by_score(group.scores, min(settings.positives, len(group.scores) - need),
+                                 settings.negatives)
     if len(worst) < need:
         raise RagError(f"a group of {len(group.candidates)} candidates cannot give "
                        f"{settings.positives} positives and {need} distinct negatives")
