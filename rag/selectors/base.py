@@ -71,6 +71,7 @@ class Selector(Component):
         if not pool:
             raise SelectorError(f"{self.name} selector: the demonstration pool is empty")
         self.pool = list(pool)
+        self._inputs = np.array([d.input.strip() for d in self.pool], dtype=object)
         self._index(self.pool)
         return self
 
@@ -99,8 +100,7 @@ class Selector(Component):
             raise SelectorError(f"{self.name} selector has no pool: call fit() or set `pool`")
         if k < 1:
             raise SelectorError(f"k must be at least 1, got {k}")
-        inputs = np.array([d.input.strip() for d in self.pool], dtype=object)
-        allowed = np.stack([inputs != q.strip() for q in queries]) if queries else np.zeros(
+        allowed = np.stack([self._inputs != q.strip() for q in queries]) if queries else np.zeros(
             (0, len(self.pool)), dtype=bool)
         for query, mask in zip(queries, allowed):
             if mask.sum() < k:
