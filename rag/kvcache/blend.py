@@ -32,7 +32,7 @@ def _attend(layer: Any, hidden: Any, positions: Any, keys: Any, values: Any,
     """One decoder layer for the tokens in `hidden`, attending causally to `keys`/`values`.
 
     `write` holds, for each computed token, its index in the key axis: fresh keys and values
-    replace the cached ones there (all of them; the caller decides which to keep).
+    replace the cached ones there, in place (the caller restores those it does not keep).
     """
     import torch
     import torch.nn.functional as F
@@ -47,7 +47,6 @@ def _attend(layer: Any, hidden: Any, positions: Any, keys: Any, values: Any,
     v = attn.v_proj(normed).view(shape).transpose(1, 2)
     q = q * cos + rotate_half(q) * sin
     k = k * cos + rotate_half(k) * sin
-    keys, values = keys.clone(), values.clone()  # the caller keeps the cache it passed in
     keys[:, :, write], values[:, :, write] = k, v
     mask = key_positions[None, :] <= positions[:, None]  # causal, by true positions
     out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling,
@@ -94,9 +93,9 @@ def blended_prefill(
             layer_k = torch.cat([keys[index], keys.new_zeros(pad)], dim=2)
             layer_v = torch.cat([values[index], values.new_zeros(pad)], dim=2)
             cos, sin = model.model.rotary_emb(hidden, compute[None])
-            hidden, k, v = _attend(layer, hidden, compute, layer_k, layer_v, positions,
+            hidden, _, v = _attend(layer, hidden, compute, layer_k, layer_v, positions,
                                    cos.unsqueeze(1), sin.unsqueeze(1), compute)
-            fresh.append((compute, k, v))
+            fresh.append(compute)
             final_k.append(layer_k)
             final_v.append(layer_v)
             if index == check_layer and 0.0 < fraction < 1.0:
@@ -105,11 +104,11 @@ def blended_prefill(
                 top = deviation.topk(max(1, round(fraction * n))).indices.sort().values
                 keep = torch.cat([top, torch.arange(n, len(compute))])
                 compute, hidden = compute[keep], hidden[:, keep]
-        for (written, k, v), layer_k, layer_v in zip(fresh, final_k, final_v):
+        for index, (written, layer_k, layer_v) in enumerate(zip(fresh, final_k, final_v)):
             # Keep fresh keys and values only where the final selection recomputed them.
-            selected = torch.isin(written, compute)
-            layer_k[:, :, written[selected]] = k[:, :, selected]
-            layer_v[:, :, written[selected]] = v[:, :, selected]
+            dropped = written[~torch.isin(written, compute)]
+            layer_k[:, :, dropped] = keys[index][:, :, dropped]
+            layer_v[:, :, dropped] = values[index][:, :, dropped]
         logits = model.lm_head(model.model.norm(hidden[:, -1]))[0]
     recomputed = len(compute) - len(new_positions)
     return Prefilled(keys=final_k, values=final_v, logits=logits, recomputed=recomputed)
