@@ -30,7 +30,7 @@ from rag.registry import build
 from rag.retrievers.stage import Retrieve
 from rag.types import Chunk, Hit, Prompt, SamplingParams
 from rag.verifiers import Sandbox, program_for, run_unit_tests
-from rag.verifiers.code import SOLVE_PROMPT
+from rag.verifiers.code import solve_prompt
 
 SYSTEM = "Answer the question using the numbered passages. Give only the answer (a name), no other words."
 COMPRESSORS = {
@@ -86,7 +86,7 @@ def code(args: argparse.Namespace) -> list[dict]:
         result = compressor.compress([task.prompt], hits)[0]
         kept.append(("\n".join(h.chunk.text for h in result.hits), result.ratio))
     variants = {
-        "no context": [Prompt.chat(SOLVE_PROMPT.format(prompt=t.prompt)) for t in tasks],
+        "no context": [solve_prompt(t.prompt) for t in tasks],
         "2 similar solved problems": [Prompt.chat(CODE_PROMPT.format(context=c, prompt=t.prompt))
                                       for c, t in zip(contexts, tasks)],
         "same, code-compressed 2x": [Prompt.chat(CODE_PROMPT.format(context=k, prompt=t.prompt))
@@ -120,11 +120,10 @@ def main() -> None:
              "code": f"first {args.code_problems} HumanEval problems, {args.code_model}, greedy, "
                      "context = 2 nearest other problems with solutions (MiniLM over prompts)"}
     sections = {}
-    if args.skip != "qa":
-        sections["qa"] = qa(args)
-    if args.skip != "code":
-        sections["code"] = code(args)
-    write_results("compression", setup, sections)
+    for name, part in (("code", code), ("qa", qa)):
+        if args.skip != name:
+            sections[name] = part(args)
+            write_results("compression", setup, sections)  # after each part, so a long run keeps what it did
 
 
 if __name__ == "__main__":

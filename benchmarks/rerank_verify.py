@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import math
 import random
 import time
 from collections.abc import Callable
@@ -31,8 +30,8 @@ from rag.recipes import document_chunks, hybrid_index
 from rag.types import Hit, Prompt, SamplingParams
 from rag.verifiers import LeverVerifier, Sandbox, codet_select, execute, lever_select, mbr_exec
 from rag.verifiers.code import (
-    SOLVE_PROMPT, TESTS_PROMPT, doctest_examples, example_checks, generated_checks, probe_of,
-    program_for, run_unit_tests,
+    TESTS_PROMPT, doctest_examples, example_checks, generated_checks, probe_of,
+    program_for, run_unit_tests, solve_prompt,
 )
 from rag.verifiers.lever import agreement_shares, features
 
@@ -87,7 +86,7 @@ def humaneval(limit: int) -> list[dict]:
 
 def sample_programs(generator, tasks: list[dict], n: int, max_tokens: int) -> tuple[list, list]:
     """Greedy and n sampled completions per task, each as (program, logprob, tokens)."""
-    prompts = [Prompt.chat(SOLVE_PROMPT.format(prompt=t["prompt"])) for t in tasks]
+    prompts = [solve_prompt(t["prompt"]) for t in tasks]
     greedy = generator.generate(prompts, SamplingParams(max_tokens=max_tokens, temperature=0.0))
     sampled = generator.generate(
         prompts, SamplingParams(max_tokens=max_tokens, temperature=0.8, n=n, seed=0)

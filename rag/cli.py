@@ -79,6 +79,14 @@ def ask(
                                              for s in answer.sources))
 
 
+def _selector(choice: str) -> Any:
+    """A trained selector from its folder, else a fresh one of the named type."""
+    from rag.registry import build
+    from rag.selectors.learned import load_selector
+
+    return load_selector(choice) if Path(choice).is_dir() else build("selector", {"type": choice})
+
+
 @app.command("eval")
 @friendly
 def eval_(
@@ -93,20 +101,33 @@ def eval_(
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N examples.")] = None,
     samples: Annotated[int, typer.Option(help="humaneval: programs sampled per task.")] = 1,
     temperature: Annotated[float, typer.Option(help="humaneval: sampling temperature.")] = 0.0,
+    selector: Annotated[list[str] | None, typer.Option(
+        help="humaneval: demonstrations chosen from the other problems by a selector type "
+             "(knn, bm25, mmr, random) or a trained selector's folder; repeat to compare, "
+             "each beside zero-shot.")] = None,
+    shots: Annotated[int, typer.Option(help="humaneval: demonstrations per problem.")] = 2,
     batch_size: Annotated[int, typer.Option(help="Examples per pipeline batch.")] = 16,
 ) -> None:
     """Score pipelines (QA) or generators (HumanEval) and write results.json, report.md, plots."""
     from rag.errors import ConfigError
     from rag.eval.datasets import HUMANEVAL, humaneval, load_qa
     from rag.eval.harness import evaluate_code, evaluate_qa
+    from rag.eval.runner import leave_one_out_demos
     from rag.pipeline import Pipeline
     from rag.registry import build
 
     if dataset == HUMANEVAL:
         if not model:
             raise ConfigError("humaneval evaluates generators: pass --model (repeatable)")
-        generators = {m: build("generator", {"type": "vllm", "model": m}) for m in model}
-        summaries = evaluate_code(generators, humaneval(limit), out, samples, temperature)
+        tasks, pool = humaneval(limit), humaneval()
+        generators, demos = {}, {}
+        for m in model:
+            generators[m] = build("generator", {"type": "vllm", "model": m})
+            for chosen in selector or []:
+                name = f"{m}+{Path(chosen).name}-{shots}shot"
+                generators[name] = generators[m]
+                demos[name] = leave_one_out_demos(_selector(chosen), tasks, pool, shots)
+        summaries = evaluate_code(generators, tasks, out, samples, temperature, demos=demos)
     else:
         if not pipeline:
             raise ConfigError("QA data sets evaluate pipelines: pass --pipeline FILE (repeatable)")

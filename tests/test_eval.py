@@ -9,14 +9,16 @@ import pytest
 from typer.testing import CliRunner
 
 from rag.cli import app
-from rag.errors import DatasetError
-from rag.eval.datasets import CodeTask, QAExample, read_qa_jsonl
+from rag.errors import DatasetError, RagError
+from rag.eval.datasets import CodeTask, QAExample, humaneval, read_qa_jsonl
 from rag.eval.harness import evaluate_qa
 from rag.eval.metrics import accuracy, exact_match, qa_scores, token_f1
-from rag.eval.runner import load_cache, run_code, run_qa, summarize_code, QAPrediction
+from rag.eval.runner import (
+    QAPrediction, leave_one_out_demos, load_cache, run_code, run_qa, summarize_code,
+)
 from rag.generators.base import Generator
 from rag.pipeline import Pipeline, Stage, State
-from rag.registry import ComponentConfig, register
+from rag.registry import ComponentConfig, build, register
 from rag.types import Answer, Chunk, Citation, Completion, Generation, Hit, Usage
 from rag.verifiers import Sandbox
 
@@ -150,9 +152,37 @@ def test_hanging_and_crashing_programs_count_as_failures_and_the_run_goes_on(tmp
 
 
 def test_predictions_of_another_configuration_are_not_resumed(tmp_path):
-    from rag.errors import RagError
-
     run_qa(Pipeline([{"type": "test_eval_answer"}]), EXAMPLES[:2], tmp_path, progress=False)
     other = Pipeline([{"type": "test_eval_answer"}], batch_size=7)
     with pytest.raises(RagError, match="different configuration"):
         run_qa(other, EXAMPLES[:2], tmp_path, progress=False)
+
+
+class PromptRecorder(Generator):
+    """Answers every task with the right program for `inc`, and keeps the prompts it was given."""
+
+    prompts: list = []
+
+    def generate(self, prompts: Sequence, params=None) -> list[Generation]:
+        self.prompts = [*self.prompts, *prompts]
+        return [Generation(completions=[Completion(text=ScriptedCoder.REPLIES[0])], usage=Usage())
+                for _ in prompts]
+
+
+def test_code_demonstrations_come_from_the_other_problems_as_solved_turns(tmp_path):
+    pool = humaneval(12)
+    tasks = pool[:4]
+    demos = leave_one_out_demos(build("selector", {"type": "bm25"}), tasks, pool, shots=2)
+    assert all(len(demos[t.id]) == 2 and t.id not in {d.id for d in demos[t.id]} for t in tasks)
+    by_id = {t.id: t for t in pool}
+    recorder = PromptRecorder()
+    run_code(recorder, tasks, tmp_path / "knn", demos=demos, progress=False)
+    for task, prompt in zip(tasks, recorder.prompts):
+        roles = [m.role for m in prompt.messages]
+        assert roles == ["user", "assistant", "user", "assistant", "user"]
+        assert task.prompt in prompt.messages[-1].content
+        first = by_id[demos[task.id][0].id]
+        assert first.prompt in prompt.messages[0].content
+        assert prompt.messages[1].content == f"```python\n{first.prompt}{first.canonical_solution}```"
+    with pytest.raises(RagError, match="different configuration"):  # other demonstrations, other run
+        run_code(recorder, tasks, tmp_path / "knn", progress=False)

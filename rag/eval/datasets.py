@@ -39,6 +39,10 @@ class CodeTask(BaseModel):
     test: str
     canonical_solution: str = ""
 
+    def as_demo(self) -> Demo:
+        """The solved task as a demonstration for the other tasks (prompt -> solution)."""
+        return Demo(id=self.id, input=self.prompt, output=self.canonical_solution)
+
 
 def _qa_example(record: Any, where: str) -> QAExample:
     if not isinstance(record, dict):

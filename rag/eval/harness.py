@@ -8,7 +8,7 @@ the resumable predictions of each configuration.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from rag.eval.runner import run_code, run_qa, summarize_code, summarize_qa
 from rag.generators.base import Generator
 from rag.pipeline import Pipeline
 from rag.storage import atomic_write_json, atomic_write_text
+from rag.types import Demo
 
 QA_COLUMNS = ("em", "f1", "acc", "seconds_per_query", "prompt_tokens", "completion_tokens")
 
@@ -54,13 +55,17 @@ def evaluate_qa(
 def evaluate_code(
     generators: dict[str, Generator], tasks: Sequence[CodeTask], out: str | Path, samples: int = 1,
     temperature: float = 0.0, max_tokens: int = 384, progress: bool = True,
+    demos: dict[str, Mapping[str, Sequence[Demo]]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """pass@k of each named generator on the code tasks, tests run in the sandbox."""
+    """pass@k of each named generator on the code tasks, tests run in the sandbox.
+
+    `demos` maps a configuration's name to its demonstrations per task id (zero-shot if absent).
+    """
     out = Path(out)
     summaries = {}
     for name, generator in generators.items():
         predictions = run_code(generator, tasks, out / name, samples, temperature, max_tokens,
-                               progress=progress)
+                               progress=progress, demos=(demos or {}).get(name))
         summaries[name] = summarize_code(predictions)
     rows = [{"configuration": n, **{k: round(v, 4) for k, v in s.items() if k.startswith("pass@")}}
             for n, s in summaries.items()]

@@ -9,7 +9,7 @@ in the sandbox; a program that hangs or crashes counts as failed and the run goe
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,8 +22,9 @@ from rag.eval.metrics import mrr_at, pass_at_k, qa_scores, recall_at, stage_seco
 from rag.generators.base import Generator
 from rag.pipeline import Pipeline
 from rag.storage import atomic_write_json, load_json
-from rag.types import Prompt, SamplingParams, Usage
-from rag.verifiers.code import SOLVE_PROMPT, program_for, run_unit_tests
+from rag.selectors.base import Selector
+from rag.types import Demo, SamplingParams, Usage
+from rag.verifiers.code import program_for, run_unit_tests, solve_prompt
 from rag.verifiers.sandbox import Sandbox
 
 P = TypeVar("P", bound=BaseModel)
@@ -43,6 +44,7 @@ class CodePrediction(BaseModel):
     programs: list[str]
     passed: list[bool]
     statuses: list[str]
+    logprobs: list[float | None] = Field(default_factory=list, description="mean per token, per program")
 
 
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -147,28 +149,48 @@ def summarize_qa(examples: Sequence[QAExample], predictions: Sequence[QAPredicti
     return summary
 
 
+def leave_one_out_demos(selector: Selector, tasks: Sequence[CodeTask], pool: Sequence[CodeTask],
+                        shots: int) -> dict[str, list[Demo]]:
+    """Each task's `shots` demonstrations chosen from the other solved tasks of `pool`.
+
+    Selectors never return a pool entry with the query's own input, so a task is never its
+    own demonstration even when it is in the pool.
+    """
+    selector.fit([t.as_demo() for t in pool])
+    return {t.id: chosen for t, chosen in zip(tasks, selector.select([t.prompt for t in tasks], shots))}
+
+
 def run_code(
     generator: Generator, tasks: Sequence[CodeTask], folder: Path, samples: int = 1,
     temperature: float = 0.0, max_tokens: int = 384, sandbox: Sandbox | None = None,
-    batch_size: int = 16, progress: bool = True,
+    batch_size: int = 16, progress: bool = True, demos: Mapping[str, Sequence[Demo]] | None = None,
 ) -> list[CodePrediction]:
-    """Sample programs per task and run each task's hidden tests on them in the sandbox."""
+    """Sample programs per task and run each task's hidden tests on them in the sandbox.
+
+    `demos` gives solved demonstrations per task id, shown as earlier turns of the chat.
+    """
     sandbox = sandbox or Sandbox()
+    demos = demos or {}
     check_same_config(folder, {"generator": generator.model_name, "samples": samples,
-                               "temperature": temperature, "max_tokens": max_tokens})
+                               "temperature": temperature, "max_tokens": max_tokens,
+                               "demos": {t: [d.id for d in ds] for t, ds in sorted(demos.items())}})
     cache = folder / "predictions.jsonl"
     done = load_cache(cache, CodePrediction)
     todo = [t for t in tasks if t.id not in done]
     params = SamplingParams(max_tokens=max_tokens, temperature=temperature, n=samples, seed=0)
     bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc=folder.name, disable=not progress)
     for batch in _batches(todo, batch_size):
-        prompts = [Prompt.chat(SOLVE_PROMPT.format(prompt=t.prompt)) for t in batch]
+        prompts = [solve_prompt(t.prompt, demos.get(t.id, ())) for t in batch]
         fresh = []
         for task, generation in zip(batch, generator.generate(prompts, params), strict=True):
             programs = [program_for(task.prompt, c.text, task.entry_point) for c in generation.completions]
             results = run_unit_tests(sandbox, programs, task.test, task.entry_point)
-            fresh.append(CodePrediction(id=task.id, programs=programs, passed=[r.passed for r in results],
-                                        statuses=[r.status for r in results]))
+            fresh.append(CodePrediction(
+                id=task.id, programs=programs, passed=[r.passed for r in results],
+                statuses=[r.status for r in results],
+                logprobs=[c.logprob / max(len(c.token_ids), 1) if c.logprob is not None else None
+                          for c in generation.completions],
+            ))
         _append(cache, fresh)
         done.update({p.id: p for p in fresh})
         bar.update(len(batch))

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 
+from rag.types import Demo, Message, Prompt
 from rag.verifiers.sandbox import ExecResult, Sandbox
 
 SOLVE_PROMPT = (
@@ -29,6 +30,20 @@ TESTS_PROMPT = (
     "inputs, one per line, in one Python code block."
 )
 _FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)(?:```|$)", re.S)
+
+
+def solve_prompt(task_prompt: str, demos: Sequence[Demo] = ()) -> Prompt:
+    """The chat that asks for a function; each demonstration is a solved exchange before it.
+
+    A demonstration's input is its function's prompt and its output the body, so the
+    assistant's turn is the whole function in a code block, the form the answer should take.
+    """
+    messages: list[Message] = []
+    for demo in demos:
+        messages += [Message(role="user", content=SOLVE_PROMPT.format(prompt=demo.input)),
+                     Message(role="assistant", content=f"```python\n{demo.input}{demo.output}```")]
+    messages.append(Message(role="user", content=SOLVE_PROMPT.format(prompt=task_prompt)))
+    return Prompt(messages=messages)
 
 
 def extract_code(reply: str) -> str:
