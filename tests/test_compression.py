@@ -74,7 +74,7 @@ def test_code_compression_keeps_valid_code_and_every_signature():
         (result,) = CodeCompressor(ratio=ratio).compress(["decode JSON"], [[hit]])
         code = result.hits[0].chunk.text
         assert signatures(code) == signatures(source)
-        assert result.kept_tokens < result.original_tokens
+        assert result.original_tokens / result.kept_tokens == pytest.approx(ratio, rel=0.1)
     mild = CodeCompressor(ratio=1.1).shrink(source, budget=int(0.9 * CodeCompressor(ratio=1.1).count(source)))
     assert "#" not in "".join(line.split("'")[0] for line in mild.splitlines())  # comments go first
 
@@ -109,3 +109,26 @@ def test_docstring_only_bodies_stay_valid():
     out = drop_docstrings(source)
     ast.parse(out)
     assert "Doc" not in out and "def f(x: int) -> int:" in out
+
+
+def test_the_kind_that_meets_the_budget_goes_only_as_far_as_needed():
+    from rag.compression.code import drop_docstrings, drop_function_bodies
+
+    source = textwrap.dedent('''
+        def f(x):
+            """Summary line.
+
+            >>> f(1)
+            2
+            """
+            y = x + 1
+            return y
+    ''')
+    assert drop_docstrings(source, 0).strip() == source.strip()
+    two_lines_less = drop_docstrings(source, 2)  # the closing line and the example's output
+    assert ast.get_docstring(ast.parse(two_lines_less).body[0]) == "Summary line.\n\n>>> f(1)"
+    summary_only = drop_docstrings(source, 4)
+    assert ast.get_docstring(ast.parse(summary_only).body[0]) == "Summary line."
+    assert ast.get_docstring(ast.parse(drop_docstrings(source, 5)).body[0]) is None
+    body = ast.parse(drop_function_bodies(drop_docstrings(source), 1)).body[0].body
+    assert [type(s).__name__ for s in body] == ["Assign", "Expr"]  # the last statement went
