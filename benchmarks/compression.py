@@ -123,7 +123,8 @@ def main() -> None:
     for name, part in (("code", code), ("qa", qa)):
         if args.skip != name:
             sections[name] = part(args)
-            write_results("compression", setup, sections)  # after each part, so a long run keeps what it did
+            # after each part; a part skipped keeps its rows and setup from an earlier run
+            write_results("compression", {n: setup[n] for n in sections}, sections, keep_other_sections=True)
 
 
 if __name__ == "__main__":

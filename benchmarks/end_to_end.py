@@ -140,20 +140,26 @@ def main() -> None:
     parser.add_argument("--skip", choices=["qa", "code"], default=None)
     parser.add_argument("--out", type=Path, default=RESULTS / "end_to_end", help="report folder")
     args = parser.parse_args()
-    setup = {"questions": f"first {args.questions} vital-qa questions (seed 0)", "model": args.model,
-             "corpus": "10,033 vital-article summaries, one chunk each", "max_tokens": args.max_tokens,
-             "instructions": {"rag": RAG_SYSTEM, "closed_book": CLOSED_BOOK_SYSTEM},
-             "report": "benchmarks/results/end_to_end/report.md",
-             "code": f"first {args.code_problems} HumanEval problems, {args.model}, greedy, max 384 tokens; "
-                     f"{SHOTS} demonstrations from the other problems (kNN, cross-fitted LAIL with "
-                     f"{args.lail_candidates} BM25 candidates per anchor scored by {args.model}); "
-                     f"10 samples at T=0.8 on the first {args.verify_problems}",
-             "code_report": "benchmarks/results/end_to_end/humaneval/report.md"}
+    setup = {
+        "qa": {"questions": f"first {args.questions} vital-qa questions (seed 0)", "model": args.model,
+               "corpus": "10,033 vital-article summaries, one chunk each", "max_tokens": args.max_tokens,
+               "instructions": {"rag": RAG_SYSTEM, "closed_book": CLOSED_BOOK_SYSTEM},
+               "report": "benchmarks/results/end_to_end/report.md"},
+        "code": {"problems": f"first {args.code_problems} HumanEval problems", "model": args.model,
+                 "decoding": "greedy, max 384 tokens",
+                 "demonstrations": f"{SHOTS} from the other problems: kNN (MiniLM), and LAIL cross-fitted "
+                                   f"over halves, {args.lail_candidates} BM25 candidates per anchor "
+                                   f"scored by {args.model}",
+                 "verifier": f"10 samples at T=0.8 on the first {args.verify_problems}, "
+                             "pick by docstring examples passed",
+                 "report": "benchmarks/results/end_to_end/humaneval/report.md"},
+    }
     sections = {}
     for name, part in (("code", code), ("qa", qa)):
         if args.skip != name:
             sections[name] = part(args)
-            write_results("end_to_end", setup, sections)  # after each part, so a long run keeps what it did
+            # after each part; a part skipped keeps its rows and setup from an earlier run
+            write_results("end_to_end", {n: setup[n] for n in sections}, sections, keep_other_sections=True)
 
 
 if __name__ == "__main__":

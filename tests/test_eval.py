@@ -186,3 +186,19 @@ def test_code_demonstrations_come_from_the_other_problems_as_solved_turns(tmp_pa
         assert prompt.messages[1].content == f"```python\n{first.prompt}{first.canonical_solution}```"
     with pytest.raises(RagError, match="different configuration"):  # other demonstrations, other run
         run_code(recorder, tasks, tmp_path / "knn", progress=False)
+
+
+def test_a_benchmark_part_run_alone_keeps_the_other_parts_with_their_provenance(tmp_path):
+    from rag.eval.report import write_results
+
+    write_results("bench", {"qa": "300 questions", "code": "40 problems"},
+                  {"qa": [{"em": 0.5}], "code": [{"pass@1": 0.7}]}, folder=tmp_path)
+    first = json.loads((tmp_path / "bench.json").read_text())
+    write_results("bench", {"code": "40 problems, new compressor"}, {"code": [{"pass@1": 0.75}]},
+                  folder=tmp_path, keep_other_sections=True)
+    merged = json.loads((tmp_path / "bench.json").read_text())
+    assert merged["results"] == {"qa": [{"em": 0.5}], "code": [{"pass@1": 0.75}]}
+    assert merged["setup"] == {"qa": "300 questions", "code": "40 problems, new compressor"}
+    assert merged["sections"]["qa"]["date"] == first["date"]
+    write_results("bench", {"code": "x"}, {"code": [{"pass@1": 0.1}]}, folder=tmp_path)
+    assert "qa" not in json.loads((tmp_path / "bench.json").read_text())["results"]  # default: replace

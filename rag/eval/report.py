@@ -32,24 +32,34 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def write_results(
     name: str, setup: dict[str, Any], rows: list[dict[str, Any]] | dict[str, list[dict[str, Any]]],
-    folder: Path | None = None,
+    folder: Path | None = None, keep_other_sections: bool = False,
 ) -> Path:
     """Write `benchmarks/results/NAME.json` with the command, machine and commit; print tables.
 
     `rows` is one table, or several by section name. The folder defaults to `results/` beside
     the running script, so `python benchmarks/x.py` writes `benchmarks/results/x.json` from anywhere.
+    With `keep_other_sections`, sections of the existing file that this run did not produce are
+    kept, each with the provenance of the run that made it (`sections`), so a benchmark's parts
+    can be run one at a time.
     """
     folder = folder or Path(sys.argv[0]).resolve().parent / "results"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
-    record = {
-        "benchmark": name, "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
-        "setup": setup, "results": rows,
-    }
+    run = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": git_commit(),
+           "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    record = {"benchmark": name, **run, "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+              "setup": setup, "results": rows}
+    if keep_other_sections and isinstance(rows, dict) and path.exists():
+        old = json.loads(path.read_text())
+        if isinstance(old.get("results"), dict):
+            before = old.get("sections") or {s: {k: old[k] for k in run} for s in old["results"]}
+            kept = {s: r for s, r in old["results"].items() if s not in rows}
+            record["results"] = {**kept, **rows}
+            record["setup"] = {**old.get("setup", {}), **setup}
+            record["sections"] = {**{s: before[s] for s in kept if s in before}, **{s: run for s in rows}}
     path.write_text(json.dumps(record, indent=2) + "\n")
-    for section, section_rows in (rows.items() if isinstance(rows, dict) else [("", rows)]):
+    shown = record["results"]
+    for section, section_rows in (shown.items() if isinstance(shown, dict) else [("", shown)]):
         if section_rows:
             print(f"\n{section}\n" if section else "", table(section_rows), sep="")
     print(f"\nwritten to {path}")
