@@ -84,7 +84,9 @@ def qa(args: argparse.Namespace) -> list[dict]:
 def lail_demos(args: argparse.Namespace, tasks: list[CodeTask], pool: list[CodeTask],
                generator) -> dict[str, list[Demo]]:
     """Cross-fitted LAIL: the selector trained on one half of the tasks picks for the other."""
-    work = args.out / "humaneval" / "lail"
+    if args.feedback_model != args.model:
+        generator = build("generator", {"type": "vllm", "model": args.feedback_model, "max_model_len": 4096})
+    work = args.work / f"lail-{args.feedback_model}"
     halves = [tasks[0::2], tasks[1::2]]
     demos: dict[str, list[Demo]] = {}
     for half, anchors in enumerate(halves):
@@ -137,9 +139,14 @@ def main() -> None:
     parser.add_argument("--code-problems", type=int, default=164, help="first N HumanEval problems")
     parser.add_argument("--verify-problems", type=int, default=40, help="of those, sampled 10 times")
     parser.add_argument("--lail-candidates", type=int, default=8, help="BM25 candidates LLM-scored per anchor")
+    parser.add_argument("--feedback-model", default=None,
+                        help="LLM whose log P(program | demonstration, task) trains LAIL (default: --model)")
     parser.add_argument("--skip", choices=["qa", "code"], default=None)
     parser.add_argument("--out", type=Path, default=RESULTS / "end_to_end", help="report folder")
+    parser.add_argument("--work", type=Path, default=Path(".cache/bench-end-to-end"),
+                        help="LLM scores and trained selectors")
     args = parser.parse_args()
+    args.feedback_model = args.feedback_model or args.model
     setup = {
         "qa": {"questions": f"first {args.questions} vital-qa questions (seed 0)", "model": args.model,
                "corpus": "10,033 vital-article summaries, one chunk each", "max_tokens": args.max_tokens,
@@ -149,7 +156,7 @@ def main() -> None:
                  "decoding": "greedy, max 384 tokens",
                  "demonstrations": f"{SHOTS} from the other problems: kNN (MiniLM), and LAIL cross-fitted "
                                    f"over halves, {args.lail_candidates} BM25 candidates per anchor "
-                                   f"scored by {args.model}",
+                                   f"scored by {args.feedback_model}",
                  "verifier": f"10 samples at T=0.8 on the first {args.verify_problems}, "
                              "pick by docstring examples passed",
                  "report": "benchmarks/results/end_to_end/humaneval/report.md"},
