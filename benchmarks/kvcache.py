@@ -4,14 +4,17 @@
    question; full prefill vs reuse vs reuse + 15% recompute (CacheBlend), side by side in one
    run, median of the trials; transformers on CPU, float32; chunk caches stored in float16.
 2. Quality: vital-qa questions (description -> title), the hybrid retriever's top 4 articles
-   as chunks, greedy answers (16 tokens) by the three modes: exact match, accuracy (title
-   contained) and agreement of each answer with the full-prefill answer (after the standard
-   answer normalization).
+   as chunks, greedy answers (16 tokens) by full prefill, reuse, and reuse + recompute at each
+   of `--fractions` (default 15%): exact match, accuracy (title contained) and agreement of
+   each answer with the full-prefill answer (after the standard answer normalization).
 3. vLLM prefix caching: a fixed 8-demonstration prefix (topic classification), time to first
    token of requests sent one at a time, cold (prefix never seen) vs warm (after `warm_prefix`).
 4. Bytes of KV stored per 1,000 chunks (float16), from the stores built above.
 
     python benchmarks/kvcache.py [--model bench] [--quality-model tiny] [--questions 200]
+                                 [--fractions 0.15 0.3 0.5] [--skip ttft prefix]
+
+A part skipped keeps its rows from the last run that made them.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from rag.eval.metrics import qa_scores
 from rag.eval.report import write_results
 from rag.kvcache import ChunkKV, ChunkKVStore
 from rag.kvcache.prefix import warm_prefix
-from rag.prompts import RAG_SYSTEM
 from rag.recipes import document_chunks, hybrid_index
 from rag.registry import build
 from rag.selectors import DemoTemplate
@@ -40,6 +42,11 @@ from rag.types import Chunk, SamplingParams
 
 SYSTEM = "Answer the question using the passages. Give only the answer (a name), no other words."
 MODES = (("full", "full", 0.0), ("reuse", "reuse", 0.0), ("reuse + 15% recompute", "recompute", 0.15))
+
+
+def quality_modes(fractions: list[float]) -> list[tuple[str, str, float]]:
+    """Full prefill, pure reuse, and reuse with each recompute fraction asked for."""
+    return [*MODES[:2], *((f"reuse + {f:.0%} recompute", "recompute", f) for f in fractions)]
 
 
 def timed(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -90,11 +97,12 @@ def quality(args: argparse.Namespace, work: Path) -> tuple[list[dict], dict]:
     unique = {h.chunk.id: h.chunk for hits in retrieved for h in hits}
     store, build_s = timed(kv.build, list(unique.values()))
     params = SamplingParams(max_tokens=16)
-    answers: dict[str, list[str]] = {name: [] for name, _, _ in MODES}
-    seconds: dict[str, float] = {name: 0.0 for name, _, _ in MODES}
+    modes = quality_modes(args.fractions)
+    answers: dict[str, list[str]] = {name: [] for name, _, _ in modes}
+    seconds: dict[str, float] = {name: 0.0 for name, _, _ in modes}
     for example, hits in zip(examples, retrieved):
         chunks = [h.chunk for h in hits[::-1]]  # best last, as rag_prompt does
-        for name, mode, fraction in MODES:
+        for name, mode, fraction in modes:
             (prefilled, layout), s = timed(kv.prefill, example.question, chunks, mode, fraction)
             answers[name].append(kv.decode(prefilled, layout, params).text.strip())
             seconds[name] += s
@@ -146,20 +154,30 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--prefix-queries", type=int, default=20)
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.15],
+                        help="quality: recompute fractions compared with full prefill and reuse")
+    parser.add_argument("--skip", nargs="+", default=[], choices=["ttft", "quality", "prefix"],
+                        help="parts not to run; their rows stay from an earlier run")
     parser.add_argument("--work", default=None, help="folder for the KV stores (default: temp)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(args.work or tmp)
-        ttft_rows, ttft_store = ttft(args, work)
-        quality_rows, quality_store = quality(args, work)
-    prefix_rows = prefix_caching(args)
     setup = {"ttft": f"{args.model}, transformers float32 on CPU, chunks of 200 tokens, "
                      f"median of {args.trials} trials, question 'What is this about?'",
              "quality": f"{args.questions} vital-qa questions, hybrid top 4, {args.quality_model}, "
-                        "greedy, 16 tokens", "system": SYSTEM, "rag_system_default": RAG_SYSTEM}
-    write_results("kvcache", setup, {"ttft": ttft_rows, "quality": quality_rows,
-                                     "prefix caching (vLLM)": prefix_rows,
-                                     "kv bytes": [ttft_store, quality_store]})
+                        f"greedy, 16 tokens; system prompt: {SYSTEM}",
+             "prefix caching (vLLM)": f"{args.model}, 8 topic demonstrations, {args.prefix_queries} requests"}
+    sections = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work or tmp)
+        if "ttft" not in args.skip:
+            sections["ttft"], store = ttft(args, work)
+            sections["kv bytes"] = [store]
+        if "quality" not in args.skip:
+            sections["quality"], store = quality(args, work)
+            sections["kv bytes (quality store)"] = [store]
+    if "prefix" not in args.skip:
+        sections["prefix caching (vLLM)"] = prefix_caching(args)
+    write_results("kvcache", {n: setup[n] for n in sections if n in setup}, sections,
+                  keep_other_sections=True)
 
 
 if __name__ == "__main__":
