@@ -127,7 +127,7 @@ def code(args: argparse.Namespace) -> list[dict]:
                               args.out / "humaneval", demos=demos)
     rows = [{"configuration": f"greedy, {name}", "problems": s["examples"], "pass@1": round(s["pass@1"], 4)}
             for name, s in summaries.items()]
-    return rows + verified_pass1(args, tasks, generator)
+    return rows + (verified_pass1(args, tasks, generator) if args.verify_problems else [])
 
 
 def main() -> None:
@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("--reranker", default="llm-pointwise")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--code-problems", type=int, default=164, help="first N HumanEval problems")
-    parser.add_argument("--verify-problems", type=int, default=40, help="of those, sampled 10 times")
+    parser.add_argument("--verify-problems", type=int, default=40, help="of those, sampled 10 times (0: none)")
     parser.add_argument("--lail-candidates", type=int, default=8, help="BM25 candidates LLM-scored per anchor")
     parser.add_argument("--feedback-model", default=None,
                         help="LLM whose log P(program | demonstration, task) trains LAIL (default: --model)")
