@@ -202,3 +202,19 @@ def test_a_benchmark_part_run_alone_keeps_the_other_parts_with_their_provenance(
     assert merged["sections"]["qa"]["date"] == first["date"]
     write_results("bench", {"code": "x"}, {"code": [{"pass@1": 0.1}]}, folder=tmp_path)
     assert "qa" not in json.loads((tmp_path / "bench.json").read_text())["results"]  # default: replace
+
+
+def test_rag_eval_humaneval_adds_a_column_per_selector_beside_zero_shot(tmp_path, monkeypatch):
+    import rag.registry
+
+    real = rag.registry.build
+    monkeypatch.setattr(rag.registry, "build", lambda kind, spec, *a, **k:
+                        PromptRecorder() if kind == "generator" else real(kind, spec, *a, **k))
+    out = tmp_path / "he"
+    result = CliRunner().invoke(app, ["eval", "--dataset", "humaneval", "--limit", "3", "--model", "m",
+                                      "--selector", "bm25", "--shots", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "m: {" in result.output and "m+bm25-2shot: {" in result.output
+    demos = json.loads((out / "m+bm25-2shot" / "config.json").read_text())["demos"]
+    assert len(demos) == 3 and all(len(ids) == 2 and task not in ids for task, ids in demos.items())
+    assert json.loads((out / "m" / "config.json").read_text())["demos"] == {}
