@@ -3,10 +3,11 @@
 CodePromptZip ranks token types by an ablation of their effect on the task and drops the
 lowest-impact types first until the ratio is met; here the order is set in config (default:
 comments, docstrings, blank lines, type annotations, bodies of private helper functions, then
-the other functions' bodies, leaving their signatures as an outline). Each
-kind is dropped whole while the passage is over budget; within the kind that reaches the budget,
-only as many items (comments, docstrings, lines, functions) as needed go, in source order, so
-the achieved ratio lands near the target instead of jumping past it. Signatures and their
+the other functions' bodies, leaving their signatures as an outline). Each kind is dropped
+whole while the passage is over budget; within the kind that reaches the budget, only as many
+items (a comment, a docstring line, a blank line, one definition's annotations, a statement at
+the end of a body) as needed go, in source order, so the achieved ratio lands near the target
+instead of jumping past it. Signatures and their
 identifiers are never removed, and every step leaves code that parses. Passages that are not
 Python fall back to another compressor (extractive by default).
 """
@@ -80,8 +81,8 @@ def drop_docstrings(source: str, limit: int | None = None) -> str:
 
 def drop_blank_lines(source: str, limit: int | None = None) -> str:
     lines = source.splitlines()
-    blank = [i for i, line in enumerate(lines) if not line.strip()][:limit]
-    return "\n".join(line for i, line in enumerate(lines) if i not in set(blank)) + "\n"
+    blank = set([i for i, line in enumerate(lines) if not line.strip()][:limit])
+    return "\n".join(line for i, line in enumerate(lines) if i not in blank) + "\n"
 
 
 class _Strip(ast.NodeTransformer):
