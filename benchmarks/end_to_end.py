@@ -108,7 +108,8 @@ def verified_pass1(args: argparse.Namespace, tasks: list[CodeTask], generator) -
     sandbox, picked = Sandbox(), []
     for task, prediction in zip(tasks, predictions):
         runs = execute(sandbox, prediction.programs, example_checks(doctest_examples(task.prompt)))
-        best = max(range(len(runs)), key=lambda i: (sum(runs[i].passed), prediction.logprobs[i] or -math.inf))
+        logprobs = [-math.inf if lp is None else lp for lp in prediction.logprobs]
+        best = max(range(len(runs)), key=lambda i: (sum(runs[i].passed), logprobs[i]))
         picked.append(prediction.passed[best])
     n = len(tasks)
     return [{"configuration": "10 samples at T=0.8, unbiased pass@1", "problems": n,
