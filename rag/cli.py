@@ -7,11 +7,14 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from rag.errors import RagError
+
+if TYPE_CHECKING:
+    from rag.selectors.base import Selector
 
 app = typer.Typer(
     help="rag-icl: retrieval-augmented generation and in-context learning pipelines.",
@@ -79,7 +82,7 @@ def ask(
                                              for s in answer.sources))
 
 
-def _selector(choice: str) -> Any:
+def _selector(choice: str) -> Selector:
     """A trained selector from its folder, else a fresh one of the named type."""
     from rag.registry import build
     from rag.selectors.learned import load_selector
