@@ -27,6 +27,7 @@ from pathlib import Path
 from statistics import median
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from rag.corpus import vital_articles
 from rag.eval.datasets import vital_qa, vital_topics
@@ -103,7 +104,7 @@ def quality(args: argparse.Namespace, work: Path) -> tuple[list[dict], dict]:
     compared = modes(args.fractions)
     answers: dict[str, list[str]] = {name: [] for name, _, _ in compared}
     seconds: dict[str, float] = {name: 0.0 for name, _, _ in compared}
-    for example, hits in zip(examples, retrieved):
+    for example, hits in tqdm(list(zip(examples, retrieved)), desc="questions"):
         chunks = [h.chunk for h in hits[::-1]]  # best last, as rag_prompt does
         for name, mode, fraction in compared:
             (prefilled, layout), s = timed(kv.prefill, example.question, chunks, mode, fraction)

@@ -191,7 +191,7 @@ def test_code_demonstrations_come_from_the_other_problems_as_solved_turns(tmp_pa
 def test_a_benchmark_part_run_alone_keeps_the_other_parts_with_their_provenance(tmp_path):
     from rag.eval.report import write_results
 
-    write_results("bench", {"qa": "300 questions", "code": "40 problems"},
+    write_results("bench", {"qa": "300 questions", "code": "40 problems", "retired": "gone"},
                   {"qa": [{"em": 0.5}], "code": [{"pass@1": 0.7}]}, folder=tmp_path)
     first = json.loads((tmp_path / "bench.json").read_text())
     write_results("bench", {"code": "40 problems, new compressor"}, {"code": [{"pass@1": 0.75}]},

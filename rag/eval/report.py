@@ -39,8 +39,8 @@ def write_results(
     `rows` is one table, or several by section name. The folder defaults to `results/` beside
     the running script, so `python benchmarks/x.py` writes `benchmarks/results/x.json` from anywhere.
     With `keep_other_sections`, sections of the existing file that this run did not produce are
-    kept, each with the provenance of the run that made it (`sections`), so a benchmark's parts
-    can be run one at a time.
+    kept, each with its setup and the provenance of the run that made it (`sections`), so a
+    benchmark's parts can be run one at a time; setup entries of no kept section are dropped.
     """
     folder = folder or Path(sys.argv[0]).resolve().parent / "results"
     folder.mkdir(parents=True, exist_ok=True)
@@ -55,7 +55,8 @@ def write_results(
             before = old.get("sections") or {s: {k: old[k] for k in run} for s in old["results"]}
             kept = {s: r for s, r in old["results"].items() if s not in rows}
             record["results"] = {**kept, **rows}
-            record["setup"] = {**old.get("setup", {}), **setup}
+            old_setup = old.get("setup", {})
+            record["setup"] = {**{s: old_setup[s] for s in kept if s in old_setup}, **setup}
             record["sections"] = {**{s: before[s] for s in kept if s in before}, **{s: run for s in rows}}
     path.write_text(json.dumps(record, indent=2) + "\n")
     shown = record["results"]
