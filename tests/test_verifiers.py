@@ -62,6 +62,17 @@ def test_docstring_examples_separate_the_right_program_from_a_wrong_one(sandbox,
     assert [r.passed for r in hidden] == [True, False]
 
 
+def test_docstring_examples_are_read_as_written_so_an_escape_stays_in_its_example(sandbox):
+    # as in HumanEval/51: the evaluated docstring would break this example over two lines
+    prompt = ('def strip_vowels(text):\n    """Drop vowels.\n    >>> strip_vowels("ab\\ncd")\n'
+              "    'b\\ncd'\n    >>> strip_vowels('')\n    ''\n    \"\"\"\n")
+    examples = doctest_examples(prompt)
+    assert examples == [('strip_vowels("ab\\ncd")', "'b\\ncd'"), ("strip_vowels('')", "''")]
+    right = prompt + "    return ''.join(c for c in text if c not in 'aeiou')\n"
+    assert execute(sandbox, [right], example_checks(examples))[0].passed == [True, True]
+    assert doctest_examples('def f():\n    """\n    >>> f()\n   1\n    """\n') == []  # unparseable
+
+
 def test_a_hanging_check_fails_alone_and_a_crashing_program_fails_everything(sandbox):
     program = "def f(x):\n    while x == 0:\n        pass\n    return x\n"
     runs = execute(sandbox, [program, "import os\nos._exit(3)\n"], ["assert f(1) == 1", "assert f(0) == 0"],

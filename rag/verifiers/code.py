@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import doctest
+import inspect
 import json
 import re
 import secrets
@@ -62,17 +63,33 @@ def program_for(task_prompt: str, reply: str, entry_point: str) -> str:
     return task_prompt + code
 
 
-def doctest_examples(task_prompt: str) -> list[tuple[str, str]]:
-    """(expression, expected output) for each `>>>` example with an expected output."""
+def _docstring_sources(source: str) -> list[str]:
+    """Each docstring as written in the source, escapes kept: an example such as
+    `f("a\\nb")` stays one line, where the evaluated docstring would split it."""
     try:
-        tree = ast.parse(task_prompt)
-        docs = [ast.get_docstring(node) or "" for node in ast.walk(tree)
-                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+        tree = ast.parse(source)
     except SyntaxError:
-        docs = [task_prompt]
+        return [source]
+    docs = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and ast.get_docstring(node):
+            literal = ast.get_source_segment(source, node.body[0]) or ""
+            quotes = re.match(r"[rRuU]?(\"{3}|'{3}|\"|')", literal)
+            if quotes:
+                docs.append(inspect.cleandoc(literal[quotes.end() : -len(quotes.group(1))]))
+    return docs
+
+
+def doctest_examples(task_prompt: str) -> list[tuple[str, str]]:
+    """(expression, expected output) for each `>>>` example with an expected output; a
+    docstring whose examples doctest cannot parse gives none."""
     found = []
-    for doc in docs:
-        for e in doctest.DocTestParser().get_examples(doc):
+    for doc in _docstring_sources(task_prompt):
+        try:
+            examples = doctest.DocTestParser().get_examples(doc)
+        except ValueError:
+            continue
+        for e in examples:
             want = re.split(r"\"{3}|'{3}", e.want)[0].strip()  # the regex fallback sees quotes
             if want:
                 found.append((e.source.strip(), want))
