@@ -104,7 +104,7 @@ def quality(args: argparse.Namespace, work: Path) -> tuple[list[dict], dict]:
     compared = modes(args.fractions)
     answers: dict[str, list[str]] = {name: [] for name, _, _ in compared}
     seconds: dict[str, float] = {name: 0.0 for name, _, _ in compared}
-    for example, hits in tqdm(list(zip(examples, retrieved)), desc="questions"):
+    for example, hits in tqdm(zip(examples, retrieved), total=len(examples), desc="questions"):
         chunks = [h.chunk for h in hits[::-1]]  # best last, as rag_prompt does
         for name, mode, fraction in compared:
             (prefilled, layout), s = timed(kv.prefill, example.question, chunks, mode, fraction)

@@ -7,9 +7,9 @@ the other functions' bodies, leaving their signatures as an outline). Each kind 
 whole while the passage is over budget; within the kind that reaches the budget, only as many
 items (a comment, a docstring line, a blank line, one definition's annotations, a statement at
 the end of a body) as needed go, in source order, so the achieved ratio lands near the target
-instead of jumping past it. Signatures and their
-identifiers are never removed, and every step leaves code that parses. Passages that are not
-Python fall back to another compressor (extractive by default).
+instead of jumping past it. Signatures and their identifiers are never removed, and every step
+leaves code that parses. Passages that are not Python fall back to another compressor
+(extractive by default).
 """
 
 from __future__ import annotations
