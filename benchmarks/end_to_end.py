@@ -5,8 +5,9 @@ the gold answer (`rag.eval.datasets.vital_qa`, seed 0), over all 10,033 articles
 each. Pipelines: closed-book; naive RAG (dense HNSW, k=3); hybrid RAG (BM25 + dense, convex,
 BM25 weight 0.3, k=3); hybrid k=3 with its passages compressed 2x (extractive); hybrid top 10
 reranked by a LLM reranker to 3 (its cost grows with the depth: about 1 s per passage with
-`bench` on a 2-core CPU, so top 10 rather than 20 to fit 500 questions in a session). The instructions ask for the answer alone, as FlashRAG's
-do, so exact match measures the answer rather than its phrasing. The report with plots goes to
+`bench` on a 2-core CPU, so top 10 rather than 20 to fit 500 questions in a session). The
+instructions ask for the answer alone, as FlashRAG's do, so exact match measures the answer
+rather than its phrasing. The report with plots goes to
 benchmarks/results/end_to_end/ and the summary table to benchmarks/results/end_to_end.json.
 
 Code: the first N HumanEval problems, greedy, zero-shot and with 2 demonstrations (prompt and
@@ -18,7 +19,7 @@ samples per problem at T = 0.8 on the first M problems, one chosen by the best v
 `benchmarks/rerank_verify.py` (docstring examples passed, ties by mean token log-prob). The
 code report goes to benchmarks/results/end_to_end/humaneval/.
 
-    python benchmarks/end_to_end.py [--questions 100] [--model bench] [--reranker llm-pointwise]
+    python benchmarks/end_to_end.py [--questions 500] [--model bench] [--reranker llm-pointwise]
                                     [--rerank-depth 10]
                                     [--code-problems 164] [--verify-problems 40] [--skip code]
 """
@@ -135,7 +136,7 @@ def code(args: argparse.Namespace) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--questions", type=int, default=100)
+    parser.add_argument("--questions", type=int, default=500)
     parser.add_argument("--model", default="bench")
     parser.add_argument("--reranker", default="llm-pointwise")
     parser.add_argument("--rerank-depth", type=int, default=10, help="hybrid hits the reranker reorders")
