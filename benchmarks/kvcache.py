@@ -6,7 +6,10 @@
 2. Quality: vital-qa questions (description -> title), the hybrid retriever's top 4 articles
    as chunks, greedy answers (16 tokens) by full prefill, reuse, and reuse + recompute at each
    of `--fractions` (default 15%): exact match, accuracy (title contained) and agreement of
-   each answer with the full-prefill answer (after the standard answer normalization).
+   each answer with the full-prefill answer (after the standard answer normalization). One
+   more full prefill with the two least relevant passages swapped measures how often this
+   model's greedy answer changes under an edit that should not matter: the noise floor of
+   agreement.
 3. vLLM prefix caching: a fixed 8-demonstration prefix (topic classification), time to first
    token of requests sent one at a time, cold (prefix never seen) vs warm (after `warm_prefix`).
 4. Bytes of KV stored per 1,000 chunks (float16), from the stores built above.
@@ -51,6 +54,7 @@ def modes(fractions: list[float]) -> list[tuple[str, str, float]]:
 
 
 MODES = modes([0.15])  # the time-to-first-token comparison the issue asks for
+SWAPPED = "full prefill, 2 least relevant passages swapped"
 
 
 def timed(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -101,13 +105,15 @@ def quality(args: argparse.Namespace, work: Path) -> tuple[list[dict], dict]:
     unique = {h.chunk.id: h.chunk for hits in retrieved for h in hits}
     store, build_s = timed(kv.build, list(unique.values()))
     params = SamplingParams(max_tokens=16)
-    compared = modes(args.fractions)
-    answers: dict[str, list[str]] = {name: [] for name, _, _ in compared}
-    seconds: dict[str, float] = {name: 0.0 for name, _, _ in compared}
+    runs = [*((*m, False) for m in modes(args.fractions)), (SWAPPED, "full", 0.0, True)]
+    answers: dict[str, list[str]] = {name: [] for name, *_ in runs}
+    seconds: dict[str, float] = {name: 0.0 for name, *_ in runs}
     for example, hits in tqdm(zip(examples, retrieved), total=len(examples), desc="questions"):
         chunks = [h.chunk for h in hits[::-1]]  # best last, as rag_prompt does
-        for name, mode, fraction in compared:
-            (prefilled, layout), s = timed(kv.prefill, example.question, chunks, mode, fraction)
+        swapped = [chunks[1], chunks[0], *chunks[2:]]
+        for name, mode, fraction, swap in runs:
+            (prefilled, layout), s = timed(kv.prefill, example.question,
+                                           swapped if swap else chunks, mode, fraction)
             answers[name].append(kv.decode(prefilled, layout, params).text.strip())
             seconds[name] += s
     rows = []
