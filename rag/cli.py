@@ -195,6 +195,29 @@ def train_selector_(
     typer.echo(trained.model_dump_json(indent=2))
 
 
+@app.command("sandbox-check")
+@friendly
+def sandbox_check(
+    best_effort: Annotated[bool, typer.Option(
+        help="Check with the layers this machine has instead of refusing a missing one.")] = False,
+) -> None:
+    """Try every known attack against the code sandbox here and show which layers contained it."""
+    from rag.eval.report import table
+    from rag.verifiers.attacks import try_attacks
+    from rag.verifiers.sandbox import Sandbox
+
+    sandbox = Sandbox(isolation="best_effort" if best_effort else "strict")
+    typer.echo(f"layers in force: {', '.join(sandbox.protections)}")
+    outcomes = try_attacks(sandbox)
+    typer.echo(table([{"attack": o.name, "layer": o.layer, "status": o.status,
+                       "contained": o.contained} for o in outcomes]))
+    escaped = [o.name for o in outcomes if not o.contained]
+    if escaped:
+        typer.secho(f"NOT contained: {', '.join(escaped)}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    typer.echo(f"all {len(outcomes)} attacks contained")
+
+
 @app.command()
 @friendly
 def models(

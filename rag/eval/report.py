@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
-
 
 
 def git_commit() -> str:
@@ -33,6 +33,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 def write_results(
     name: str, setup: dict[str, Any], rows: list[dict[str, Any]] | dict[str, list[dict[str, Any]]],
     folder: Path | None = None, keep_other_sections: bool = False,
+    summary: dict[str, Any] | None = None,
 ) -> Path:
     """Write `benchmarks/results/NAME.json` with the command, machine and commit; print tables.
 
@@ -41,6 +42,7 @@ def write_results(
     With `keep_other_sections`, sections of the existing file that this run did not produce are
     kept, each with its setup and the provenance of the run that made it (`sections`), so a
     benchmark's parts can be run one at a time; setup entries of no kept section are dropped.
+    `summary` is the top-level object of headline figures that issues and readers check.
     """
     folder = folder or Path(sys.argv[0]).resolve().parent / "results"
     folder.mkdir(parents=True, exist_ok=True)
@@ -49,6 +51,8 @@ def write_results(
            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     record = {"benchmark": name, **run, "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
               "setup": setup, "results": rows}
+    if summary is not None:
+        record = {"summary": summary, **record}
     if keep_other_sections and isinstance(rows, dict) and path.exists():
         old = json.loads(path.read_text())
         if isinstance(old.get("results"), dict):
@@ -63,5 +67,13 @@ def write_results(
     for section, section_rows in (shown.items() if isinstance(shown, dict) else [("", shown)]):
         if section_rows:
             print(f"\n{section}\n" if section else "", table(section_rows), sep="")
+    if summary is not None:
+        print("\nsummary\n" + table([{"key": k, "value": v} for k, v in summary.items()]))
     print(f"\nwritten to {path}")
     return path
+
+
+def spread(values: list[float], digits: int = 3) -> dict[str, float]:
+    """Median, min and max of repeated measurements: how a speed figure is reported here."""
+    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
+            "max": round(max(values), digits)}

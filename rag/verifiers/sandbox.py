@@ -1,19 +1,23 @@
-"""Run untrusted Python, such as LLM-written programs, without risk to the host process.
+"""Run untrusted Python, such as LLM-written programs, without risk to the host.
 
-Each run gets a fresh temp dir as working directory, a clean environment and `python -I`, and is
-locked down by independent layers, so one missing layer is not a hole:
+Each run gets a clean environment and `python -I`, and is locked down by independent layers
+(`rag.verifiers.sandbox_layers`), so one missing layer is not a hole:
 
 - rlimits: CPU seconds, address space, file size, open files (set by `sandbox_runner.py` before
   the untrusted code runs, and inherited by anything it starts);
-- seccomp (libseccomp via pyseccomp): no signals to other processes, no IPv4/IPv6 sockets, and no
-  new processes unless allowed; unlike RLIMIT_NPROC this binds root too;
-- Linux namespaces via `unshare`: a network namespace with no interface up, and a PID namespace
-  in which no host process is visible;
+- seccomp: no signals to other processes, no IPv4/IPv6 sockets, no set-user-ID files, no mounts
+  or namespaces, and no new processes unless allowed; unlike RLIMIT_NPROC this binds root too;
+- namespaces (`unshare`): a network namespace with no interface up, and a PID namespace in which
+  no host process is visible;
+- filesystem (bubblewrap): the program sees only read-only system libraries and the Python
+  install, a private tmpfs working directory and `/tmp` of `scratch_mb` each, its own `/proc` and
+  a minimal `/dev`; no home folder, no `/etc`, no checkout, no model cache;
 - a wall-clock timeout that kills the whole process group, and output capped at a size.
 
-`isolation="strict"` (the default) refuses to run when a requested layer (seccomp, namespaces) is
-unavailable; `"best_effort"` runs with the layers this machine has. `Sandbox.protections` names
-the layers in force.
+The program runs under the base interpreter with the standard library only: a virtual
+environment's packages are not visible. `isolation="strict"` (the default) refuses to run when a
+requested layer is unavailable, with an error that says how to install it; `"best_effort"` runs
+with the layers this machine has. `Sandbox.protections` names the layers in force.
 """
 
 from __future__ import annotations
@@ -21,27 +25,30 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from rag.errors import BackendUnavailableError
+from rag.verifiers import sandbox_layers as layers
 
 RUNNER = Path(__file__).with_name("sandbox_runner.py")
-NAMESPACE_FLAGS = ("--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child")
 Status = Literal["ok", "error", "timeout", "killed"]
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning))\b")
+# Layers a run may ask for, in the order `Sandbox.protections` names them, with their checks.
+OPTIONAL_LAYERS = {
+    "seccomp": layers.seccomp_available,
+    "namespaces": layers.namespaces_available,
+    "filesystem": layers.filesystem_available,
+}
 
 
 class SandboxLimits(BaseModel):
@@ -61,6 +68,10 @@ class SandboxLimits(BaseModel):
     max_output_chars: int = Field(default=10_000, ge=0, description="stdout/stderr kept per run")
     seccomp: bool = Field(default=True, description="syscall filter layer")
     namespaces: bool = Field(default=True, description="network and PID namespace layer")
+    filesystem: bool = Field(default=True, description="bubblewrap filesystem layer")
+    scratch_mb: int = Field(
+        default=64, ge=1, description="size of the private working directory and of /tmp, each"
+    )
     isolation: Literal["strict", "best_effort"] = Field(
         default="strict", description="strict: refuse to run when a requested layer is unavailable"
     )
@@ -84,40 +95,19 @@ class ExecResult(BaseModel):
         return self.status == "ok"
 
 
-@cache
-def namespaces_available() -> bool:
-    """Whether this machine lets us create user, network and PID namespaces."""
-    exe = shutil.which("unshare")
-    if exe is None:
-        return False
+def _read(f: IO[bytes], limit: int) -> str:
+    """Read what the program wrote from our own open file, never by path: the program may have
+    replaced the path with a link to a host file."""
+    f.seek(0)
+    return f.read(limit).decode("utf-8", errors="replace")
+
+
+def _child_returncode(fd: int) -> int | None:
+    """The exit code the runner reported (negative: killed by that signal); None if it could not."""
+    os.set_blocking(fd, False)
     try:
-        done = subprocess.run([exe, *NAMESPACE_FLAGS, "true"], capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
-
-
-@cache
-def seccomp_available() -> bool:
-    """Whether libseccomp and its ctypes binding load here."""
-    try:
-        import pyseccomp
-
-        pyseccomp.SyscallFilter(pyseccomp.ALLOW)
-    except Exception:  # noqa: BLE001 - missing module, missing libseccomp.so, or no seccomp
-        return False
-    return True
-
-
-def _read(path: Path, limit: int) -> str:
-    with path.open("rb") as f:
-        return f.read(limit).decode("utf-8", errors="replace")
-
-
-def _child_returncode(path: Path) -> int | None:
-    """The exit code the runner recorded (negative: killed by that signal); None if it could not."""
-    try:
-        return int(json.loads(path.read_text())["returncode"])
+        with os.fdopen(fd, "rb") as f:
+            return int(json.loads(f.read() or b"null")["returncode"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -140,20 +130,32 @@ class Sandbox:
     def _protections(self) -> list[str]:
         have = ["rlimits", "timeout"]
         missing = []
-        for name, available in (("seccomp", seccomp_available), ("namespaces", namespaces_available)):
+        for name, available in OPTIONAL_LAYERS.items():
             if getattr(self.limits, name):
                 (have if available() else missing).append(name)
         if missing and self.limits.isolation == "strict":
+            hints = "; ".join(layers.INSTALL_HINT[name] for name in missing)
             raise BackendUnavailableError(
-                f"the sandbox cannot enable {' and '.join(missing)} on this machine "
-                "(seccomp needs libseccomp and pyseccomp; namespaces need `unshare` and "
-                "unprivileged user namespaces). Pass isolation='best_effort' to run without them, or turn "
-                "the layer off explicitly."
+                f"the sandbox cannot enable {' and '.join(missing)} on this machine ({hints}). "
+                "Pass isolation='best_effort' to run without them, or turn the layer off explicitly."
             )
         return have
 
-    def _command(self) -> list[str]:
+    def _command(self, run_dir: Path, status_fd: int) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment of one run whose program is `run_dir/main.py`."""
         lim = self.limits
+        env = {"PATH": os.defpath, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+        prefix = layers.namespace_command() if "namespaces" in self.protections else []
+        if "filesystem" in self.protections:
+            fs_args, python, fs_env = layers.filesystem_command(run_dir, lim.scratch_mb)
+            prefix += fs_args
+            env |= (fs_env or {}) | {"HOME": layers.SANDBOX_WORKDIR, "TMPDIR": "/tmp"}
+            program, runner = f"{layers.SANDBOX_RUN}/main.py", f"{layers.SANDBOX_RUN}/runner.py"
+        else:
+            python = layers.host_python()
+            env |= {"HOME": str(run_dir), "TMPDIR": str(run_dir)}
+            program, runner = str(run_dir / "main.py"), str(run_dir / "runner.py")
+        bpf = layers.seccomp_filter(lim.allow_subprocesses) if "seccomp" in self.protections else b""
         settings = {
             "cpu_seconds": lim.cpu_seconds,
             "memory_mb": lim.memory_mb,
@@ -161,37 +163,43 @@ class Sandbox:
             "open_files": lim.open_files,
             "processes": lim.processes,
             "allow_subprocesses": lim.allow_subprocesses,
-            "seccomp": "seccomp" in self.protections,
+            "seccomp_bpf": bpf.hex(),
+            "status_fd": status_fd,
+            "program": program,
         }
-        prefix = ["unshare", *NAMESPACE_FLAGS] if "namespaces" in self.protections else []
-        return [*prefix, sys.executable, "-I", "-B", str(RUNNER), json.dumps(settings)]
+        return [*prefix, python, "-I", "-B", runner, json.dumps(settings)], env
 
     def run(self, code: str) -> ExecResult:
         """Run `code` as `__main__` in a fresh directory; never raises for what the code does."""
-        with tempfile.TemporaryDirectory(prefix="rag-sandbox-") as tmp:
-            folder = Path(tmp)
-            (folder / "main.py").write_text(code, encoding="utf-8")
-            env = {"PATH": os.defpath, "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8",
-                   "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
-            out, err = folder / ".stdout", folder / ".stderr"
+        with (
+            tempfile.TemporaryDirectory(prefix="rag-sandbox-") as tmp,
+            tempfile.TemporaryFile() as out,
+            tempfile.TemporaryFile() as err,
+        ):
+            run_dir = Path(tmp)
+            (run_dir / "main.py").write_text(code, encoding="utf-8")
+            (run_dir / "runner.py").write_bytes(RUNNER.read_bytes())
+            status_read, status_write = os.pipe()
+            command, env = self._command(run_dir, status_write)
             start = time.perf_counter()
-            with out.open("wb") as stdout, err.open("wb") as stderr:
+            try:
                 proc = subprocess.Popen(
-                    self._command(), cwd=tmp, env=env, stdin=subprocess.DEVNULL,
-                    stdout=stdout, stderr=stderr, start_new_session=True,
+                    command, cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                    start_new_session=True, pass_fds=(status_write,),
                 )
-                timed_out = False
-                try:
-                    proc.wait(timeout=self.limits.timeout_s)
-                except subprocess.TimeoutExpired:
-                    timed_out = True
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            finally:
+                os.close(status_write)
+            timed_out = False
+            try:
+                proc.wait(timeout=self.limits.timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
             seconds = time.perf_counter() - start
             keep = self.limits.max_output_chars
-            returncode = _child_returncode(folder / ".status")
+            returncode = _child_returncode(status_read)
             return self._result(returncode, timed_out, seconds, _read(out, keep), _read(err, keep))
-
     @staticmethod
     def _result(
         code: int | None, timed_out: bool, seconds: float, stdout: str, stderr: str

@@ -1,21 +1,24 @@
-"""The first code to run inside a sandbox process: lock a child down, run `main.py` in it.
+"""The first code to run inside a sandbox process: lock a child down, run the program in it.
 
-This file runs as a script (`python -I sandbox_runner.py LIMITS_JSON`), never imported by `rag`:
-it uses only the standard library and pyseccomp, so it starts fast and trusts nothing else.
-Limits set in the child are inherited by anything the untrusted code manages to start.
+This file runs as a script (`python -I sandbox_runner.py SETTINGS_JSON`), never imported by `rag`:
+it uses only the standard library, so it starts fast, trusts nothing else, and runs the same
+inside the filesystem layer, where no site-packages are visible. Limits set in the child are
+inherited by anything the untrusted code manages to start.
 """
 
 from __future__ import annotations
 
-import errno
+import ctypes
 import json
-import resource
 import os
-import socket
+import resource
+import struct
 import sys
 
-# clone() flag that marks a new thread rather than a new process.
-CLONE_THREAD = 0x00010000
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+BPF_INSTRUCTION_BYTES = 8
 
 
 def set_rlimits(limits: dict[str, int]) -> None:
@@ -36,38 +39,36 @@ def set_rlimits(limits: dict[str, int]) -> None:
         resource.setrlimit(kind, pair)
 
 
-def load_seccomp(allow_subprocesses: bool) -> None:
-    """Syscall filter: no signals to other processes, no IP sockets, and (unless allowed) no
-    new processes. It binds root too, which RLIMIT_NPROC does not."""
-    import pyseccomp as seccomp
-
-    deny = seccomp.ERRNO(errno.EPERM)
-    rules = seccomp.SyscallFilter(seccomp.ALLOW)
-    rules.add_rule(deny, "kill")
-    for family in (socket.AF_INET, socket.AF_INET6):
-        rules.add_rule(seccomp.ERRNO(errno.EACCES), "socket", seccomp.Arg(0, seccomp.EQ, family))
-    if not allow_subprocesses:
-        rules.add_rule(deny, "fork")
-        rules.add_rule(deny, "vfork")
-        rules.add_rule(deny, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD, 0))
-        # clone3 passes its flags in memory, out of the filter's reach: ENOSYS makes libc fall
-        # back to clone(), which the rule above checks.
-        rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
-    rules.load()
+def load_seccomp(program: bytes) -> None:
+    """Install a compiled BPF filter; no_new_privs first, so no set-user-ID binary regains
+    privileges (and the kernel lets an unprivileged process load a filter)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong,
+                           ctypes.c_ulong]
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = struct.pack("HxxxxxxP", len(program) // BPF_INSTRUCTION_BYTES,
+                        ctypes.addressof(buffer))
+    fprog_buffer = ctypes.create_string_buffer(fprog, len(fprog))
+    for option, arg in ((PR_SET_NO_NEW_PRIVS, 1), (PR_SET_SECCOMP, SECCOMP_MODE_FILTER)):
+        pointer = ctypes.addressof(fprog_buffer) if option == PR_SET_SECCOMP else None
+        if libc.prctl(option, arg, pointer, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
 
 
 def main() -> None:
-    """Fork: the child locks itself down and becomes `python main.py`; this process waits and
-    records how the child ended, which a signal would otherwise hide behind `unshare`."""
+    """Fork: the child locks itself down and becomes `python PROGRAM`; this process waits and
+    reports how the child ended on the status pipe, which a signal would otherwise hide."""
     settings = json.loads(sys.argv[1])
+    status_fd = settings["status_fd"]
     pid = os.fork()
     if pid == 0:
+        os.close(status_fd)
         set_rlimits(settings)
-        if settings["seccomp"]:
-            load_seccomp(settings["allow_subprocesses"])
-        os.execv(sys.executable, [sys.executable, "-I", "-B", "main.py"])
+        if settings["seccomp_bpf"]:
+            load_seccomp(bytes.fromhex(settings["seccomp_bpf"]))
+        os.execv(sys.executable, [sys.executable, "-I", "-B", settings["program"]])
     _, status = os.waitpid(pid, 0)
-    with open(".status", "w") as f:
+    with os.fdopen(status_fd, "w") as f:
         json.dump({"returncode": os.waitstatus_to_exitcode(status)}, f)
 
 
