@@ -1,4 +1,5 @@
-"""Compare closed-book and RAG on vital-article questions and write a report with plots.
+"""Compare closed-book, naive RAG and the default pipeline on vital-article questions; write a
+report with plots.
 
     python examples/evaluate.py               # 40 questions over 2,000 articles
     RAG_EXAMPLE_DOCS=400 python examples/evaluate.py
@@ -6,7 +7,7 @@
 The same from the command line, with pipelines saved as YAML:
 
     rag eval --dataset vital-qa --limit 40 --out report \\
-        --pipeline closed_book.yaml --pipeline naive_rag.yaml
+        --pipeline closed_book.yaml --pipeline naive_rag.yaml --pipeline best.yaml
 """
 
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 from rag.corpus import vital_articles
 from rag.eval.datasets import vital_qa
 from rag.eval.harness import evaluate_qa
-from rag.recipes import closed_book, index_corpus, naive_rag
+from rag.recipes import best_qa, closed_book, index_corpus, naive_rag
 
 
 def main() -> None:
@@ -26,7 +27,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         index = index_corpus(docs, Path(folder) / "index")
         pipelines = {"closed-book": closed_book(generator, max_tokens=32),
-                     "naive-rag": naive_rag(index, generator, k=3, max_tokens=32)}
+                     "naive-rag": naive_rag(index, generator, k=3, max_tokens=32),
+                     "best-qa": best_qa(index, generator, k=3, max_tokens=32)}
         out = Path(folder) / "report"
         summaries = evaluate_qa(pipelines, examples, out, dataset="vital-qa")
         for name, summary in summaries.items():

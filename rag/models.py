@@ -172,6 +172,19 @@ def resolve_model(reference: str | Path) -> Path:
     raise _not_found(ref, "no such file or folder")
 
 
+def model_fingerprint(reference: str | Path) -> str:
+    """What identifies a model's weights, cheaply: its folder's name (GGUF conversions carry the
+    file's hash) and a hash of its config and of its weight files' names and sizes."""
+    folder = resolve_model(reference)
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix in {".json", ".safetensors", ".bin", ".model"}:
+            digest.update(f"{path.relative_to(folder)}:{path.stat().st_size}\n".encode())
+            if path.name == "config.json":
+                digest.update(path.read_bytes())
+    return f"{folder.name}:{digest.hexdigest()[:16]}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m rag.models tiny encoder`: prepare named models (used by `make models`)."""
     names = argv if argv is not None else sys.argv[1:]

@@ -21,7 +21,7 @@ from rag.errors import ConfigError
 # Kind -> modules whose import registers that kind's built-in components.
 _KIND_MODULES: dict[str, tuple[str, ...]] = {
     "stage": (
-        "rag.retrievers.stage", "rag.rerankers.stage", "rag.compression.stage", "rag.prompts",
+        "rag.retrievers.stage", "rag.rerankers.stage", "rag.compression.stage", "rag.prompts.stage",
         "rag.generators.stage", "rag.verifiers.stage", "rag.selectors.stage", "rag.kvcache.stage",
     ),
     "generator": ("rag.generators",),

@@ -53,3 +53,9 @@ def index_dir(tmp_path_factory: pytest.TempPathFactory, vital_slice: list[Docume
     out = tmp_path_factory.mktemp("index")
     index_corpus(vital_slice, out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def dense_dir(index_dir: Path) -> Path:
+    """The HNSW half of the hybrid index `rag index` writes (its own loadable folder)."""
+    return index_dir / "1-hnsw"

@@ -47,12 +47,12 @@ def test_llmlingua_meets_the_ratio_within_10_percent(vllm_tiny, vital_slice, rat
         assert result.hits and all(h.chunk.text.strip() for h in result.hits)
 
 
-def test_the_question_and_instructions_reach_the_prompt_untouched(encoder, index_dir):
+def test_the_question_and_instructions_reach_the_prompt_untouched(encoder, dense_dir):
     from rag.retrievers import HNSWRetriever
 
     question = "Who painted the Mona Lisa, and in which city is it kept?"
     extractive = ExtractiveCompressor(encoder=encoder, ratio=3.0)
-    pipeline = Pipeline([Retrieve(HNSWRetriever.load(index_dir), k=4), Compress(extractive), RagPrompt()])
+    pipeline = Pipeline([Retrieve(HNSWRetriever.load(dense_dir), k=4), Compress(extractive), RagPrompt()])
     (state,) = pipeline.run([question])
     system, user = state.prompt.messages[0].content, state.prompt.messages[-1].content
     assert system == RAG_SYSTEM and user.endswith(f"Question: {question}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -13,11 +14,11 @@ from rag.errors import DatasetError, RagError
 from rag.eval.datasets import CodeTask, QAExample, humaneval, read_qa_jsonl
 from rag.eval.harness import evaluate_qa
 from rag.eval.metrics import accuracy, exact_match, qa_scores, token_f1
-from rag.eval.runner import (
-    QAPrediction, leave_one_out_demos, load_cache, run_code, run_qa, summarize_code,
-)
+from rag.eval.runner import QAPrediction, load_cache, run_code, run_qa, summarize_code
 from rag.generators.base import Generator
-from rag.pipeline import Pipeline, Stage, State
+from rag.pipeline import Pipeline, Stage
+from rag.selectors import write_demos
+from rag.state import View
 from rag.registry import ComponentConfig, build, register
 from rag.types import Answer, Chunk, Citation, Completion, Generation, Hit, Usage
 from rag.verifiers import Sandbox
@@ -60,18 +61,21 @@ class ParrotAnswer(Stage):
     class Config(ComponentConfig):
         pass
 
-    def run(self, states: list[State]) -> None:
+    def run(self, batch: list[View]) -> list[dict]:
         if ParrotAnswer.fail_after is not None and ParrotAnswer.batches >= ParrotAnswer.fail_after:
             raise KeyboardInterrupt
         ParrotAnswer.batches += 1
-        for s in states:
+        out = []
+        for s in batch:
             words = s.query.rstrip("?").split()
-            s.hits = [Hit(chunk=Chunk(id=f"{doc}#0", doc_id=doc, text=doc, start=0, end=len(doc)),
-                          score=1.0 - rank, retriever="parrot") for rank, doc in enumerate([words[0], "other"])]
+            hits = [Hit(chunk=Chunk(id=f"{doc}#0", doc_id=doc, text=doc, start=0, end=len(doc)),
+                        score=1.0 - rank, retriever="parrot") for rank, doc in enumerate([words[0], "other"])]
             # The prompt shows the best passage last: recall must follow the hits' rank, not this.
-            s.answer = Answer(query=s.query, text=words[-1], usage=Usage(prompt_tokens=len(words)),
-                              sources=[Citation(number=i + 1, chunk_id=h.chunk.id, doc_id=h.chunk.doc_id)
-                                       for i, h in enumerate(reversed(s.hits))])
+            answer = Answer(query=s.query, text=words[-1], usage=Usage(prompt_tokens=len(words)),
+                            sources=[Citation(number=i + 1, chunk_id=h.chunk.id, doc_id=h.chunk.doc_id)
+                                     for i, h in enumerate(reversed(hits))])
+            out.append({"hits": hits, "answer": answer})
+        return out
 
 
 EXAMPLES = [QAExample(id=str(i), question=f"d{i} what is item {i if i % 3 else 'x'}?", answers=[str(i)],
@@ -127,6 +131,7 @@ def test_rag_eval_command_compares_pipeline_files(tmp_path):
     assert bad.exit_code == 2 and "no QA data set" in bad.output
 
 
+@register("generator", "test_scripted_coder")
 class ScriptedCoder(Generator):
     """Returns fixed replies: a right program, one that hangs, one that kills its process."""
 
@@ -139,53 +144,80 @@ class ScriptedCoder(Generator):
                 for _ in prompts]
 
 
+INC = CodeTask(id="inc", prompt='def inc(x):\n    """Add one."""\n', entry_point="inc",
+               test="def check(candidate):\n    assert candidate(1) == 2\n")
+
+
 def test_hanging_and_crashing_programs_count_as_failures_and_the_run_goes_on(tmp_path):
-    task = CodeTask(id="inc", prompt='def inc(x):\n    """Add one."""\n', entry_point="inc",
-                    test="def check(candidate):\n    assert candidate(1) == 2\n")
-    tasks = [task, task.model_copy(update={"id": "inc2"})]
-    predictions = run_code(ScriptedCoder(), tasks, tmp_path, samples=3,
-                           sandbox=Sandbox(timeout_s=3, cpu_seconds=1), progress=False)
+    tasks = [INC, INC.model_copy(update={"id": "inc2"})]
+    pipeline = Pipeline([{"type": "code_prompt"},
+                         {"type": "generate", "generator": {"type": "test_scripted_coder"}},
+                         {"type": "extract_programs"}, {"type": "pick", "method": "first"}])
+    predictions = run_code(pipeline, tasks, tmp_path, sandbox=Sandbox(timeout_s=3, cpu_seconds=1),
+                           progress=False)
     assert [p.passed for p in predictions] == [[True, False, False]] * 2
+    assert all(p.answer_passed for p in predictions)
     assert predictions[0].statuses[1] == "timeout" and predictions[0].statuses[2] == "error"
     summary = summarize_code(predictions)
     assert summary["pass@1"] == pytest.approx(1 / 3) and summary["statuses"]["ok"] == 2
+    assert summary["answer_pass"] == 1.0
 
 
 def test_predictions_of_another_configuration_are_not_resumed(tmp_path):
     run_qa(Pipeline([{"type": "test_eval_answer"}]), EXAMPLES[:2], tmp_path, progress=False)
     other = Pipeline([{"type": "test_eval_answer"}], batch_size=7)
-    with pytest.raises(RagError, match="different configuration"):
+    with pytest.raises(RagError, match="different configuration.*batch_size: 32 -> 7"):
         run_qa(other, EXAMPLES[:2], tmp_path, progress=False)
 
 
+@register("generator", "test_prompt_recorder")
 class PromptRecorder(Generator):
     """Answers every task with the right program for `inc`, and keeps the prompts it was given."""
 
-    prompts: list = []
+    class Config(ComponentConfig):
+        model: str = "tiny"  # fingerprinted like a real model
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.prompts: list = []
 
     def generate(self, prompts: Sequence, params=None) -> list[Generation]:
-        self.prompts = [*self.prompts, *prompts]
+        self.prompts += list(prompts)
         return [Generation(completions=[Completion(text=ScriptedCoder.REPLIES[0])], usage=Usage())
                 for _ in prompts]
+
+
+def _code_pipeline(pool: Path, k: int = 2, model: str = "tiny", system_order: str = "similar_last"):
+    return Pipeline([{"type": "select", "selector": {"type": "bm25", "pool": str(pool)}, "k": k},
+                     {"type": "code_prompt", "order": system_order},
+                     {"type": "generate", "generator": {"type": "test_prompt_recorder", "model": model}},
+                     {"type": "extract_programs"}])
 
 
 def test_code_demonstrations_come_from_the_other_problems_as_solved_turns(tmp_path):
     pool = humaneval(12)
     tasks = pool[:4]
-    demos = leave_one_out_demos(build("selector", {"type": "bm25"}), tasks, pool, shots=2)
-    assert all(len(demos[t.id]) == 2 and t.id not in {d.id for d in demos[t.id]} for t in tasks)
-    by_id = {t.id: t for t in pool}
-    recorder = PromptRecorder()
-    run_code(recorder, tasks, tmp_path / "knn", demos=demos, progress=False)
+    pool_file = write_demos(tmp_path / "pool.jsonl", [t.as_demo() for t in pool])
+    pipeline = _code_pipeline(pool_file)
+    recorder = build("generator", {"type": "test_prompt_recorder"})
+    recorder.prompts = []
+    run_code(pipeline, tasks, tmp_path / "bm25", progress=False)
+    by_input = {t.prompt: t for t in pool}
     for task, prompt in zip(tasks, recorder.prompts):
         roles = [m.role for m in prompt.messages]
         assert roles == ["user", "assistant", "user", "assistant", "user"]
         assert task.prompt in prompt.messages[-1].content
-        first = by_id[demos[task.id][0].id]
-        assert first.prompt in prompt.messages[0].content
-        assert prompt.messages[1].content == f"```python\n{first.prompt}{first.canonical_solution}```"
-    with pytest.raises(RagError, match="different configuration"):  # other demonstrations, other run
-        run_code(recorder, tasks, tmp_path / "knn", progress=False)
+        shown = [by_input[t] for t in by_input if t in prompt.messages[0].content or t in prompt.messages[2].content]
+        assert len(shown) == 2 and task not in shown  # never its own solution
+        best = shown[0] if shown[0].prompt in prompt.messages[2].content else shown[1]
+        assert prompt.messages[3].content == f"```python\n{best.prompt}{best.canonical_solution}```"
+    # Another k, prompt layout or model is another run: refused, naming the change.
+    for changed, named in [(_code_pipeline(pool_file, k=3), "stages[0].k: 2 -> 3"),
+                           (_code_pipeline(pool_file, system_order="as_given"), "stages[1].order"),
+                           (_code_pipeline(pool_file, model="encoder"), "model")]:
+        with pytest.raises(RagError, match="different configuration") as err:
+            run_code(changed, tasks, tmp_path / "bm25", progress=False)
+        assert named in str(err.value)
 
 
 def test_a_benchmark_part_run_alone_keeps_the_other_parts_with_their_provenance(tmp_path):
@@ -204,17 +236,15 @@ def test_a_benchmark_part_run_alone_keeps_the_other_parts_with_their_provenance(
     assert "qa" not in json.loads((tmp_path / "bench.json").read_text())["results"]  # default: replace
 
 
-def test_rag_eval_humaneval_adds_a_column_per_selector_beside_zero_shot(tmp_path, monkeypatch):
-    import rag.registry
-
-    real = rag.registry.build
-    monkeypatch.setattr(rag.registry, "build", lambda kind, spec, *a, **k:
-                        PromptRecorder() if kind == "generator" else real(kind, spec, *a, **k))
+def test_rag_eval_humaneval_runs_code_pipeline_files(tmp_path):
+    pipeline = Pipeline([{"type": "code_prompt"},
+                         {"type": "generate", "generator": {"type": "test_prompt_recorder"}},
+                         {"type": "extract_programs"}])
+    pipeline.save(tmp_path / "recorded.yaml")
     out = tmp_path / "he"
-    result = CliRunner().invoke(app, ["eval", "--dataset", "humaneval", "--limit", "3", "--model", "m",
-                                      "--selector", "bm25", "--shots", "2", "--out", str(out)])
+    result = CliRunner().invoke(app, ["eval", "--dataset", "humaneval", "--limit", "3",
+                                      "--pipeline", str(tmp_path / "recorded.yaml"), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "m: {" in result.output and "m+bm25-2shot: {" in result.output
-    demos = json.loads((out / "m+bm25-2shot" / "config.json").read_text())["demos"]
-    assert len(demos) == 3 and all(len(ids) == 2 and task not in ids for task, ids in demos.items())
-    assert json.loads((out / "m" / "config.json").read_text())["demos"] == {}
+    assert "recorded: {" in result.output and "'answer_pass': 0.0" in result.output
+    saved = json.loads((out / "recorded" / "config.json").read_text())
+    assert saved["pipeline"] == pipeline.to_dict() and "tiny" in saved["models"]

@@ -3,9 +3,10 @@ from __future__ import annotations
 import pytest
 
 from rag.errors import ConfigError, PipelineError, RagError
-from rag.pipeline import Pipeline, Stage, State
+from rag.pipeline import Pipeline, Stage
 from rag.registry import ComponentConfig, register
-from rag.types import Answer, Chunk, Hit, Prompt
+from rag.state import State, View, state_field
+from rag.types import Answer, Chunk, Hit, Prompt, TextDelta, Usage
 
 
 @register("stage", "test_fake_retrieve")
@@ -18,14 +19,11 @@ class FakeRetrieve(Stage):
     class Config(ComponentConfig):
         k: int = 2
 
-    def run(self, states: list[State]) -> list[dict]:
-        for s in states:
-            s.hits = [
-                Hit(chunk=Chunk(id=f"{s.query}#{i}", doc_id=s.query, text=s.query, start=0,
-                                end=len(s.query)), score=1.0 / (i + 1), retriever="fake")
-                for i in range(self.config.k)
-            ]
-        return [{"batch": len(states)} for _ in states]
+    def run(self, batch: list[View]) -> list[dict]:
+        return [{"hits": [Hit(chunk=Chunk(id=f"{s.query}#{i}", doc_id=s.query, text=s.query, start=0,
+                                          end=len(s.query)), score=1.0 / (i + 1), retriever="fake")
+                          for i in range(self.config.k)],
+                 "trace": {"batch": len(batch)}} for s in batch]
 
 
 @register("stage", "test_echo_answer")
@@ -36,11 +34,118 @@ class EchoAnswer(Stage):
     class Config(ComponentConfig):
         upper: bool = False
 
-    def run(self, states: list[State]) -> None:
-        for s in states:
+    def run(self, batch: list[View]) -> list[dict]:
+        out = []
+        for s in batch:
             text = " ".join(h.chunk.text for h in s.hits)
-            s.prompt = Prompt(text=text)
-            s.answer = Answer(query=s.query, text=text.upper() if self.config.upper else text)
+            out.append({"prompt": Prompt(text=text),
+                        "answer": Answer(query=s.query, text=text.upper() if self.config.upper else text)})
+        return out
+
+
+@register("stage", "test_sneaky")
+class Sneaky(Stage):
+    """Misbehaves as configured: reads or writes what it did not declare, or assigns."""
+
+    reads = ("query",)
+    writes = ("prompt",)
+
+    class Config(ComponentConfig):
+        misdeed: str = "read"
+
+    def run(self, batch: list[View]) -> list[dict]:
+        item = batch[0]
+        if self.config.misdeed == "read":
+            _ = item.hits
+        if self.config.misdeed == "assign":
+            item.prompt = Prompt(text="x")
+        if self.config.misdeed == "write":
+            return [{"prompt": Prompt(text="x"), "hits": []}]
+        if self.config.misdeed == "omit":
+            return [{}]
+        return [{"prompt": Prompt(text=item.query)}]
+
+
+@pytest.mark.parametrize(("misdeed", "message"), [
+    ("read", "reads 'hits' without declaring it"),
+    ("assign", "assigns 'prompt'"),
+    ("write", "writes ['hits'] without declaring"),
+    ("omit", "declares it writes ['prompt'] but returned none"),
+])
+def test_a_stage_outside_its_contract_fails_naming_stage_and_field(misdeed, message):
+    pipeline = Pipeline([Sneaky(misdeed=misdeed)])
+    with pytest.raises(PipelineError, match="test_sneaky") as err:
+        pipeline.run(["q"])
+    assert message in str(err.value)
+
+
+state_field("test_word_count", int | None, description="a field a plug-in package adds")
+
+
+@register("stage", "test_count_words")
+class CountWords(Stage):
+    reads = ("query",)
+    writes = ("test_word_count",)
+
+    def run(self, batch: list[View]) -> list[dict]:
+        return [{"test_word_count": len(item.query.split())} for item in batch]
+
+
+@register("stage", "test_report_count")
+class ReportCount(Stage):
+    reads = ("query", "test_word_count")
+    writes = ("answer",)
+
+    def run(self, batch: list[View]) -> list[dict]:
+        return [{"answer": Answer(query=i.query, text=str(i.test_word_count))} for i in batch]
+
+
+def test_a_registered_field_flows_between_stages_and_is_type_checked():
+    pipeline = Pipeline([CountWords(), ReportCount()])
+    assert pipeline.ask("three little words").text == "3"
+    with pytest.raises(PipelineError, match="test_report_count.*test_word_count"):
+        Pipeline([ReportCount()])  # nobody writes it earlier
+    with pytest.raises(PipelineError, match="test_word_count"):
+        State(query="q", test_word_count="many")
+    with pytest.raises(ConfigError, match="already registered"):
+        state_field("test_word_count", str)
+
+
+@register("stage", "test_streaming_echo")
+class StreamingEcho(Stage):
+    """Answers with the query, word by word when streamed."""
+
+    reads = ("query",)
+    writes = ("answer",)
+    streams = True
+
+    def run(self, batch: list[View]) -> list[dict]:
+        return [{"answer": Answer(query=i.query, text=i.query)} for i in batch]
+
+    async def stream(self, item: View):
+        for word in item.query.split():
+            yield TextDelta(text=word + " ", usage=Usage(completion_tokens=1))
+
+    def streamed(self, item: View, text: str, usage: Usage, finish_reason):
+        return {"answer": Answer(query=item.query, text=text.strip(), usage=usage),
+                "trace": {"streamed": True}}
+
+
+def test_stream_yields_the_last_stage_pieces_after_the_earlier_stages_ran():
+    import asyncio
+
+    pipeline = Pipeline([CountWords(), StreamingEcho()])
+
+    async def collect():
+        stream = pipeline.stream("a b c")
+        pieces = [d.text async for d in stream]
+        return pieces, stream.answer
+
+    pieces, answer = asyncio.run(collect())
+    assert pieces == ["a ", "b ", "c "]
+    assert answer.text == pipeline.ask("a b c").text == "a b c"
+    assert [t.stage for t in answer.trace] == ["test_count_words", "test_streaming_echo"]
+    assert answer.trace[-1].info == {"streamed": True}
 
 
 def test_a_stage_reading_an_unwritten_field_is_refused_by_name():

@@ -148,12 +148,13 @@ def test_cross_encoder_scores_each_pair_and_orders_by_score(cross_encoder_dir):
 
 
 def test_rerank_stage_keeps_k_and_traces_first_stage_scores():
-    from rag.pipeline import State
+    from rag.pipeline import run_stage
     from rag.rerankers.stage import Rerank
+    from rag.state import State
 
     stage = Rerank(PointwiseReranker(generator=OracleLLM()), k=2)
     state = State(query="q", hits=make_hits(5, gold_at=3))
-    info = stage.run([state])
+    info = run_stage(stage, [state])
     assert [h.chunk.id for h in state.hits] == ["c3", "c0"]
     assert info[0]["first_stage_scores"]["c3"] == pytest.approx(0.4)
 
@@ -161,12 +162,12 @@ def test_rerank_stage_keeps_k_and_traces_first_stage_scores():
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", [{"type": "llm-pointwise"}, {"type": "rankgpt", "window": 4, "step": 2},
                                   {"type": "first", "window": 4, "step": 2}], ids=lambda s: s["type"])
-def test_llm_rerankers_run_on_real_hits(spec, vllm_tiny, index_dir):
+def test_llm_rerankers_run_on_real_hits(spec, vllm_tiny, dense_dir):
     """With the real engine, built from a spec: every hit comes back once, ordered by score."""
     from rag.retrievers import HNSWRetriever
 
     queries = ["painting by Leonardo da Vinci", "large flightless bird"]
-    hits = HNSWRetriever.load(index_dir).search(queries, k=6)
+    hits = HNSWRetriever.load(dense_dir).search(queries, k=6)
     out = build("reranker", {**spec, "generator": vllm_tiny.spec()}).rerank(queries, hits)
     for before, after in zip(hits, out):
         assert sorted(h.chunk.id for h in after) == sorted(h.chunk.id for h in before)

@@ -12,8 +12,11 @@ from rag.retrievers import (
     HybridRetriever,
     HyDERetriever,
     convex,
+    open_index,
     rrf,
 )
+from rag.pipeline import Pipeline
+from rag.retrievers.stage import Retrieve
 from rag.types import Chunk, Hit
 
 
@@ -22,8 +25,8 @@ def recall_at(retriever, queries, k):
     return sum(gold in {h.chunk.doc_id for h in hits} for (_, gold), hits in zip(queries, results)) / len(queries)
 
 
-def test_finds_the_gold_article_for_its_description(index_dir, description_queries):
-    retriever = HNSWRetriever.load(index_dir)
+def test_finds_the_gold_article_for_its_description(dense_dir, description_queries):
+    retriever = HNSWRetriever.load(dense_dir)
     # The descriptions are Wikidata's short labels (e.g. "1968 film by Stanley Kubrick"); MiniLM
     # reaches 0.76 recall@10 on all 10,033 articles, so a 400-article slice must do better.
     assert recall_at(retriever, description_queries, 10) >= 0.8
@@ -32,8 +35,8 @@ def test_finds_the_gold_article_for_its_description(index_dir, description_queri
     assert hits[0].retriever == "hnsw" and hits[0].score >= hits[1].score >= hits[2].score
 
 
-def test_save_then_load_gives_identical_results(index_dir, tmp_path, description_queries):
-    original = HNSWRetriever.load(index_dir)
+def test_save_then_load_gives_identical_results(dense_dir, tmp_path, description_queries):
+    original = HNSWRetriever.load(dense_dir)
     original.save(tmp_path / "copy")
     copy = HNSWRetriever.load(tmp_path / "copy")
     queries = [q for q, _ in description_queries[:20]]
@@ -42,10 +45,10 @@ def test_save_then_load_gives_identical_results(index_dir, tmp_path, description
            [[(h.chunk.id, round(h.score, 6)) for h in r] for r in b]
 
 
-def test_incremental_add_makes_new_chunks_findable(index_dir, vital_slice):
+def test_incremental_add_makes_new_chunks_findable(dense_dir, vital_slice):
     from rag.chunkers import FixedTokenChunker
 
-    retriever = HNSWRetriever.load(index_dir)
+    retriever = HNSWRetriever.load(dense_dir)
     before = len(retriever)
     extra = vital_slice[0].model_copy(update={"id": "extra", "text": "Zorblax is a purple moon."})
     retriever.add(FixedTokenChunker().chunk(extra))
@@ -56,9 +59,9 @@ def test_incremental_add_makes_new_chunks_findable(index_dir, vital_slice):
 
 
 @pytest.fixture
-def index_copy(index_dir, tmp_path):
+def index_copy(dense_dir, tmp_path):
     target = tmp_path / "idx"
-    shutil.copytree(index_dir, target)
+    shutil.copytree(dense_dir, target)
     return target
 
 
@@ -89,14 +92,14 @@ def test_foreign_or_missing_index_is_refused(index_copy, tmp_path):
         HNSWRetriever.load(index_copy)
 
 
-def test_querying_with_another_encoder_is_refused(index_dir):
+def test_querying_with_another_encoder_is_refused(dense_dir):
     other = {"type": "sentence_transformers", "query_prefix": "query: "}
     with pytest.raises(EncoderMismatchError, match="built with encoder"):
-        HNSWRetriever.load(index_dir, encoder=other)
+        HNSWRetriever.load(dense_dir, encoder=other)
 
 
-def test_bad_arguments_are_refused(index_dir):
-    retriever = HNSWRetriever.load(index_dir)
+def test_bad_arguments_are_refused(dense_dir):
+    retriever = HNSWRetriever.load(dense_dir)
     with pytest.raises(RagError, match="k must be"):
         retriever.search(["q"], k=0)
     with pytest.raises(ConfigError, match="M"):
@@ -134,8 +137,8 @@ def test_bm25_save_load_and_damage(bm25, tmp_path, description_queries):
 
 
 @pytest.mark.parametrize("make", ["dense", "bm25"])
-def test_delete_removes_an_item_from_results(make, index_dir, bm25):
-    retriever = HNSWRetriever.load(index_dir) if make == "dense" else bm25
+def test_delete_removes_an_item_from_results(make, dense_dir, bm25):
+    retriever = HNSWRetriever.load(dense_dir) if make == "dense" else bm25
     query = "1968 film by Stanley Kubrick"
     target = retriever.search([query], k=1)[0][0].chunk.id
     retriever.delete([target])
@@ -147,10 +150,10 @@ def test_delete_removes_an_item_from_results(make, index_dir, bm25):
 
 
 @pytest.mark.parametrize("make", ["dense", "dense_exact", "bm25", "hybrid"])
-def test_filters_never_return_a_non_matching_item(make, index_dir, bm25, vital_slice):
-    dense = HNSWRetriever.load(index_dir, exact=make == "dense_exact")
+def test_filters_never_return_a_non_matching_item(make, dense_dir, bm25, vital_slice):
+    dense = HNSWRetriever.load(dense_dir, exact=make == "dense_exact")
     retriever = {"dense": dense, "dense_exact": dense, "bm25": bm25,
-                 "hybrid": HybridRetriever([bm25, HNSWRetriever.load(index_dir)])}[make]
+                 "hybrid": HybridRetriever([bm25, HNSWRetriever.load(dense_dir)])}[make]
     queries = ["famous painting", "classical composer", "science fiction film"]
     wanted = {d.id for d in vital_slice[::100]}  # four articles, whatever the queries say
     for hits in retriever.search(queries, k=4, filter={"doc_id": sorted(wanted)}):
@@ -160,8 +163,8 @@ def test_filters_never_return_a_non_matching_item(make, index_dir, bm25, vital_s
         assert hits == []  # the 400-article slice is all Arts
 
 
-def test_exact_mode_agrees_with_hnsw_on_a_small_index(index_dir, description_queries):
-    approx, exact = HNSWRetriever.load(index_dir), HNSWRetriever.load(index_dir, exact=True)
+def test_exact_mode_agrees_with_hnsw_on_a_small_index(dense_dir, description_queries):
+    approx, exact = HNSWRetriever.load(dense_dir), HNSWRetriever.load(dense_dir, exact=True)
     queries = [q for q, _ in description_queries[:30]]
     a, b = approx.search(queries, 5), exact.search(queries, 5)
     assert [[h.chunk.id for h in r] for r in a] == [[h.chunk.id for h in r] for r in b]
@@ -189,19 +192,28 @@ def test_convex_normalizes_and_gives_absent_items_the_minimum():
     assert fused == pytest.approx({"d1": 0.3, "d2": 0.3 * 0.5 + 0.0, "d3": 0.7})
 
 
-def test_hybrid_round_trips_and_beats_neither_run_alone(index_dir, bm25, tmp_path, description_queries):
-    hybrid = HybridRetriever([bm25, HNSWRetriever.load(index_dir)], method="rrf")
+def test_hybrid_round_trips_and_beats_neither_run_alone(dense_dir, bm25, tmp_path, description_queries):
+    hybrid = HybridRetriever([bm25, HNSWRetriever.load(dense_dir)], method="rrf")
     fused_recall = recall_at(hybrid, description_queries, 10)
     assert fused_recall >= max(recall_at(c, description_queries, 10) for c in hybrid.retrievers) - 0.02
+    with pytest.raises(RagError, match="lives only in memory.*save"):
+        Pipeline([Retrieve(hybrid, k=3)]).to_dict()
     hybrid.save(tmp_path / "hybrid")
-    loaded = HybridRetriever.load(tmp_path / "hybrid")
-    assert loaded.spec() == hybrid.spec()
+    shutil.move(tmp_path / "hybrid", tmp_path / "moved")  # one folder, children by subfolder
+    loaded = open_index(tmp_path / "moved")
+    assert isinstance(loaded, HybridRetriever)
+    assert loaded.spec() == {"type": "hybrid", "path": str(tmp_path / "moved")}
+    queries = [q for q, _ in description_queries[:10]]
+    assert [[h.chunk.id for h in hs] for hs in loaded.search(queries, k=5)] == \
+        [[h.chunk.id for h in hs] for hs in hybrid.search(queries, k=5)]
+    rebuilt = Pipeline.from_yaml(Pipeline([Retrieve(loaded, k=3)]).to_yaml())
+    assert rebuilt.stages[0].retriever.config.method == "rrf"
     with pytest.raises(ConfigError, match="weights"):
         HybridRetriever([bm25, bm25], weights=[1.0])
 
 
-def test_hyde_searches_with_the_mean_of_query_and_passages(index_dir, vllm_tiny):
-    hyde = HyDERetriever(HNSWRetriever.load(index_dir), vllm_tiny, n=2, max_tokens=48)
+def test_hyde_searches_with_the_mean_of_query_and_passages(dense_dir, vllm_tiny):
+    hyde = HyDERetriever(HNSWRetriever.load(dense_dir), vllm_tiny, n=2, max_tokens=48)
     [passages] = hyde.hypothetical(["Who painted the Mona Lisa?"])
     assert len(passages) == 2 and all(p.strip() for p in passages)
     [hits] = hyde.search(["Who painted the Mona Lisa?"], k=5)

@@ -13,7 +13,8 @@ from rag.cli import app
 from rag.eval.datasets import humaneval, vital_topics
 from rag.generators.base import Generator
 from rag.generators.stage import Generate
-from rag.pipeline import Pipeline, State
+from rag.pipeline import Pipeline, run_stage
+from rag.state import State
 from rag.registry import build
 from rag.selectors import DemoTemplate, SelectorError, load_selector, train_selector
 from rag.selectors.feedback import FeedbackScorer
@@ -100,7 +101,7 @@ def test_prompt_puts_the_best_last_and_drops_the_least_relevant_to_fit(pool: lis
     full = stage._tokens(stage.prompt(demos, "a query"))
     budget = IclPrompt(template=TEMPLATE, max_prompt_tokens=full - 1)
     s = State(query="a query", demos=demos)
-    info = budget.run([s])
+    info = run_stage(budget, [s])
     assert info == [{"demos": 3, "dropped": 1}]
     assert demos[3].input not in s.prompt.text and demos[0].input in s.prompt.text
     chat = IclPrompt(template=TEMPLATE, style="chat").prompt(demos[:2], "q")

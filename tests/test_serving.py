@@ -86,6 +86,7 @@ def test_text_completion_and_embeddings(client, encoder):
     assert len(done.choices) == 2 and all(c.text for c in done.choices)
     vectors = client.embeddings.create(model="minilm", input=["a cat", "a dog"])
     assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 384
+    assert vectors.usage.prompt_tokens == 8  # the encoder's word pieces with [CLS] and [SEP]
     assert vectors.data[0].embedding == pytest.approx(encoder.encode_documents(["a cat"])[0].tolist(), abs=1e-5)
 
 
@@ -101,12 +102,15 @@ def test_streaming_sends_chunks_as_they_are_generated(client, model):
             pieces.append(chunk.choices[0].delta.content)
         extra = (chunk.model_extra or {}).get("rag", extra)
     assert len(pieces) >= 3 and arrivals[0] < arrivals[-1]
-    if model == "rag":
+    whole = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Tell me about the Mona Lisa."}],
+        max_tokens=32, temperature=0)
+    if model == "rag":  # the pipeline's own stream: the same answer, citations and stages
+        assert "".join(pieces).strip() == whole.choices[0].message.content
         assert extra is not None and len(extra["sources"]) == 3
+        assert extra["citations"] == whole.model_extra["rag"]["citations"] and extra["citations"]
+        assert [t["stage"] for t in extra["trace"]] == ["retrieve", "rag_prompt", "generate"]
     else:
-        whole = client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": "Tell me about the Mona Lisa."}],
-            max_tokens=32, temperature=0)
         assert "".join(pieces) == whole.choices[0].message.content
 
 

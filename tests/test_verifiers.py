@@ -163,8 +163,9 @@ def test_probe_of_takes_the_call_under_test():
 
 
 def test_vote_and_ground_stages_check_answers_in_a_pipeline():
-    from rag.pipeline import State
+    from rag.pipeline import run_stage
     from rag.registry import build
+    from rag.state import State
     from rag.types import Answer, Chunk, Completion, Generation, Hit, Usage
     from rag.verifiers.stage import Ground, Vote
 
@@ -176,11 +177,11 @@ def test_vote_and_ground_stages_check_answers_in_a_pipeline():
         generation=Generation(completions=[Completion(text=t, logprob=-1.0) for t in texts], usage=Usage()),
         answer=Answer(query="Where is the Eiffel Tower?", text="Paris."),
     )
-    Vote().run([state])
+    run_stage(Vote(), [state])
     assert state.answer.text == "Paris." and state.answer.agreement == 0.75
-    info = Ground().run([state])
+    info = run_stage(Ground(), [state])
     assert state.answer.supported is True and info[0]["method"] == "containment"
     state.answer = state.answer.model_copy(update={"text": "Lyon"})
-    Ground(generator=Judge()).run([state])
+    run_stage(Ground(generator=Judge()), [state])
     assert state.answer.supported is False
     assert build("stage", Ground().spec()).generator is None

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from rag.compression.base import Compressor
-from rag.pipeline import Stage, State
+from rag.pipeline import Stage, Writes
 from rag.registry import ComponentConfig, build, register
+from rag.state import View
 
 
 @register("stage", "compress")
@@ -26,9 +27,8 @@ class Compress(Stage):
         self.compressor: Compressor = build("compressor", compressor)
         super().__init__(compressor={"type": self.compressor.name})
 
-    def run(self, states: list[State]) -> list[dict[str, Any]]:
-        results = self.compressor.compress([s.query for s in states], [s.hits for s in states])
-        for state, result in zip(states, results, strict=True):
-            state.hits = result.hits
-        return [{"original_tokens": r.original_tokens, "kept_tokens": r.kept_tokens,
-                 "ratio": round(r.ratio, 3)} for r in results]
+    def run(self, batch: list[View]) -> list[Writes]:
+        results = self.compressor.compress([item.query for item in batch], [item.hits for item in batch])
+        return [{"hits": r.hits, "trace": {"original_tokens": r.original_tokens,
+                                           "kept_tokens": r.kept_tokens, "ratio": round(r.ratio, 3)}}
+                for r in results]

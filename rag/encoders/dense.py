@@ -44,6 +44,10 @@ class Encoder(Component):
     def encode_documents(self, texts: list[str], progress: bool = False) -> np.ndarray:
         raise NotImplementedError
 
+    def count_tokens(self, texts: list[str]) -> int:
+        """Input tokens of `texts` as the encoder reads them (what an embeddings API bills)."""
+        raise NotImplementedError
+
 
 @register("encoder", "sentence_transformers")
 class SentenceTransformerEncoder(Encoder):
@@ -74,6 +78,10 @@ class SentenceTransformerEncoder(Encoder):
     @property
     def tokenizer(self) -> Any:
         return self.model.tokenizer
+
+    def count_tokens(self, texts: list[str]) -> int:
+        rows = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        return sum(len(row) for row in rows)
 
     @property
     def max_length(self) -> int:

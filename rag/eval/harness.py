@@ -8,7 +8,7 @@ the resumable predictions of each configuration.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,8 @@ from rag.eval.datasets import CodeTask, QAExample
 from rag.eval.plots import latency_breakdown, metric_bars, recall_curves
 from rag.eval.report import git_commit, table
 from rag.eval.runner import run_code, run_qa, summarize_code, summarize_qa
-from rag.generators.base import Generator
 from rag.pipeline import Pipeline
 from rag.storage import atomic_write_json, atomic_write_text
-from rag.types import Demo
 
 QA_COLUMNS = ("em", "f1", "acc", "seconds_per_query", "prompt_tokens", "completion_tokens")
 
@@ -53,22 +51,18 @@ def evaluate_qa(
 
 
 def evaluate_code(
-    generators: dict[str, Generator], tasks: Sequence[CodeTask], out: str | Path, samples: int = 1,
-    temperature: float = 0.0, max_tokens: int = 384, progress: bool = True,
-    demos: dict[str, Mapping[str, Sequence[Demo]]] | None = None,
+    pipelines: dict[str, Pipeline], tasks: Sequence[CodeTask], out: str | Path,
+    batch_size: int = 16, progress: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """pass@k of each named generator on the code tasks, tests run in the sandbox.
-
-    `demos` maps a configuration's name to its demonstrations per task id (zero-shot if absent).
-    """
+    """The pass rate of each named code pipeline's answer, and pass@k over the programs it
+    sampled; hidden tests run in the sandbox."""
     out = Path(out)
     summaries = {}
-    for name, generator in generators.items():
-        predictions = run_code(generator, tasks, out / name, samples, temperature, max_tokens,
-                               progress=progress, demos=(demos or {}).get(name))
+    for name, pipeline in pipelines.items():
+        predictions = run_code(pipeline, tasks, out / name, batch_size, progress)
         summaries[name] = summarize_code(predictions)
-    rows = [{"configuration": n, **{k: round(v, 4) for k, v in s.items() if k.startswith("pass@")}}
+    metrics = ["answer_pass", *sorted({k for s in summaries.values() for k in s if k.startswith("pass@")})]
+    rows = [{"configuration": n, **{k: round(s[k], 4) for k in metrics if k in s}}
             for n, s in summaries.items()]
-    metrics = sorted({k for s in summaries.values() for k in s if k.startswith("pass@")})
     _write(out, "humaneval", summaries, rows, [metric_bars(summaries, metrics, out / "quality.png")])
     return summaries

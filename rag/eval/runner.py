@@ -8,8 +8,9 @@ in the sandbox; a program that hangs or crashes counts as failed and the run goe
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,12 +20,12 @@ from tqdm.auto import tqdm
 from rag.errors import RagError
 from rag.eval.datasets import CodeTask, QAExample
 from rag.eval.metrics import mrr_at, pass_at_k, qa_scores, recall_at, stage_seconds
-from rag.generators.base import Generator
+from rag.models import model_fingerprint
 from rag.pipeline import Pipeline
+from rag.state import State
 from rag.storage import atomic_write_json, load_json
-from rag.selectors.base import Selector
-from rag.types import Demo, SamplingParams, Usage
-from rag.verifiers.code import program_for, run_unit_tests, solve_prompt
+from rag.types import Usage
+from rag.verifiers.code import Program, program_for, run_unit_tests
 from rag.verifiers.sandbox import Sandbox
 
 P = TypeVar("P", bound=BaseModel)
@@ -41,10 +42,14 @@ class QAPrediction(BaseModel):
 
 class CodePrediction(BaseModel):
     id: str
-    programs: list[str]
+    answer: str = Field(description="the program the pipeline answered with")
+    answer_passed: bool
+    programs: list[str] = Field(description="every sampled program (the answer alone without samples)")
     passed: list[bool]
     statuses: list[str]
     logprobs: list[float | None] = Field(default_factory=list, description="mean per token, per program")
+    stage_seconds: dict[str, float] = Field(default_factory=dict)
+    usage: Usage = Field(default_factory=Usage)
 
 
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -75,23 +80,44 @@ def _append(path: Path, items: Sequence[BaseModel]) -> None:
         os.fsync(f.fileno())
 
 
+def _differences(old: Any, new: Any, where: str = "") -> list[str]:
+    """Where two JSON-like values differ, as `path: old -> new` lines."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for key in sorted(set(old) | set(new), key=str)
+                for d in _differences(old.get(key), new.get(key), f"{where}.{key}" if where else str(key))]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [d for i, (a, b) in enumerate(zip(old, new)) for d in _differences(a, b, f"{where}[{i}]")]
+    return [] if old == new else [f"{where or '(whole)'}: {json.dumps(old)[:80]} -> {json.dumps(new)[:80]}"]
+
+
 def check_same_config(folder: Path, config: dict[str, Any]) -> None:
-    """Refuse to resume predictions that another configuration produced."""
+    """Refuse to resume predictions that another configuration produced, naming what changed."""
     path = folder / "config.json"
-    if path.exists() and load_json(path) != config:
-        raise RagError(
-            f"{folder} holds predictions of a different configuration (see {path}); "
-            "use another output folder or delete this one"
-        )
+    if path.exists():
+        changed = _differences(load_json(path), config)
+        if changed:
+            raise RagError(
+                f"{folder} holds predictions of a different configuration (see {path}); changed: "
+                + "; ".join(changed[:5]) + ". Use another output folder or delete this one"
+            )
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, config)
 
 
-def _pipeline_config(pipeline: Pipeline) -> dict[str, Any]:
-    try:
-        return pipeline.to_dict()
-    except RagError:  # an in-memory index has no spec to record: describe it by its stages
-        return {"stages": [stage.name for stage in pipeline.stages]}
+def _model_references(spec: Any) -> set[str]:
+    if isinstance(spec, dict):
+        found = {spec["model"]} if isinstance(spec.get("model"), str) else set()
+        return found.union(*(_model_references(v) for v in spec.values()))
+    if isinstance(spec, list):
+        return set().union(*(_model_references(v) for v in spec))
+    return set()
+
+
+def pipeline_fingerprint(pipeline: Pipeline) -> dict[str, Any]:
+    """The whole spec plus what identifies each model's weights: what a resumed run must match."""
+    spec = pipeline.to_dict()  # an in-memory index raises here, saying how to save it
+    return {"pipeline": spec,
+            "models": {ref: model_fingerprint(ref) for ref in sorted(_model_references(spec))}}
 
 
 def run_qa(
@@ -99,7 +125,7 @@ def run_qa(
     progress: bool = True,
 ) -> list[QAPrediction]:
     """Answer every example (resuming from `folder`), with running EM and F1 on the bar."""
-    check_same_config(folder, _pipeline_config(pipeline))
+    check_same_config(folder, pipeline_fingerprint(pipeline))
     cache = folder / "predictions.jsonl"
     done = load_cache(cache, QAPrediction)
     todo = [e for e in examples if e.id not in done]
@@ -149,53 +175,44 @@ def summarize_qa(examples: Sequence[QAExample], predictions: Sequence[QAPredicti
     return summary
 
 
-def leave_one_out_demos(selector: Selector, tasks: Sequence[CodeTask], pool: Sequence[CodeTask],
-                        shots: int) -> dict[str, list[Demo]]:
-    """Each task's `shots` demonstrations chosen from the other solved tasks of `pool`.
-
-    Selectors never return a pool entry with the query's own input, so a task is never its
-    own demonstration even when it is in the pool.
-    """
-    selector.fit([t.as_demo() for t in pool])
-    return {t.id: chosen for t, chosen in zip(tasks, selector.select([t.prompt for t in tasks], shots))}
+def _code_prediction(task: CodeTask, state: State, sandbox: Sandbox) -> CodePrediction:
+    """Run the task's hidden tests on every sampled program and on the answer."""
+    answer = state.answer
+    if answer is None:
+        raise RagError("the code pipeline writes no answer")
+    programs = state.programs or [Program(code=program_for(task.prompt, answer.text, task.entry_point))]
+    code = programs[0].code if not state.programs else answer.text
+    codes = [p.code for p in programs]
+    to_run = codes if code in codes else [*codes, code]
+    verdicts = dict(zip(to_run, run_unit_tests(sandbox, to_run, task.test, task.entry_point)))
+    return CodePrediction(
+        id=task.id, answer=code, answer_passed=verdicts[code].passed, programs=codes,
+        passed=[verdicts[c].passed for c in codes], statuses=[verdicts[c].status for c in codes],
+        logprobs=[p.mean_logprob if p.logprob is not None else None for p in programs],
+        stage_seconds=stage_seconds([answer.trace]), usage=answer.usage,
+    )
 
 
 def run_code(
-    generator: Generator, tasks: Sequence[CodeTask], folder: Path, samples: int = 1,
-    temperature: float = 0.0, max_tokens: int = 384, sandbox: Sandbox | None = None,
-    batch_size: int = 16, progress: bool = True, demos: Mapping[str, Sequence[Demo]] | None = None,
+    pipeline: Pipeline, tasks: Sequence[CodeTask], folder: Path, batch_size: int = 16,
+    progress: bool = True, sandbox: Sandbox | None = None,
 ) -> list[CodePrediction]:
-    """Sample programs per task and run each task's hidden tests on them in the sandbox.
-
-    `demos` gives solved demonstrations per task id, shown as earlier turns of the chat.
-    """
+    """Answer every task with the pipeline (resuming from `folder`) and run the hidden tests on
+    its answer and on every program it sampled, in the sandbox."""
     sandbox = sandbox or Sandbox()
-    demos = demos or {}
-    check_same_config(folder, {"generator": generator.model_name, "samples": samples,
-                               "temperature": temperature, "max_tokens": max_tokens,
-                               "demos": {t: [d.id for d in ds] for t, ds in sorted(demos.items())}})
+    check_same_config(folder, pipeline_fingerprint(pipeline))
     cache = folder / "predictions.jsonl"
     done = load_cache(cache, CodePrediction)
     todo = [t for t in tasks if t.id not in done]
-    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, n=samples, seed=0)
     bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc=folder.name, disable=not progress)
     for batch in _batches(todo, batch_size):
-        prompts = [solve_prompt(t.prompt, demos.get(t.id, ())) for t in batch]
-        fresh = []
-        for task, generation in zip(batch, generator.generate(prompts, params), strict=True):
-            programs = [program_for(task.prompt, c.text, task.entry_point) for c in generation.completions]
-            results = run_unit_tests(sandbox, programs, task.test, task.entry_point)
-            fresh.append(CodePrediction(
-                id=task.id, programs=programs, passed=[r.passed for r in results],
-                statuses=[r.status for r in results],
-                logprobs=[c.logprob / max(len(c.token_ids), 1) if c.logprob is not None else None
-                          for c in generation.completions],
-            ))
+        states = pipeline.run([State(query=t.prompt, entry_point=t.entry_point) for t in batch])
+        fresh = [_code_prediction(task, state, sandbox) for task, state in zip(batch, states, strict=True)]
         _append(cache, fresh)
         done.update({p.id: p for p in fresh})
         bar.update(len(batch))
         scored = list(done.values())
-        bar.set_postfix(pass1=f"{sum(pass_at_k(len(p.passed), sum(p.passed), 1) for p in scored) / len(scored):.3f}")
+        bar.set_postfix(pass1=f"{sum(p.answer_passed for p in scored) / len(scored):.3f}")
     bar.close()
     return [done[t.id] for t in tasks]
 
@@ -203,7 +220,8 @@ def run_code(
 def summarize_code(predictions: Sequence[CodePrediction], ks: Sequence[int] = (1, 5, 10)) -> dict[str, Any]:
     n = len(predictions)
     samples = min((len(p.passed) for p in predictions), default=0)
-    summary: dict[str, Any] = {"examples": n, "samples": samples}
+    summary: dict[str, Any] = {"examples": n, "samples": samples,
+                               "answer_pass": sum(p.answer_passed for p in predictions) / n if n else 0.0}
     for k in ks:
         if 1 <= k <= samples:
             summary[f"pass@{k}"] = sum(pass_at_k(len(p.passed), sum(p.passed), k) for p in predictions) / n

@@ -157,6 +157,3 @@ class LocalGenerator(Generator):
         if len(set(ids)) != len(ids):
             raise RagError(f"options {list(options)} share a first token; pick distinct labels")
         return ids
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.continuation_ids(text))

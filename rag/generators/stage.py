@@ -1,29 +1,39 @@
-"""The pipeline stage that turns each state's prompt into an answer."""
+"""The pipeline stage that turns each state's prompt into an answer, whole or streamed."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import Field
 
 from rag.generators.base import Generator
-from rag.pipeline import Stage, State
-from rag.prompts import cite
+from rag.pipeline import Stage, Writes
+from rag.prompts.citations import answer_for
 from rag.registry import ComponentConfig, build, register
-from rag.types import Answer, SamplingParams
+from rag.state import View
+from rag.types import Completion, Generation, SamplingParams, TextDelta, Usage
 
 
 @register("stage", "generate")
 class Generate(Stage):
-    """Generate for the whole batch in one call; cite the passages the answer refers to."""
+    """Generate for the whole batch in one call; cite the passages the answer refers to.
 
-    reads = ("prompt",)
+    With `params.n > 1` every completion is kept in `generation` and the first is the answer,
+    for later stages (`vote`, `extract_programs` and `pick`) to choose among them.
+    """
+
+    reads = ("query", "prompt")
+    optional_reads = ("sources", "hits")
     writes = ("generation", "answer")
     nested = ("generator",)
+    streams = True
 
     class Config(ComponentConfig):
         generator: dict[str, Any]
         params: SamplingParams = Field(default_factory=SamplingParams)
+
+    config: Config
 
     def __init__(
         self, generator: Generator | dict[str, Any] | str,
@@ -32,17 +42,19 @@ class Generate(Stage):
         self.generator: Generator = build("generator", generator)
         super().__init__(generator={"type": self.generator.name}, params=params or SamplingParams())
 
-    def run(self, states: list[State]) -> list[dict[str, Any]]:
-        generations = self.generator.generate([s.prompt for s in states], self.config.params)
-        for state, generation in zip(states, generations, strict=True):
-            text = generation.text.strip()
-            state.generation = generation
-            state.answer = Answer(
-                query=state.query,
-                text=text,
-                citations=cite(text, state.sources, state.hits),
-                sources=state.sources,
-                usage=generation.usage,
-            )
-        return [{"prompt_tokens": g.usage.prompt_tokens,
-                 "cached_prompt_tokens": g.usage.cached_prompt_tokens} for g in generations]
+    def _writes(self, item: View, generation: Generation) -> Writes:
+        answer = answer_for(item.query, generation.text, item.sources, item.hits, generation.usage)
+        return {"generation": generation, "answer": answer,
+                "trace": {"prompt_tokens": generation.usage.prompt_tokens,
+                          "cached_prompt_tokens": generation.usage.cached_prompt_tokens}}
+
+    def run(self, batch: list[View]) -> list[Writes]:
+        generations = self.generator.generate([item.prompt for item in batch], self.config.params)
+        return [self._writes(item, g) for item, g in zip(batch, generations, strict=True)]
+
+    def stream(self, item: View) -> AsyncIterator[TextDelta]:
+        return self.generator.stream(item.prompt, self.config.params.model_copy(update={"n": 1}))
+
+    def streamed(self, item: View, text: str, usage: Usage, finish_reason: str | None) -> Writes:
+        completion = Completion(text=text, finish_reason=finish_reason)
+        return self._writes(item, Generation(completions=[completion], usage=usage))

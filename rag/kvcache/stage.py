@@ -10,10 +10,12 @@ from pydantic import Field
 
 from rag.kvcache.reuse import ChunkKV, Mode
 from rag.kvcache.store import StoreDtype
-from rag.pipeline import Stage, State
-from rag.prompts import RAG_SYSTEM, cite
+from rag.pipeline import Stage, Writes
+from rag.prompts.citations import answer_for
+from rag.prompts.templates import RAG_SYSTEM
 from rag.registry import ComponentConfig, build, register
-from rag.types import Answer, Citation, Generation, Prompt, SamplingParams, Usage
+from rag.state import View
+from rag.types import Citation, Generation, Prompt, SamplingParams, Usage
 
 
 @register("stage", "kv_generate")
@@ -48,12 +50,12 @@ class KVGenerate(Stage):
     def kv(self) -> ChunkKV:
         return ChunkKV(self.generator, self.config.store, self.config.system, self.config.dtype)
 
-    def run(self, states: list[State]) -> list[dict[str, Any]]:
-        info = []
-        for state in states:
-            hits = state.hits[::-1]
+    def run(self, batch: list[View]) -> list[Writes]:
+        out = []
+        for item in batch:
+            hits = item.hits[::-1]
             began = time.perf_counter()
-            prefilled, layout = self.kv.prefill(state.query, [h.chunk for h in hits],
+            prefilled, layout = self.kv.prefill(item.query, [h.chunk for h in hits],
                                                 self.config.mode, self.config.recompute_fraction)
             prefill_s = time.perf_counter() - began
             completion = self.kv.decode(prefilled, layout, self.config.params)
@@ -61,13 +63,14 @@ class KVGenerate(Stage):
                 layout.prefix + sum(layout.chunk_lengths) - prefilled.recomputed)
             usage = Usage(prompt_tokens=len(layout.ids), completion_tokens=len(completion.token_ids),
                           cached_prompt_tokens=reused)
-            state.prompt = Prompt(text=self.generator.tokenizer.decode(layout.ids))
-            state.sources = [Citation(number=i, chunk_id=h.chunk.id, doc_id=h.chunk.doc_id,
-                                      title=h.chunk.title) for i, h in enumerate(hits, 1)]
-            state.generation = Generation(completions=[completion], usage=usage)
-            text = completion.text.strip()
-            state.answer = Answer(query=state.query, text=text, usage=usage, sources=state.sources,
-                                  citations=cite(text, state.sources, state.hits))
-            info.append({"mode": self.config.mode, "prompt_tokens": len(layout.ids),
-                         "cached_prompt_tokens": reused, "prefill_s": round(prefill_s, 4)})
-        return info
+            sources = [Citation(number=i, chunk_id=h.chunk.id, doc_id=h.chunk.doc_id,
+                                title=h.chunk.title) for i, h in enumerate(hits, 1)]
+            out.append({
+                "prompt": Prompt(text=self.generator.tokenizer.decode(layout.ids)),
+                "sources": sources,
+                "generation": Generation(completions=[completion], usage=usage),
+                "answer": answer_for(item.query, completion.text, sources, item.hits, usage),
+                "trace": {"mode": self.config.mode, "prompt_tokens": len(layout.ids),
+                          "cached_prompt_tokens": reused, "prefill_s": round(prefill_s, 4)},
+            })
+        return out

@@ -32,14 +32,6 @@ def rescored(hits: Sequence[Hit], scores: Sequence[float], name: str) -> list[Hi
     ]
 
 
-def by_rank(hits: Sequence[Hit], order: Sequence[int], name: str) -> list[Hit]:
-    """Hits in the given order, scored by position (n for the first, 1 for the last)."""
-    scores = [0.0] * len(hits)
-    for position, index in enumerate(order):
-        scores[index] = float(len(hits) - position)
-    return rescored(hits, scores, name)
-
-
 class Reranker(Component):
     """Base of rerankers: `rerank` takes a batch of queries, each with its first-stage hits."""
 

@@ -6,9 +6,10 @@ from typing import Any
 
 from pydantic import Field
 
-from rag.pipeline import Stage, State
+from rag.pipeline import Stage, Writes
 from rag.registry import ComponentConfig, build, register
 from rag.rerankers.base import Reranker
+from rag.state import View
 
 
 @register("stage", "rerank")
@@ -29,9 +30,8 @@ class Rerank(Stage):
         self.reranker: Reranker = build("reranker", reranker)
         super().__init__(reranker={"type": self.reranker.name}, k=k)
 
-    def run(self, states: list[State]) -> list[dict[str, Any]]:
-        first_stage = [{h.chunk.id: h.score for h in s.hits} for s in states]
-        reranked = self.reranker.rerank([s.query for s in states], [s.hits for s in states])
-        for state, hits in zip(states, reranked, strict=True):
-            state.hits = hits[: self.config.k] if self.config.k else hits
-        return [{"first_stage_scores": scores} for scores in first_stage]
+    def run(self, batch: list[View]) -> list[Writes]:
+        reranked = self.reranker.rerank([item.query for item in batch], [item.hits for item in batch])
+        return [{"hits": hits[: self.config.k] if self.config.k else hits,
+                 "trace": {"first_stage_scores": {h.chunk.id: h.score for h in item.hits}}}
+                for item, hits in zip(batch, reranked, strict=True)]

@@ -1,6 +1,6 @@
 """Retrievers: find the chunks that answer a query (HNSW, BM25, SPLADE, hybrid fusion, HyDE)."""
 
-from rag.retrievers.base import Retriever, matches
+from rag.retrievers.base import Retriever, matches, open_index
 from rag.retrievers.bm25 import BM25Retriever
 from rag.retrievers.fusion import HybridRetriever, convex, rrf
 from rag.retrievers.hnsw import HNSWRetriever
@@ -16,5 +16,6 @@ __all__ = [
     "SparseRetriever",
     "convex",
     "matches",
+    "open_index",
     "rrf",
 ]

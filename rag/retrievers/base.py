@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Container, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from rag.errors import IndexLoadError, RagError
-from rag.registry import Component
+from rag.registry import Component, build, registered
 from rag.storage import atomic_path, atomic_write_json, load_json
 from rag.types import Chunk, Hit
 
@@ -65,11 +65,15 @@ class Retriever(Component):
     """
 
     kind = "retriever"
+    format: ClassVar[str] = ""  # the manifest format of the folders `save` writes
     _unsaved = False  # set by add/delete, cleared by save/load
 
     def spec(self) -> dict[str, Any]:
         if self._unsaved:
-            raise RagError("this index has unsaved changes: save() it before serializing its spec")
+            raise RagError(
+                f"this {self.name} index lives only in memory (or has unsaved changes), so a "
+                "pipeline file could not rebuild it: call `retriever.save(FOLDER)` first, then "
+                "save the pipeline (its spec will name the folder)")
         return super().spec()
 
     def add(self, chunks: Sequence[Chunk], progress: bool = False) -> None:
@@ -114,6 +118,18 @@ def read_manifest(folder: str | Path, fmt: str) -> dict[str, Any]:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise IndexLoadError(f"{folder / MANIFEST}: expected a {fmt!r} index, found {found!r}")
     return manifest
+
+
+def open_index(path: str | Path) -> Retriever:
+    """Whatever index a folder holds (hybrid, HNSW, BM25, SPLADE), found by its manifest."""
+    if not Path(path).is_dir():
+        raise IndexLoadError(f"index folder not found: {path}")
+    manifest = load_json(Path(path) / MANIFEST, "index manifest")
+    fmt = manifest.get("format") if isinstance(manifest, dict) else None
+    for name, cls in registered("retriever").items():
+        if cls.format and cls.format == fmt:
+            return build("retriever", {"type": name, "path": str(path)})
+    raise IndexLoadError(f"{Path(path) / MANIFEST}: not an index this version can open ({fmt!r})")
 
 
 def save_chunks(path: Path, chunks: Sequence[Chunk]) -> None:

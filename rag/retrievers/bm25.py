@@ -42,6 +42,8 @@ SCORES = "bm25s"
 class BM25Retriever(Retriever):
     """Okapi BM25 with the usual k1 and b, and a tokenizer set by config."""
 
+    format = FORMAT
+
     class Config(ComponentConfig):
         path: str | None = Field(default=None, description="index folder to load; None: empty")
         k1: float = Field(default=1.5, gt=0)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from rag.errors import RagError
+from rag.errors import IndexLoadError
 from rag.registry import ComponentConfig, build, register
 from rag.retrievers.base import Filter, Retriever, check_k, read_manifest, write_manifest
 from rag.types import Chunk, Hit
@@ -66,10 +66,13 @@ def convex(runs: Sequence[Sequence[Hit]], weights: Sequence[float],
 class HybridRetriever(Retriever):
     """Search every child retriever `candidates` deep, fuse, keep the top k."""
 
+    format = FORMAT
+
     nested = ("retrievers",)
 
     class Config(ComponentConfig):
-        retrievers: list[dict[str, Any]] = Field(min_length=2)
+        retrievers: list[dict[str, Any]] = Field(default_factory=list)
+        path: str | None = Field(default=None, description="a saved hybrid folder to load")
         method: Literal["rrf", "convex"] = "rrf"
         weights: list[float] | None = Field(
             default=None, description="one per retriever; rrf default 1 each, convex default equal"
@@ -79,19 +82,35 @@ class HybridRetriever(Retriever):
 
         @model_validator(mode="after")
         def _weights_fit(self) -> HybridRetriever.Config:
+            if len(self.retrievers) < 2 and self.path is None:
+                raise ValueError("a hybrid needs at least 2 retrievers, or the `path` of a saved one")
             if self.weights is not None and len(self.weights) != len(self.retrievers):
                 raise ValueError(f"{len(self.weights)} weights for {len(self.retrievers)} retrievers")
             return self
 
     config: Config
 
-    def __init__(self, retrievers: Sequence[Retriever | dict[str, Any]], **kwargs: Any) -> None:
+    def __init__(self, retrievers: Sequence[Retriever | dict[str, Any]] = (), **kwargs: Any) -> None:
+        if kwargs.get("path") and not retrievers:  # a saved hybrid: its manifest names the rest
+            saved = dict(read_manifest(kwargs["path"], FORMAT)["spec"])
+            saved.pop("type")
+            if not isinstance(saved.get("retrievers"), list):
+                raise IndexLoadError(f"{kwargs['path']}: hybrid manifest has no retrievers")
+            folder = Path(kwargs["path"])
+            retrievers = [{**r, "path": str(folder / r["path"])} if r.get("path") else r
+                          for r in saved.pop("retrievers")]
+            kwargs = {**{k: v for k, v in saved.items() if k != "path"}, **kwargs}
         self.retrievers: list[Retriever] = [build("retriever", r) for r in retrievers]
         super().__init__(retrievers=[{"type": r.name} for r in self.retrievers], **kwargs)
         self.names = [f"{i}:{c.name}" for i, c in enumerate(self.retrievers)]
 
     def __len__(self) -> int:
         return len(self.retrievers[0])
+
+    @property
+    def chunks(self) -> list[Chunk]:
+        """The indexed chunks (every child holds the same ones)."""
+        return self.retrievers[0].chunks  # type: ignore[attr-defined]
 
     def index(self, chunks: Sequence[Chunk], progress: bool = False) -> None:
         for child in self.retrievers:
@@ -122,16 +141,24 @@ class HybridRetriever(Retriever):
         return fused
 
     def save(self, path: str | Path) -> None:
-        """Each child into its own subfolder, plus a manifest holding the hybrid's spec."""
+        """Each child into its own subfolder, plus a manifest holding the hybrid's spec; the
+        folder then loads as one retriever (`{"type": "hybrid", "path": FOLDER}`)."""
         folder = Path(path)
-        for name, child in zip(self.names, self.retrievers):
-            child.save(folder / name.replace(":", "-"))
-        write_manifest(folder, FORMAT, {"spec": self.spec()})
+        subfolders = [name.replace(":", "-") for name in self.names]
+        for sub, child in zip(subfolders, self.retrievers):
+            child.save(folder / sub)
+        spec = {**self.config.model_dump(mode="json"), "type": self.name, "path": None,
+                # children by subfolder, so the saved hybrid can move as one folder
+                "retrievers": [{**c.spec(), "path": sub} for sub, c in zip(subfolders, self.retrievers)]}
+        write_manifest(folder, FORMAT, {"spec": spec})
+        self.config.path = str(folder)
+
+    def spec(self) -> dict[str, Any]:
+        """A saved hybrid is named by its folder alone."""
+        if self.config.path and not any(c._unsaved for c in self.retrievers):
+            return {"type": self.name, "path": self.config.path}
+        return super().spec()
 
     @classmethod
     def load(cls, path: str | Path) -> HybridRetriever:
-        spec = dict(read_manifest(path, FORMAT)["spec"])
-        spec.pop("type")
-        if not isinstance(spec.get("retrievers"), list):
-            raise RagError(f"{path}: hybrid manifest has no retrievers")
-        return cls(**spec)
+        return cls(path=str(path))

@@ -48,6 +48,8 @@ DEFAULT_ENCODER = {"type": "sentence_transformers"}
 class HNSWRetriever(Retriever):
     """Approximate nearest neighbours by cosine or inner product, via hnswlib."""
 
+    format = FORMAT
+
     class Config(ComponentConfig):
         path: str | None = Field(default=None, description="index folder to load; None: empty")
         encoder: dict[str, Any] | None = Field(

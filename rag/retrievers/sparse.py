@@ -43,6 +43,8 @@ POSTINGS = "postings.npz"
 class SparseRetriever(Retriever):
     """Top-k by sparse dot product between SPLADE query and document vectors."""
 
+    format = FORMAT
+
     nested = ("encoder",)
 
     class Config(ComponentConfig):

@@ -6,9 +6,10 @@ from typing import Any
 
 from pydantic import Field
 
-from rag.pipeline import Stage, State
+from rag.pipeline import Stage, Writes
 from rag.registry import ComponentConfig, build, register
 from rag.retrievers.base import Retriever
+from rag.state import View
 
 
 @register("stage", "retrieve")
@@ -29,7 +30,6 @@ class Retrieve(Stage):
         self.retriever: Retriever = build("retriever", retriever)
         super().__init__(retriever={"type": self.retriever.name}, k=k)
 
-    def run(self, states: list[State]) -> None:
-        results = self.retriever.search([s.query for s in states], k=self.config.k)
-        for state, hits in zip(states, results, strict=True):
-            state.hits = hits
+    def run(self, batch: list[View]) -> list[Writes]:
+        results = self.retriever.search([item.query for item in batch], k=self.config.k)
+        return [{"hits": hits} for hits in results]

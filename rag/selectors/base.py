@@ -8,6 +8,7 @@ demonstrations than the pool can give is an error, not a silent shortfall.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from pydantic import Field
 from rag.corpus import iter_json_lines
 from rag.errors import CorpusError, RagError
 from rag.registry import Component, ComponentConfig
+from rag.storage import atomic_write_text
 from rag.types import Demo
 
 
@@ -40,6 +42,14 @@ def read_demos(path: str | Path) -> list[Demo]:
         demos.append(Demo(id=str(record["id"]), input=record["input"], output=record["output"],
                           metadata=record.get("metadata") or {}))
     return demos
+
+
+def write_demos(path: str | Path, demos: Sequence[Demo]) -> Path:
+    """Write a pool as JSONL (the format `read_demos` and `pool:` read), atomically."""
+    lines = [json.dumps({"id": d.id, "input": d.input, "output": d.output,
+                         **({"metadata": d.metadata} if d.metadata else {})}) for d in demos]
+    atomic_write_text(Path(path), "\n".join(lines) + "\n")
+    return Path(path)
 
 
 def regroup(flat: Sequence[float], groups: Sequence[Sequence[Any]]) -> list[list[float]]:
@@ -66,6 +76,14 @@ class Selector(Component):
         self.pool: list[Demo] = []
         if self.config.pool:
             self.fit(read_demos(self.config.pool))
+
+    def spec(self) -> dict[str, Any]:
+        if self.pool and not self.config.pool:
+            raise SelectorError(
+                f"this {self.name} selector was fitted in memory, so a pipeline file could not "
+                "rebuild it: write its pool with `write_demos(PATH, demos)` and build it with "
+                "`pool: PATH` (trained selectors: name their folder)")
+        return super().spec()
 
     def fit(self, pool: Sequence[Demo]) -> Selector:
         if not pool:

@@ -7,10 +7,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from rag.pipeline import Stage, State
+from rag.pipeline import Stage, Writes
 from rag.registry import ComponentConfig, build, register
 from rag.selectors.base import Selector
 from rag.selectors.prompt import DemoTemplate, Order, ordered, within_budget
+from rag.state import View
 from rag.types import Demo, Prompt
 
 
@@ -32,10 +33,9 @@ class Select(Stage):
         self.selector: Selector = build("selector", selector)
         super().__init__(selector={"type": self.selector.name}, k=k)
 
-    def run(self, states: list[State]) -> None:
-        for state, demos in zip(states, self.selector.select([s.query for s in states], self.config.k),
-                                strict=True):
-            state.demos = demos
+    def run(self, batch: list[View]) -> list[Writes]:
+        chosen = self.selector.select([item.query for item in batch], self.config.k)
+        return [{"demos": demos} for demos in chosen]
 
 
 @register("stage", "icl_prompt")
@@ -77,12 +77,13 @@ class IclPrompt(Stage):
                                                   add_generation_prompt=True)
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def run(self, states: list[State]) -> list[dict[str, Any]]:
+    def run(self, batch: list[View]) -> list[Writes]:
         budget = self.config.max_prompt_tokens
-        info = []
-        for state in states:
-            kept = state.demos if budget is None else within_budget(
-                state.demos, lambda d: self._tokens(self.prompt(d, state.query)) <= budget)
-            state.prompt = self.prompt(kept, state.query)
-            info.append({"demos": len(kept), "dropped": len(state.demos) - len(kept)})
-        return info
+        out = []
+        for item in batch:
+            query, demos = item.query, item.demos
+            kept = demos if budget is None else within_budget(
+                demos, lambda d: self._tokens(self.prompt(d, query)) <= budget)
+            out.append({"prompt": self.prompt(kept, query),
+                        "trace": {"demos": len(kept), "dropped": len(demos) - len(kept)}})
+        return out

@@ -28,13 +28,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rag.encoders.dense import Encoder
 from rag.errors import RagError
 from rag.generators.base import Generator
-from rag.generators.stage import Generate
-from rag.pipeline import Pipeline, State
-from rag.prompts import cite
+from rag.pipeline import Pipeline
 from rag.registry import build
 from rag.serving.config import ServeConfig
 from rag.serving.metrics import ServerMetrics
 from rag.serving.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling
+from rag.state import State
 from rag.types import Answer, Message as ChatTurn, Prompt, SamplingParams, Usage
 
 DEFAULT_MAX_TOKENS = 256
@@ -284,7 +283,7 @@ def create_app(config: ServeConfig, served: Served | None = None) -> FastAPI:
         data = [{"object": "embedding", "index": i,
                  "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if as_base64 else v.tolist()}
                 for i, v in enumerate(vectors)]
-        tokens = sum(len(t.split()) for t in req.input)
+        tokens = await run_in_threadpool(served.encoders[req.model].count_tokens, req.input)
         return {"object": "list", "data": data, "model": req.model,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
@@ -317,26 +316,14 @@ async def _stream_text(generator: Generator, prompt: Prompt, params: SamplingPar
 
 async def _stream_pipeline(pipeline: Pipeline, state: State, head: dict[str, Any],
                            metrics: ServerMetrics) -> AsyncIterator[dict[str, Any]]:
-    """Run the stages before the final `generate` stage, then stream its tokens; citations come
-    with the last chunk. A pipeline that does not end in `generate` sends its answer whole."""
+    """The pipeline's own stream: earlier stages run first, then the last stage's tokens as they
+    are made; the answer's citations, sources and trace come with the last chunk."""
     chunk = {**head, "object": "chat.completion.chunk"}
-    last_stage = pipeline.stages[-1]
-    if not isinstance(last_stage, Generate) or len(pipeline.stages) < 2:
-        (answer,) = await run_in_threadpool(pipeline.answer, [state])
-        yield {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": answer.text},
-                                     "finish_reason": "stop"}], "rag": _rag_extra(answer)}
-        return
-    (ready,) = await run_in_threadpool(Pipeline(pipeline.stages[:-1]).run, [state])
+    stream = pipeline.stream(state)
     yield {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
-    pieces, last = [], None
-    async for delta in last_stage.generator.stream(ready.prompt, last_stage.config.params):
-        pieces.append(delta.text)
-        last = delta
+    async for delta in stream:
         yield {**chunk, "choices": [{"index": 0, "delta": {"content": delta.text},
                                      "finish_reason": delta.finish_reason}]}
-    text = "".join(pieces).strip()
-    answer = Answer(query=state.query, text=text, citations=cite(text, ready.sources, ready.hits),
-                    sources=ready.sources, trace=ready.trace)
-    if last is not None:
-        metrics.tokens(last.usage.prompt_tokens, last.usage.completion_tokens)
-    yield {**chunk, "choices": [], "rag": _rag_extra(answer)}
+    answer = stream.answer
+    metrics.tokens(answer.usage.prompt_tokens, answer.usage.completion_tokens)
+    yield {**chunk, "choices": [], "usage": _usage(answer.usage), "rag": _rag_extra(answer)}

@@ -12,45 +12,54 @@ import ast
 import doctest
 import inspect
 import json
+import math
 import re
 import secrets
 from collections.abc import Sequence
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from rag.types import Demo, Message, Prompt
 from rag.verifiers.sandbox import ExecResult, Sandbox
 
-SOLVE_PROMPT = (
-    "Complete the following Python function. Reply with the whole function in one Python code "
-    "block.\n\n```python\n{prompt}```"
-)
 TESTS_PROMPT = (
     "Here is a Python function to test:\n\n```python\n{prompt}    ...\n```\n\n"
     "Write {count} different assert statements that check `{entry_point}` on typical and edge-case "
     "inputs, one per line, in one Python code block."
 )
+_DEF = re.compile(r"^def\s+([A-Za-z_]\w*)\s*\(", re.M)
 _FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)(?:```|$)", re.S)
-
-
-def solve_prompt(task_prompt: str, demos: Sequence[Demo] = ()) -> Prompt:
-    """The chat that asks for a function; each demonstration is a solved exchange before it.
-
-    A demonstration's input is its function's prompt and its output the body, so the
-    assistant's turn is the whole function in a code block, the form the answer should take.
-    """
-    messages: list[Message] = []
-    for demo in demos:
-        messages += [Message(role="user", content=SOLVE_PROMPT.format(prompt=demo.input)),
-                     Message(role="assistant", content=f"```python\n{demo.input}{demo.output}```")]
-    messages.append(Message(role="user", content=SOLVE_PROMPT.format(prompt=task_prompt)))
-    return Prompt(messages=messages)
 
 
 def extract_code(reply: str) -> str:
     """The code in an LLM reply: its longest fenced block, else the reply itself."""
     blocks = _FENCE.findall(reply)
     return max(blocks, key=len).strip("\n") if blocks else reply.strip("\n")
+
+
+class Program(BaseModel):
+    """A program taken from one sampled completion, with what the LM thought of it."""
+
+    code: str
+    logprob: float | None = Field(default=None, description="sum over the completion's tokens")
+    tokens: int = 0
+
+    @property
+    def mean_logprob(self) -> float:
+        return -math.inf if self.logprob is None else self.logprob / max(self.tokens, 1)
+
+
+class CodeCheck(BaseModel):
+    """An assert statement programs are run against, and where it came from."""
+
+    source: str
+    origin: Literal["example", "generated"]
+
+
+def entry_point_of(task_prompt: str) -> str | None:
+    """The function a task asks for: the last one its prompt defines."""
+    names = _DEF.findall(task_prompt)
+    return names[-1] if names else None
 
 
 def program_for(task_prompt: str, reply: str, entry_point: str) -> str:

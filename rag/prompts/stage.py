@@ -1,0 +1,93 @@
+"""Pipeline stages that build the prompt a generator reads: RAG, closed-book, and code tasks."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from rag.pipeline import Stage, Writes
+from rag.prompts.templates import (
+    CLOSED_BOOK_SYSTEM, RAG_SYSTEM, chat, format_passages, solve_chat, solve_completion,
+)
+from rag.registry import ComponentConfig, register
+from rag.state import View
+from rag.types import Citation
+
+
+@register("stage", "rag_prompt")
+class RagPrompt(Stage):
+    """Numbered passages, then the question; the answer is asked to cite passage numbers.
+
+    `order="relevance_last"` (the default) puts the best passage next to the question: small
+    models lean on what they read last, and answered our demo questions far better that way.
+    """
+
+    reads = ("query", "history", "hits")
+    writes = ("prompt", "sources")
+
+    class Config(ComponentConfig):
+        system: str = RAG_SYSTEM
+        max_passages: int | None = Field(default=None, ge=1)
+        order: Literal["relevance_first", "relevance_last"] = "relevance_last"
+
+    config: Config
+
+    def run(self, batch: list[View]) -> list[Writes]:
+        out = []
+        for item in batch:
+            hits = item.hits[: self.config.max_passages]
+            if self.config.order == "relevance_last":
+                hits = hits[::-1]
+            sources = [
+                Citation(number=i, chunk_id=h.chunk.id, doc_id=h.chunk.doc_id, title=h.chunk.title)
+                for i, h in enumerate(hits, 1)
+            ]
+            user = f"Passages:\n{format_passages(hits)}\n\nQuestion: {item.query}"
+            out.append({"prompt": chat(self.config.system, item.history, user), "sources": sources})
+        return out
+
+
+@register("stage", "closed_book_prompt")
+class ClosedBookPrompt(Stage):
+    """The question alone: the baseline every RAG pipeline is measured against."""
+
+    reads = ("query", "history")
+    writes = ("prompt",)
+
+    class Config(ComponentConfig):
+        system: str = CLOSED_BOOK_SYSTEM
+
+    config: Config
+
+    def run(self, batch: list[View]) -> list[Writes]:
+        return [{"prompt": chat(self.config.system, item.history, item.query)} for item in batch]
+
+
+@register("stage", "code_prompt")
+class CodePrompt(Stage):
+    """A function to complete (the query: signature and docstring), after any demonstrations.
+
+    `chat`: one user turn asking for the whole function in a code block, each demonstration a
+    solved exchange before it. `completion`: plain text, solved functions then the task, for the
+    model to continue with the body (the LAIL paper's format).
+    """
+
+    reads = ("query",)
+    optional_reads = ("demos",)
+    writes = ("prompt",)
+
+    class Config(ComponentConfig):
+        style: Literal["chat", "completion"] = "chat"
+        order: Literal["similar_last", "as_given"] = Field(
+            default="similar_last", description="similar_last: best demonstration next to the task")
+
+    config: Config
+
+    def run(self, batch: list[View]) -> list[Writes]:
+        build = solve_chat if self.config.style == "chat" else solve_completion
+        out = []
+        for item in batch:
+            demos = item.demos[::-1] if self.config.order == "similar_last" else item.demos
+            out.append({"prompt": build(item.query, demos)})
+        return out

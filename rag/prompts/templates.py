@@ -1,0 +1,64 @@
+"""The texts prompts are made of, in one place: instructions, passages, code tasks.
+
+The fixed instructions come first and byte-identical in every prompt, so vLLM's prefix cache
+reuses them across queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rag.types import Demo, Hit, Message, Prompt
+
+RAG_SYSTEM = (
+    "You answer questions using the numbered passages. Answer briefly, and cite the passages "
+    "you used by their numbers in square brackets, like [1]. If the passages do not contain the "
+    "answer, say that you do not know."
+)
+CLOSED_BOOK_SYSTEM = "You answer questions briefly and accurately."
+# FlashRAG-style short-answer instructions, so exact match measures the answer, not its phrasing;
+# the end-to-end QA results were measured with these.
+SHORT_ANSWER = "Give only the answer (a name), no other words."
+SHORT_RAG_SYSTEM = f"Answer the question using the numbered passages. {SHORT_ANSWER}"
+SHORT_CLOSED_BOOK_SYSTEM = f"Answer the question. {SHORT_ANSWER}"
+
+SOLVE_PROMPT = (
+    "Complete the following Python function. Reply with the whole function in one Python code "
+    "block.\n\n```python\n{prompt}```"
+)
+COMPLETION_INSTRUCTION = "Complete each Python function."
+
+
+def format_passages(hits: Sequence[Hit]) -> str:
+    """Passages numbered from 1 in the order given, each with its title line when it has one."""
+    blocks = []
+    for number, hit in enumerate(hits, 1):
+        title = f"{hit.chunk.title}\n" if hit.chunk.title else ""
+        blocks.append(f"[{number}] {title}{hit.chunk.text}")
+    return "\n\n".join(blocks)
+
+
+def chat(system: str, history: Sequence[Message], user: str) -> Prompt:
+    return Prompt(messages=[Message(role="system", content=system), *history,
+                            Message(role="user", content=user)])
+
+
+def solve_chat(task_prompt: str, demos: Sequence[Demo] = ()) -> Prompt:
+    """The chat that asks for a function; each demonstration is a solved exchange before it.
+
+    A demonstration's input is its function's prompt and its output the body, so the
+    assistant's turn is the whole function in a code block, the form the answer should take.
+    """
+    messages: list[Message] = []
+    for demo in demos:
+        messages += [Message(role="user", content=SOLVE_PROMPT.format(prompt=demo.input)),
+                     Message(role="assistant", content=f"```python\n{demo.input}{demo.output}```")]
+    messages.append(Message(role="user", content=SOLVE_PROMPT.format(prompt=task_prompt)))
+    return Prompt(messages=messages)
+
+
+def solve_completion(task_prompt: str, demos: Sequence[Demo] = ()) -> Prompt:
+    """Plain text, as the LAIL paper prompts: solved functions, then the signature and docstring
+    to complete. The model's continuation is the function body."""
+    solved = [f"{demo.input}{demo.output}".rstrip() + "\n" for demo in demos]
+    return Prompt(text="\n\n".join([f"# {COMPLETION_INSTRUCTION}", *solved, task_prompt]))
