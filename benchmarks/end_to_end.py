@@ -1,177 +1,286 @@
-"""End-to-end QA and code generation: closed-book against RAG, zero-shot against demonstrations.
+"""End-to-end QA and code generation, every row a pipeline run through `rag.eval`.
 
-QA: questions are "What is the name of the <Wikidata description>?" with the article title as
-the gold answer (`rag.eval.datasets.vital_qa`, seed 0), over all 10,033 articles, one chunk
-each. Pipelines: closed-book; naive RAG (dense HNSW, k=3); hybrid RAG (BM25 + dense, convex,
-BM25 weight 0.3, k=3); hybrid k=3 with its passages compressed 2x (extractive); hybrid top 10
-reranked by a LLM reranker to 3 (its cost grows with the depth: about 1 s per passage with
-`bench` on a 2-core CPU, so top 10 rather than 20 to fit 500 questions in a session). The
-instructions ask for the answer alone, as FlashRAG's do, so exact match measures the answer
-rather than its phrasing. The report with plots goes to
-benchmarks/results/end_to_end/ and the summary table to benchmarks/results/end_to_end.json.
+QA (`--skip code`): questions are "What is the name of the <Wikidata description>?" with the
+article title as the gold answer (`rag.eval.datasets.vital_qa`, seed 0), over all 10,033
+articles, one chunk each, from one saved hybrid index. Pipelines: closed-book; naive RAG (dense
+HNSW, k=3); hybrid RAG (BM25 + dense, convex, BM25 weight 0.3, k=3); the default `best_qa`
+(hybrid k=3, extractive compression 2x); hybrid top N reranked by an LLM to 3. Short-answer
+instructions, as FlashRAG's, so exact match measures the answer rather than its phrasing.
 
-Code: the first N HumanEval problems, greedy, zero-shot and with 2 demonstrations (prompt and
-canonical solution, as earlier chat turns) chosen from the other 163 problems by kNN (MiniLM
-over the prompts) and by LAIL. LAIL is cross-fitted: a selector trained with the LLM's feedback
-on the even-numbered problems picks for the odd ones and the other way round, so no problem's
-own program is ever a training target of the selector that picks its demonstrations. Then 10
-samples per problem at T = 0.8 on the first M problems, one chosen by the best verifier of
-`benchmarks/rerank_verify.py` (docstring examples passed, ties by mean token log-prob). The
-code report goes to benchmarks/results/end_to_end/humaneval/.
+Code (`--skip qa`), all 164 HumanEval problems with `--model` (`bench`):
+- greedy zero-shot (`rag.recipes.code_generation`), the reference;
+- pickers: 10 samples at T = 0.8 per problem, generated once through a `cached` generator and
+  shared by every picker pipeline; each runs the docstring examples and CodeT's generated tests
+  (2 replies of 5 asserts) in the sandbox and picks: random, log-prob, docstring examples +
+  log-prob, CodeT, MBR-exec, and LEVER cross-validated over 5 folds of problems (each fold's
+  verifier trained on the other folds' samples, labelled by the hidden tests); the pass@10
+  ceiling; every picker split by problems with and without `>>>` examples;
+- demonstrations (`--demo-dtype`): 2 shots from the other 163 problems, picked by kNN (MiniLM)
+  and by LAIL trained with the target model's own feedback (log P(program | example, task) under
+  the plain-text code template), cross-fitted over halves, each shown as chat turns and as a
+  plain-text completion prompt, beside zero-shot in both formats.
 
-    python benchmarks/end_to_end.py [--questions 500] [--model bench] [--reranker llm-pointwise]
-                                    [--rerank-depth 10]
-                                    [--code-problems 164] [--verify-problems 40] [--skip code]
+    python benchmarks/end_to_end.py [--skip qa|code] [--code-parts greedy pickers demos]
+                                    [--dtype float32] [--demo-dtype auto]
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import json
 from pathlib import Path
+from typing import Any
 
 from rag.compression.stage import Compress
 from rag.corpus import vital_articles
+from rag.errors import RagError
 from rag.eval.datasets import CodeTask, humaneval, vital_qa
 from rag.eval.harness import QA_COLUMNS, evaluate_code, evaluate_qa
-from rag.eval.runner import leave_one_out_demos, run_code
+from rag.eval.runner import CodePrediction, load_cache, run_code, summarize_code
 from rag.eval.report import write_results
 from rag.generators.stage import Generate
 from rag.pipeline import Pipeline
-from rag.prompts import ClosedBookPrompt, RagPrompt
+from rag.prompts import SHORT_CLOSED_BOOK_SYSTEM, SHORT_RAG_SYSTEM, RagPrompt
+from rag.prompts.templates import CODE_COMPLETION
+from rag.recipes import best_qa, closed_book, code_generation, document_chunks, hybrid_index
 from rag.registry import build
 from rag.rerankers.stage import Rerank
-from rag.recipes import document_chunks, hybrid_index
 from rag.retrievers.stage import Retrieve
-from rag.selectors.learned import load_selector, train_selector
-from rag.selectors.prompt import DemoTemplate
-from rag.types import Demo, SamplingParams
-from rag.verifiers import Sandbox, execute
-from rag.verifiers.code import doctest_examples, example_checks
+from rag.selectors import load_selector, train_selector, write_demos
+from rag.state import State
+from rag.types import SamplingParams
+from rag.verifiers import LeverVerifier
+from rag.verifiers.code import doctest_examples
+from rag.verifiers.pick import lever_features
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# FlashRAG-style short-answer instructions, so exact match measures the answer, not its phrasing.
-SHORT = "Give only the answer (a name), no other words."
-RAG_SYSTEM = f"Answer the question using the numbered passages. {SHORT}"
-CLOSED_BOOK_SYSTEM = f"Answer the question. {SHORT}"
-# LAIL scores log P(program | example, task) on plain text: each solved function, then the task.
-CODE_TEMPLATE = DemoTemplate(instruction="Complete each Python function.", input_prefix="",
-                             output_prefix="", output_lead="")
-SHOTS = 2
+SAMPLES, TEMPERATURE, MAX_TOKENS, SHOTS, LEVER_FOLDS = 10, 0.8, 384, 2, 5
+PICKERS = ("random", "logprob", "examples", "codet", "mbr_exec")
 
 
-def pipelines(args: argparse.Namespace) -> dict[str, Pipeline]:
-    dense, _, hybrid = hybrid_index(document_chunks(vital_articles()))
-    generator = build("generator", {"type": "vllm", "model": args.model, "max_model_len": 4096})
+def generator_spec(args: argparse.Namespace, dtype: str) -> dict[str, Any]:
+    return {"type": "vllm", "model": args.model, "max_model_len": 4096, "dtype": dtype}
+
+
+# ---- QA -----------------------------------------------------------------------------------
+
+def qa_pipelines(args: argparse.Namespace) -> dict[str, Pipeline]:
+    hybrid = hybrid_index(document_chunks(vital_articles()), out=args.work / "vital-hybrid")
+    dense = hybrid.retrievers[1]
+    generator = generator_spec(args, args.dtype)
     params = SamplingParams(max_tokens=args.max_tokens)
-    answer = [RagPrompt(system=RAG_SYSTEM), Generate(generator, params)]
-    reranker = {"type": args.reranker, "generator": generator.spec(), "max_words": 60}
+    answer = [RagPrompt(system=SHORT_RAG_SYSTEM), Generate(generator, params)]
+    reranker = {"type": args.reranker, "generator": generator, "max_words": 60}
     return {
-        "closed-book": Pipeline([ClosedBookPrompt(system=CLOSED_BOOK_SYSTEM), Generate(generator, params)]),
+        "closed-book": closed_book(generator, args.max_tokens, SHORT_CLOSED_BOOK_SYSTEM),
         "naive-rag-dense-k3": Pipeline([Retrieve(dense, k=3), *answer]),
         "hybrid-rag-k3": Pipeline([Retrieve(hybrid, k=3), *answer]),
-        "hybrid-k3-extractive-2x": Pipeline(
-            [Retrieve(hybrid, k=3), Compress({"type": "extractive", "ratio": 2.0}), *answer]),
+        "hybrid-k3-extractive-2x": best_qa(hybrid, generator, k=3, max_tokens=args.max_tokens),
         f"hybrid-top{args.rerank_depth}-{args.reranker}-k3": Pipeline(
             [Retrieve(hybrid, k=args.rerank_depth), Rerank(reranker, k=3), *answer]),
     }
 
 
-def qa(args: argparse.Namespace) -> list[dict]:
-    examples = vital_qa(args.questions)
-    summaries = evaluate_qa(pipelines(args), examples, args.out, dataset="vital-qa")
-    return [{"configuration": name, **{c: round(s[c], 4) for c in QA_COLUMNS}}
-            for name, s in summaries.items()]
+def qa(args: argparse.Namespace) -> dict[str, list[dict]]:
+    summaries = evaluate_qa(qa_pipelines(args), vital_qa(args.questions), args.out / "qa",
+                            dataset="vital-qa")
+    return {"qa": [{"configuration": name, **{c: round(s[c], 4) for c in QA_COLUMNS}}
+                   for name, s in summaries.items()]}
 
 
-def lail_demos(args: argparse.Namespace, tasks: list[CodeTask], pool: list[CodeTask],
-               generator) -> dict[str, list[Demo]]:
-    """Cross-fitted LAIL: the selector trained on one half of the tasks picks for the other."""
-    if args.feedback_model != args.model:
-        generator = build("generator", {"type": "vllm", "model": args.feedback_model, "max_model_len": 4096})
-    work = args.work / f"lail-{args.feedback_model}"
-    halves = [tasks[0::2], tasks[1::2]]
-    demos: dict[str, list[Demo]] = {}
+# ---- code ---------------------------------------------------------------------------------
+
+def share(predictions: list[CodePrediction], keep: set[str] | None = None) -> float | None:
+    chosen = [p for p in predictions if keep is None or p.id in keep]
+    return round(sum(p.answer_passed for p in chosen) / len(chosen), 4) if chosen else None
+
+
+def picker_row(name: str, predictions: list[CodePrediction], with_examples: set[str]) -> dict:
+    ids = {p.id for p in predictions}
+    return {"picker": name, "problems": len(predictions), "pass@1": share(predictions),
+            f"with >>> examples ({len(ids & with_examples)})": share(predictions, with_examples),
+            f"without ({len(ids - with_examples)})": share(predictions, ids - with_examples)}
+
+
+def sampled_pipeline(cached: dict[str, Any], picker: str, verifier: Path | None = None) -> Pipeline:
+    return code_generation(cached, samples=SAMPLES, temperature=TEMPERATURE, picker=picker,
+                           checks=("examples", "generated"), test_generator=cached,
+                           max_tokens=MAX_TOKENS, verifier=verifier)
+
+
+def lever_predictions(args: argparse.Namespace, tasks: list[CodeTask], cached: dict[str, Any],
+                      labelled: dict[str, CodePrediction]) -> list[CodePrediction]:
+    """LEVER cross-validated by problem: each fold picks with a verifier trained on the others."""
+    executed = Pipeline(sampled_pipeline(cached, "codet").stages[:-1])  # samples, run, unpicked
+    states = executed.run([State(query=t.prompt, entry_point=t.entry_point) for t in tasks],
+                          progress=True)
+    rows = {t.id: lever_features(s.programs, s.executions) for t, s in zip(tasks, states)}
+    predictions: dict[str, CodePrediction] = {}
+    for fold in range(LEVER_FOLDS):
+        train = [t for i, t in enumerate(tasks) if i % LEVER_FOLDS != fold]
+        verifier = LeverVerifier().fit([r for t in train for r in rows[t.id]],
+                                       [ok for t in train for ok in labelled[t.id].passed])
+        path = args.work / f"lever-{args.dtype}-fold-{fold}.json"
+        verifier.save(path)
+        held_out = [t for i, t in enumerate(tasks) if i % LEVER_FOLDS == fold]
+        folder = args.out / "humaneval" / "pick-lever" / f"fold-{fold}"
+        for p in run_code(sampled_pipeline(cached, "lever", path), held_out, folder):
+            predictions[p.id] = p
+    return [predictions[t.id] for t in tasks]
+
+
+def code_greedy_and_pickers(args: argparse.Namespace, tasks: list[CodeTask]) -> dict[str, list[dict]]:
+    generator = generator_spec(args, args.dtype)
+    cached = {"type": "cached", "generator": generator,
+              "path": str(args.work / f"generations-{args.model}-{args.dtype}.jsonl")}
+    out = args.out / "humaneval"
+    pipelines = {"greedy": code_generation(generator, max_tokens=MAX_TOKENS)}
+    if "pickers" in args.code_parts:
+        pipelines |= {f"pick-{m}": sampled_pipeline(cached, m) for m in PICKERS}
+    evaluate_code(pipelines, tasks, out)
+    greedy = load_cache(out / "greedy" / "predictions.jsonl", CodePrediction)
+    rows = {"code_greedy": [{"configuration": f"greedy zero-shot ({args.dtype})",
+                             "problems": len(tasks), "pass@1": share(list(greedy.values()))}]}
+    if "pickers" not in args.code_parts:
+        return rows
+    with_examples = {t.id for t in tasks if doctest_examples(t.prompt)}
+    picked = {m: [load_cache(out / f"pick-{m}" / "predictions.jsonl", CodePrediction)[t.id] for t in tasks]
+              for m in PICKERS}
+    labelled = {p.id: p for p in picked["codet"]}
+    try:
+        picked["lever"] = lever_predictions(args, tasks, cached, labelled)
+    except RagError as exc:  # a fold whose samples all pass or all fail: nothing to learn
+        print(f"LEVER skipped: {exc}", flush=True)
+    table = [picker_row("greedy (one sample at T=0)", [greedy[t.id] for t in tasks], with_examples)]
+    table += [picker_row(m, ps, with_examples) for m, ps in picked.items()]
+    ceiling = summarize_code(picked["codet"])
+    table.append({"picker": f"pass@{SAMPLES} ceiling", "problems": len(tasks),
+                  "pass@1": round(ceiling[f"pass@{SAMPLES}"], 4)})
+    table.append({"picker": f"unbiased pass@1 of the {SAMPLES} samples", "problems": len(tasks),
+                  "pass@1": round(ceiling["pass@1"], 4)})
+    rows["code_pickers"] = table
+    return rows
+
+
+def lail_selectors(args: argparse.Namespace, pool: list[CodeTask], pool_file: Path,
+                   generator: dict[str, Any]) -> list[dict[str, Any]]:
+    """Two LAIL selectors, each trained on one half of the problems with the target model's
+    feedback; the one trained on half h picks demonstrations for half 1 - h."""
+    work = args.work / f"lail-{args.model}-{args.demo_dtype}"
+    halves = [pool[0::2], pool[1::2]]
+    specs = []
     for half, anchors in enumerate(halves):
         folder = work / f"trained-on-half-{half}"
-        trained = train_selector("lail", [t.as_demo() for t in pool], [t.as_demo() for t in anchors],
-                                 generator, folder, template=CODE_TEMPLATE,
-                                 candidates=args.lail_candidates, scores_cache=work / "llm_scores.jsonl")
-        print(f"LAIL half {half}: {trained.llm_scored} LLM scorings in {trained.scoring_seconds:.0f} s, "
-              f"training {trained.training_seconds:.0f} s", flush=True)
-        demos.update(leave_one_out_demos(load_selector(folder), halves[1 - half], pool, SHOTS))
-    return demos
+        if not (folder / "selector.json").is_file():
+            trained = train_selector(
+                "lail", [t.as_demo() for t in pool], [t.as_demo() for t in anchors],
+                build("generator", generator), folder, template=CODE_COMPLETION,
+                candidates=args.lail_candidates, pool_path=str(pool_file),
+                scores_cache=work / "llm_scores.jsonl")
+            print(f"LAIL half {half}: {trained.llm_scored} scorings in {trained.scoring_seconds:.0f} s, "
+                  f"training {trained.training_seconds:.0f} s", flush=True)
+        specs.append(load_selector(folder).spec())
+    return specs
 
 
-def verified_pass1(args: argparse.Namespace, tasks: list[CodeTask], generator) -> list[dict]:
-    """Unbiased pass@1 of 10 samples, and pass@1 of the one the docstring examples pick."""
-    tasks = tasks[: args.verify_problems]
-    predictions = run_code(generator, tasks, args.out / "humaneval" / "sampled", samples=10,
-                           temperature=0.8)
-    sandbox, picked = Sandbox(), []
-    for task, prediction in zip(tasks, predictions):
-        runs = execute(sandbox, prediction.programs, example_checks(doctest_examples(task.prompt)))
-        logprobs = [-math.inf if lp is None else lp for lp in prediction.logprobs]
-        best = max(range(len(runs)), key=lambda i: (sum(runs[i].passed), logprobs[i]))
-        picked.append(prediction.passed[best])
-    n = len(tasks)
-    return [{"configuration": "10 samples at T=0.8, unbiased pass@1", "problems": n,
-             "pass@1": round(sum(sum(p.passed) / len(p.passed) for p in predictions) / n, 4)},
-            {"configuration": "10 samples, verifier's pick (docstring examples)", "problems": n,
-             "pass@1": round(sum(picked) / n, 4)}]
-
-
-def code(args: argparse.Namespace) -> list[dict]:
+def code_demos(args: argparse.Namespace, tasks: list[CodeTask]) -> dict[str, list[dict]]:
     pool = humaneval()
-    tasks = pool[: args.code_problems]
-    generator = build("generator", {"type": "vllm", "model": args.model, "max_model_len": 4096})
-    demos = {f"knn-{SHOTS}shot": leave_one_out_demos(build("selector", {"type": "knn"}), tasks, pool, SHOTS),
-             f"lail-{SHOTS}shot": lail_demos(args, tasks, pool, generator)}
-    summaries = evaluate_code({"zero-shot": generator, **{name: generator for name in demos}}, tasks,
-                              args.out / "humaneval", demos=demos)
-    rows = [{"configuration": f"greedy, {name}", "problems": s["examples"], "pass@1": round(s["pass@1"], 4)}
-            for name, s in summaries.items()]
-    return rows + (verified_pass1(args, tasks, generator) if args.verify_problems else [])
+    pool_file = write_demos(args.work / "humaneval-pool.jsonl", [t.as_demo() for t in pool])
+    generator = generator_spec(args, args.demo_dtype)
+    out = args.out / "humaneval" / f"demos-{args.demo_dtype}"
+    lail = lail_selectors(args, pool, pool_file, generator)
+    halves = [tasks[1::2], tasks[0::2]]  # tasks picked for by the selector of half 0, of half 1
+    rows = []
+    for style in ("chat", "completion"):
+        common = {"max_tokens": MAX_TOKENS, "style": style}
+        zero = evaluate_code({f"zero-shot-{style}": code_generation(generator, **common)}, tasks, out)
+        knn = evaluate_code({f"knn-{style}": code_generation(
+            generator, pool=pool_file, shots=SHOTS, **common)}, tasks, out)
+        lail_predictions = []
+        for half, selector in enumerate(lail):
+            pipeline = code_generation(generator, pool=pool_file, selector=selector, shots=SHOTS,
+                                       **common)
+            lail_predictions += run_code(pipeline, halves[half], out / f"lail-{style}" / f"half-{half}")
+        for name, value in (("zero-shot", zero[f"zero-shot-{style}"]["answer_pass"]),
+                            ("kNN (MiniLM)", knn[f"knn-{style}"]["answer_pass"]),
+                            (f"LAIL ({args.model}'s own feedback)", share(lail_predictions))):
+            rows.append({"demonstrations": name, "format": style, "shots": 0 if name == "zero-shot" else SHOTS,
+                         "problems": len(tasks), "pass@1": round(value, 4), "dtype": args.demo_dtype})
+    return {"code_demos": rows}
+
+
+def code(args: argparse.Namespace) -> dict[str, list[dict]]:
+    tasks = humaneval(args.code_problems)
+    sections = code_greedy_and_pickers(args, tasks) if {"greedy", "pickers"} & set(args.code_parts) else {}
+    if "demos" in args.code_parts:
+        sections |= code_demos(args, tasks)
+    return sections
+
+
+def summary(results: dict[str, list[dict]]) -> dict[str, Any]:
+    """The headline figures issue #25 checks (present once their sections have run)."""
+    found: dict[str, Any] = {}
+    if greedy := results.get("code_greedy"):
+        found["greedy_pass1"] = greedy[0]["pass@1"]
+    if pickers := results.get("code_pickers"):
+        real = [r for r in pickers if r["picker"] in (*PICKERS, "lever")]
+        best = max(real, key=lambda r: r["pass@1"])
+        found |= {"best_picker": best["picker"], "best_picker_pass1": best["pass@1"],
+                  "pass_at_10": next(r["pass@1"] for r in pickers if "ceiling" in r["picker"])}
+    if demos := results.get("code_demos"):
+        by_format = {}
+        for row in demos:
+            by_format.setdefault(row["format"], {})[row["demonstrations"].split(" ")[0]] = row["pass@1"]
+        fmt = max(by_format, key=lambda f: by_format[f]["LAIL"] - by_format[f]["kNN"])
+        found |= {"lail_target_feedback_pass1": by_format[fmt]["LAIL"],
+                  "knn_pass1": by_format[fmt]["kNN"], "demo_format": fmt}
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--questions", type=int, default=500)
     parser.add_argument("--model", default="bench")
+    parser.add_argument("--dtype", default="float32", help="QA, greedy and pickers")
+    parser.add_argument("--demo-dtype", default="auto", help="the demonstrations comparison")
     parser.add_argument("--reranker", default="llm-pointwise")
     parser.add_argument("--rerank-depth", type=int, default=10, help="hybrid hits the reranker reorders")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--code-problems", type=int, default=164, help="first N HumanEval problems")
-    parser.add_argument("--verify-problems", type=int, default=40, help="of those, sampled 10 times (0: none)")
-    parser.add_argument("--lail-candidates", type=int, default=8, help="BM25 candidates LLM-scored per anchor")
-    parser.add_argument("--feedback-model", default=None,
-                        help="LLM whose log P(program | demonstration, task) trains LAIL (default: --model)")
+    parser.add_argument("--code-parts", nargs="+", choices=["greedy", "pickers", "demos"],
+                        default=["greedy", "pickers", "demos"])
+    parser.add_argument("--lail-candidates", type=int, default=6, help="BM25 candidates LLM-scored per anchor")
     parser.add_argument("--skip", choices=["qa", "code"], default=None)
     parser.add_argument("--out", type=Path, default=RESULTS / "end_to_end", help="report folder")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where end_to_end.json goes")
     parser.add_argument("--work", type=Path, default=Path(".cache/bench-end-to-end"),
-                        help="LLM scores and trained selectors")
+                        help="indexes, cached generations, trained selectors and verifiers")
     args = parser.parse_args()
-    args.feedback_model = args.feedback_model or args.model
     setup = {
         "qa": {"questions": f"first {args.questions} vital-qa questions (seed 0)", "model": args.model,
-               "corpus": "10,033 vital-article summaries, one chunk each", "max_tokens": args.max_tokens,
-               "instructions": {"rag": RAG_SYSTEM, "closed_book": CLOSED_BOOK_SYSTEM},
-               "report": "benchmarks/results/end_to_end/report.md"},
-        "code": {"problems": f"first {args.code_problems} HumanEval problems", "model": args.model,
-                 "decoding": "greedy, max 384 tokens",
-                 "demonstrations": f"{SHOTS} from the other problems: kNN (MiniLM), and LAIL cross-fitted "
-                                   f"over halves, {args.lail_candidates} BM25 candidates per anchor "
-                                   f"scored by {args.feedback_model}",
-                 "verifier": f"10 samples at T=0.8 on the first {args.verify_problems}, "
-                             "pick by docstring examples passed",
-                 "report": "benchmarks/results/end_to_end/humaneval/report.md"},
+               "dtype": args.dtype, "corpus": "10,033 vital-article summaries, one chunk each",
+               "max_tokens": args.max_tokens, "report": "benchmarks/results/end_to_end/qa/report.md"},
+        "code_greedy": {"problems": args.code_problems, "model": args.model, "dtype": args.dtype,
+                        "decoding": f"greedy, max {MAX_TOKENS} tokens, chat prompt"},
+        "code_pickers": {"problems": args.code_problems, "model": args.model, "dtype": args.dtype,
+                         "samples": f"{SAMPLES} at T={TEMPERATURE}, seed 0, generated once",
+                         "checks": "docstring examples + CodeT tests (2 replies x 5 asserts, T=0.8)",
+                         "lever": f"{LEVER_FOLDS}-fold cross-validation by problem"},
+        "code_demos": {"problems": args.code_problems, "model": args.model, "dtype": args.demo_dtype,
+                       "shots": SHOTS, "pool": "the other 163 HumanEval problems (leave-one-out)",
+                       "lail": f"trained with {args.model}'s feedback (the target model), "
+                               f"{args.lail_candidates} BM25 candidates per anchor, cross-fitted halves"},
     }
-    sections = {}
+    sections: dict[str, list[dict]] = {}
     for name, part in (("code", code), ("qa", qa)):
         if args.skip != name:
-            sections[name] = part(args)
+            sections |= part(args)
+            path = args.results / "end_to_end.json"
+            kept = json.loads(path.read_text())["results"] if path.exists() else {}
+            merged = {**kept, **sections}
             # after each part; a part skipped keeps its rows and setup from an earlier run
-            write_results("end_to_end", {n: setup[n] for n in sections}, sections, keep_other_sections=True)
+            write_results("end_to_end", {n: setup[n] for n in sections if n in setup}, sections,
+                          folder=args.results, keep_other_sections=True, summary=summary(merged))
 
 
 if __name__ == "__main__":

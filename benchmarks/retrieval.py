@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import random
 import tempfile
 import time
 from pathlib import Path
@@ -21,32 +20,26 @@ from pathlib import Path
 import numpy as np
 
 from rag.corpus import vital_articles
-from rag.eval.metrics import mrr_at, recall_at
+from rag.eval.datasets import KnownItem, known_items
+from rag.eval.metrics import ranking_scores
 from rag.eval.report import write_results
 from rag.recipes import document_chunks
 from rag.retrievers import BM25Retriever, HNSWRetriever, HybridRetriever, HyDERetriever
 from rag.types import Chunk
 
 
-def evaluate(name: str, retriever, queries: list[tuple[str, str]], k: int = 10) -> dict:
+def evaluate(name: str, retriever, queries: list[KnownItem], k: int = 10) -> dict:
     began = time.perf_counter()
-    results = retriever.search([q for q, _ in queries], k=k)
+    results = retriever.search([q.query for q in queries], k=k)
     seconds = time.perf_counter() - began
     ranked = [[h.chunk.doc_id for h in hits] for hits in results]
-    golds = [g for _, g in queries]
-    return {
-        "system": name, "queries": len(queries),
-        "R@1": round(recall_at(ranked, golds, 1), 4), "R@5": round(recall_at(ranked, golds, 5), 4),
-        "R@10": round(recall_at(ranked, golds, 10), 4), "MRR@10": round(mrr_at(ranked, golds, 10), 4),
-        "ms_per_query": round(1000 * seconds / len(queries), 2),
-    }
+    return {"system": name, "queries": len(queries), **ranking_scores(ranked, [q.gold for q in queries]),
+            "ms_per_query": round(1000 * seconds / len(queries), 2)}
 
 
 def known_item(args, folder: Path) -> list[dict]:
     docs = vital_articles()
-    pairs = [(d.metadata["description"], d.id) for d in docs if d.metadata["description"]]
-    sample = random.Random(0).sample(pairs, 2500)
-    dev, test = sample[:500], sample[500:]
+    dev, test = known_items("dev", docs), known_items("test", docs)
     chunks = document_chunks(docs)
     dense = HNSWRetriever()
     dense.index(chunks, progress=True)

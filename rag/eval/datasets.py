@@ -95,6 +95,27 @@ def vital_qa(
     ]
 
 
+class KnownItem(BaseModel):
+    """A known-item retrieval query: find the one document `gold` that `query` describes."""
+
+    query: str
+    gold: str
+
+
+def known_items(split: str = "test", docs: Sequence[Document] | None = None) -> list[KnownItem]:
+    """Known-item retrieval over the vital articles: the query is an article's Wikidata
+    description, the gold is that article. One fixed sample of 2,500 (seed 0): the first 500 are
+    `dev` (for tuning, e.g. a hybrid weight), the other 2,000 `test`, so every benchmark that
+    evaluates retrieval or reranking scores the same disjoint queries."""
+    if split not in ("dev", "test"):
+        raise DatasetError(f"known_items split must be 'dev' or 'test', got {split!r}")
+    docs = vital_articles() if docs is None else docs
+    pairs = [KnownItem(query=d.metadata["description"], gold=d.id)
+             for d in docs if d.metadata.get("description")]
+    sample = random.Random(0).sample(pairs, min(2500, len(pairs)))
+    return sample[:500] if split == "dev" else sample[500:]
+
+
 def vital_topics(max_chars: int = 300, seed: int = 0) -> list[Demo]:
     """Topic classification: a vital article's extract (cut at a word boundary to `max_chars`)
     and its topic label, in a fixed random order; the 1,000 `Uncategorized` entries are left out."""

@@ -90,6 +90,14 @@ def ndcg_at(ranked: Sequence[Sequence[str]], golds: Sequence[str], k: int) -> fl
     return total / len(golds) if golds else 0.0
 
 
+def ranking_scores(ranked: Sequence[Sequence[str]], golds: Sequence[str],
+                   depths: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Known-item ranking quality, rounded for a report row: R@k for each depth, MRR@10, nDCG@10."""
+    scores = {f"R@{k}": recall_at(ranked, golds, k) for k in depths}
+    scores |= {"MRR@10": mrr_at(ranked, golds, 10), "nDCG@10": ndcg_at(ranked, golds, 10)}
+    return {name: round(value, 4) for name, value in scores.items()}
+
+
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k (Chen et al. 2021): 1 - C(n - c, k) / C(n, k), for c correct of n samples."""
     if not 0 <= c <= n or not 1 <= k <= n:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rag.selectors.prompt import DemoTemplate
 from rag.types import Demo, Hit, Message, Prompt
 
 RAG_SYSTEM = (
@@ -26,7 +27,10 @@ SOLVE_PROMPT = (
     "Complete the following Python function. Reply with the whole function in one Python code "
     "block.\n\n```python\n{prompt}```"
 )
-COMPLETION_INSTRUCTION = "Complete each Python function."
+# Plain-text code prompts (the LAIL paper's format): solved functions, then the one to complete.
+# LAIL's feedback scores log P(program | example, task) under this same template.
+CODE_COMPLETION = DemoTemplate(instruction="# Complete each Python function.", input_prefix="",
+                               output_prefix="", output_lead="")
 
 
 def format_passages(hits: Sequence[Hit]) -> str:
@@ -60,5 +64,4 @@ def solve_chat(task_prompt: str, demos: Sequence[Demo] = ()) -> Prompt:
 def solve_completion(task_prompt: str, demos: Sequence[Demo] = ()) -> Prompt:
     """Plain text, as the LAIL paper prompts: solved functions, then the signature and docstring
     to complete. The model's continuation is the function body."""
-    solved = [f"{demo.input}{demo.output}".rstrip() + "\n" for demo in demos]
-    return Prompt(text="\n\n".join([f"# {COMPLETION_INSTRUCTION}", *solved, task_prompt]))
+    return Prompt(text=CODE_COMPLETION.plain(demos, task_prompt))
