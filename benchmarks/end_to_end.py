@@ -129,6 +129,11 @@ def lever_predictions(args: argparse.Namespace, tasks: list[CodeTask], cached: d
     return [predictions[t.id] for t in tasks]
 
 
+def greedy_section(dtype: str) -> str:
+    """float32 is the reference the pickers compare against; other dtypes get their own section."""
+    return "code_greedy" if dtype == "float32" else f"code_greedy_{dtype}"
+
+
 def code_greedy_and_pickers(args: argparse.Namespace, tasks: list[CodeTask]) -> dict[str, list[dict]]:
     generator = generator_spec(args, args.dtype)
     cached = {"type": "cached", "generator": generator,
@@ -139,7 +144,7 @@ def code_greedy_and_pickers(args: argparse.Namespace, tasks: list[CodeTask]) -> 
         pipelines |= {f"pick-{m}": sampled_pipeline(cached, m) for m in PICKERS}
     evaluate_code(pipelines, tasks, out)
     greedy = load_cache(out / "greedy" / "predictions.jsonl", CodePrediction)
-    rows = {"code_greedy": [{"configuration": f"greedy zero-shot ({args.dtype})",
+    rows = {greedy_section(args.dtype): [{"configuration": f"greedy zero-shot ({args.dtype})",
                              "problems": len(tasks), "pass@1": share(list(greedy.values()))}]}
     if "pickers" not in args.code_parts:
         return rows
@@ -260,8 +265,9 @@ def main() -> None:
         "qa": {"questions": f"first {args.questions} vital-qa questions (seed 0)", "model": args.model,
                "dtype": args.dtype, "corpus": "10,033 vital-article summaries, one chunk each",
                "max_tokens": args.max_tokens, "report": "benchmarks/results/end_to_end/qa/report.md"},
-        "code_greedy": {"problems": args.code_problems, "model": args.model, "dtype": args.dtype,
-                        "decoding": f"greedy, max {MAX_TOKENS} tokens, chat prompt"},
+        greedy_section(args.dtype): {"problems": args.code_problems, "model": args.model,
+                                     "dtype": args.dtype,
+                                     "decoding": f"greedy, max {MAX_TOKENS} tokens, chat prompt"},
         "code_pickers": {"problems": args.code_problems, "model": args.model, "dtype": args.dtype,
                          "samples": f"{SAMPLES} at T={TEMPERATURE}, seed 0, generated once",
                          "checks": "docstring examples + CodeT tests (2 replies x 5 asserts, T=0.8)",

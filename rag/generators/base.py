@@ -62,6 +62,11 @@ class Generator(Component):
 
     kind = "generator"
 
+    @property
+    def dtype(self) -> str | None:
+        """The precision the model runs in (`auto` resolved), for traces; None where unknown."""
+        return None
+
     def generate(
         self, prompts: Sequence[PromptLike], params: SamplingParams | None = None
     ) -> list[Generation]:
@@ -109,7 +114,8 @@ class LocalModelConfig(ComponentConfig):
 
     model: str = "tiny"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="auto", description="auto: float32 on CPU (much faster there), bfloat16 on GPU"
+        default="auto", description="auto: bfloat16 where the CPU (AMX, AVX512-BF16) or GPU computes it natively, "
+                    "float32 elsewhere (rag.dtypes)"
     )
 
 

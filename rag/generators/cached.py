@@ -43,8 +43,12 @@ class CachedGenerator(Generator):
     @cached_property
     def _identity(self) -> dict[str, Any]:
         model = getattr(self.generator.config, "model", None)
-        return {"spec": self.generator.spec(),
+        return {"spec": self.generator.spec(), "dtype": self.generator.dtype,
                 "model": model_fingerprint(model) if isinstance(model, str) else None}
+
+    @property
+    def dtype(self) -> str | None:
+        return self.generator.dtype
 
     def _key(self, prompt: PromptLike, params: SamplingParams) -> str:
         payload = {**self._identity, "prompt": as_prompt(prompt).model_dump(mode="json"),

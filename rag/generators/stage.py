@@ -46,7 +46,8 @@ class Generate(Stage):
         answer = answer_for(item.query, generation.text, item.sources, item.hits, generation.usage)
         return {"generation": generation, "answer": answer,
                 "trace": {"prompt_tokens": generation.usage.prompt_tokens,
-                          "cached_prompt_tokens": generation.usage.cached_prompt_tokens}}
+                          "cached_prompt_tokens": generation.usage.cached_prompt_tokens,
+                          "dtype": self.generator.dtype}}
 
     def run(self, batch: list[View]) -> list[Writes]:
         generations = self.generator.generate([item.prompt for item in batch], self.config.params)

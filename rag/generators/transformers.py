@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import Field
 
+from rag.dtypes import resolve_dtype
 from rag.errors import RagError
 from rag.generators.base import (
     LocalGenerator,
@@ -38,15 +39,16 @@ class TransformersGenerator(LocalGenerator):
             return self.config.device
         return "cuda" if torch.cuda.is_available() else "cpu"
 
+    @property
+    def dtype(self) -> str:
+        return resolve_dtype(self.config.dtype, self.device)
+
     @cached_property
     def model(self) -> Any:
         import torch
         from transformers import AutoModelForCausalLM
 
-        dtype = self.config.dtype
-        if dtype == "auto":
-            dtype = "float32" if self.device == "cpu" else "bfloat16"
-        model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=getattr(torch, dtype))
+        model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=getattr(torch, self.dtype))
         return model.to(self.device).eval()
 
     def _pad_id(self) -> int:

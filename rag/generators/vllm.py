@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from pydantic import Field
 from tqdm.auto import tqdm
 
+from rag.dtypes import resolve_dtype
 from rag.errors import BackendUnavailableError, RagError
 from rag.generators.base import LocalGenerator, LocalModelConfig, PromptLike, check_batch
 from rag.registry import register
@@ -94,12 +95,16 @@ class VLLMGenerator(LocalGenerator):
 
     config: Config
 
+    @property
+    def dtype(self) -> str:
+        return resolve_dtype(self.config.dtype, "cuda" if _on_gpu() else "cpu")
+
     def _engine_args(self) -> dict[str, Any]:
         cfg = self.config
         gpu = _on_gpu()
         if not gpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kv_cache_gib))
-        dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if gpu else "float32")
+        dtype = self.dtype
         kwargs: dict[str, Any] = dict(
             model=str(self.model_path),
             dtype=dtype,
