@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from rag.corpus import vital_articles
-from rag.eval.datasets import KnownItem, known_items
+from rag.eval.datasets import known_items
 from rag.eval.metrics import ranking_scores
 from rag.eval.report import write_results
 from rag.recipes import document_chunks
 from rag.retrievers import BM25Retriever, HNSWRetriever, HybridRetriever, HyDERetriever, SparseRetriever
-from rag.types import Chunk
+from rag.types import Chunk, KnownItem
 
 
 def evaluate(name: str, retriever, queries: list[KnownItem], k: int = 10) -> dict:

@@ -223,6 +223,37 @@ def train_selector_(
     typer.echo(trained.model_dump_json(indent=2))
 
 
+@app.command("train-reranker")
+@friendly
+def train_reranker(
+    index: Annotated[Path, typer.Argument(help="First-stage index folder (`rag index`): mines hard negatives.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for checkpoints and the trained model.")],
+    train: Annotated[str, typer.Option(
+        help="JSONL of {query, gold} (gold: a document id), or 'vital-known-items' (the training "
+             "split, disjoint from the benchmark's dev and test queries).")] = "vital-known-items",
+    limit: Annotated[int | None, typer.Option(help="Use the first N training queries.")] = None,
+    epochs: Annotated[int, typer.Option(help="Passes over the training pairs.")] = 1,
+    negatives: Annotated[int, typer.Option(help="Hard negatives per query.")] = 3,
+    depth: Annotated[int, typer.Option(help="First-stage hits searched for negatives.")] = 20,
+    batch_size: Annotated[int, typer.Option(help="Pairs per optimizer step.")] = 16,
+) -> None:
+    """Fine-tune a cross-encoder for this corpus (from MiniLM, fresh head); rerun to resume."""
+    from rag.corpus import iter_json_lines
+    from rag.eval.datasets import known_items
+    from rag.rerankers.training import train_cross_encoder
+    from rag.retrievers import open_index
+    from rag.types import KnownItem
+
+    if train == "vital-known-items":
+        queries = known_items("train")
+    else:
+        queries = [KnownItem.model_validate(row) for _, row in iter_json_lines(train)]
+    trained = train_cross_encoder(queries[:limit], open_index(index), out, epochs=epochs,
+                                  negatives=negatives, depth=depth, batch_size=batch_size)
+    typer.echo(trained.model_dump_json(indent=2))
+    typer.echo(f"use it: {{type: rerank, reranker: {{type: cross-encoder, model: {out}}}, k: 3}}")
+
+
 @app.command("sandbox-check")
 @friendly
 def sandbox_check(

@@ -186,3 +186,10 @@ class Answer(BaseModel):
         default=None, description="Share of sampled answers that agree with it (self-consistency)."
     )
     trace: list[StageTrace] = Field(default_factory=list)
+
+
+class KnownItem(BaseModel):
+    """A known-item query: find the one document `gold` (its `doc_id`) that `query` describes."""
+
+    query: str
+    gold: str

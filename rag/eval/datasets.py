@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from rag.corpus import iter_json_lines, vital_articles
 from rag.errors import CorpusError, DatasetError
 from rag.models import package_dir
-from rag.types import Demo, Document
+from rag.types import Demo, Document, KnownItem
 
 VITAL_QA = "vital-qa"
 HUMANEVAL = "humaneval"
@@ -95,24 +95,21 @@ def vital_qa(
     ]
 
 
-class KnownItem(BaseModel):
-    """A known-item retrieval query: find the one document `gold` that `query` describes."""
-
-    query: str
-    gold: str
-
-
 def known_items(split: str = "test", docs: Sequence[Document] | None = None) -> list[KnownItem]:
     """Known-item retrieval over the vital articles: the query is an article's Wikidata
     description, the gold is that article. One fixed sample of 2,500 (seed 0): the first 500 are
     `dev` (for tuning, e.g. a hybrid weight), the other 2,000 `test`, so every benchmark that
-    evaluates retrieval or reranking scores the same disjoint queries."""
-    if split not in ("dev", "test"):
-        raise DatasetError(f"known_items split must be 'dev' or 'test', got {split!r}")
+    evaluates retrieval or reranking scores the same disjoint queries. `train` is every other
+    article: each article has one description, so no dev or test article is a training gold."""
+    if split not in ("train", "dev", "test"):
+        raise DatasetError(f"known_items split must be 'train', 'dev' or 'test', got {split!r}")
     docs = vital_articles() if docs is None else docs
     pairs = [KnownItem(query=d.metadata["description"], gold=d.id)
              for d in docs if d.metadata.get("description")]
     sample = random.Random(0).sample(pairs, min(2500, len(pairs)))
+    if split == "train":
+        held_golds, held_queries = {i.gold for i in sample}, {i.query for i in sample}
+        return [i for i in pairs if i.gold not in held_golds and i.query not in held_queries]
     return sample[:500] if split == "dev" else sample[500:]
 
 
