@@ -4,10 +4,13 @@ bfloat16 halves memory traffic, and where the hardware multiplies it natively it
 times faster than float32: on CPUs with AMX (`amx_bf16`) or AVX512-BF16 (`avx512_bf16`), and on
 GPUs that support it. Elsewhere (e.g. AVX2-only CPUs, where vLLM in bfloat16 measured 5x slower)
 float32 stays the choice. Every backend resolves `auto` here, so one rule decides for all.
+`RAG_AUTO_DTYPE` pins what `auto` means (e.g. `float32` where greedy answers must repeat bit for
+bit: in bfloat16 a prompt served from the prefix cache can decode differently from a fresh one).
 """
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -34,7 +37,12 @@ def cpu_has_bf16() -> bool:
 
 
 def auto_dtype(device: str) -> Dtype:
-    """bfloat16 on a device that computes it natively, float32 elsewhere."""
+    """bfloat16 on a device that computes it natively, float32 elsewhere (or `RAG_AUTO_DTYPE`)."""
+    pinned = os.environ.get("RAG_AUTO_DTYPE")
+    if pinned:
+        if pinned not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"RAG_AUTO_DTYPE must be float32, bfloat16 or float16, not {pinned!r}")
+        return pinned  # type: ignore[return-value]
     if device.startswith("cuda"):
         import torch
 

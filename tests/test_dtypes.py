@@ -25,6 +25,7 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
 def test_auto_is_bfloat16_only_where_the_cpu_has_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: str, expected: str,
 ) -> None:
+    monkeypatch.delenv("RAG_AUTO_DTYPE", raising=False)
     path = cpuinfo(tmp_path, flags)
     monkeypatch.setattr(dtypes, "cpu_has_bf16", lambda: bool(dtypes.BF16_CPU_FLAGS & dtypes.cpu_flags(path)))
     assert dtypes.auto_dtype("cpu") == expected
@@ -34,3 +35,12 @@ def test_auto_is_bfloat16_only_where_the_cpu_has_it(
         if backend == "transformers":
             generator.device = "cpu"  # type: ignore[misc]  # the cached property, without a GPU probe
         assert generator.dtype == expected
+
+
+def test_the_environment_pins_what_auto_means(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dtypes, "cpu_has_bf16", lambda: True)
+    monkeypatch.setenv("RAG_AUTO_DTYPE", "float32")
+    assert dtypes.auto_dtype("cpu") == "float32"
+    monkeypatch.setenv("RAG_AUTO_DTYPE", "int8")
+    with pytest.raises(ValueError, match="RAG_AUTO_DTYPE"):
+        dtypes.auto_dtype("cpu")
