@@ -91,8 +91,9 @@ def qa(args: argparse.Namespace) -> dict[str, list[dict]]:
 # ---- code ---------------------------------------------------------------------------------
 
 def share(predictions: list[CodePrediction], keep: set[str] | None = None) -> float | None:
+    """The answer pass rate (`summarize_code`) over the problems in `keep` (all by default)."""
     chosen = [p for p in predictions if keep is None or p.id in keep]
-    return round(sum(p.answer_passed for p in chosen) / len(chosen), 4) if chosen else None
+    return round(summarize_code(chosen)["answer_pass"], 4) if chosen else None
 
 
 def picker_row(name: str, predictions: list[CodePrediction], with_examples: set[str]) -> dict:

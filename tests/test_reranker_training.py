@@ -9,6 +9,7 @@ import pytest
 from rag.eval.datasets import known_items
 from rag.recipes import document_chunks
 from rag.registry import build
+from rag.rerankers.base import passage_text
 from rag.rerankers.training import mine_pairs, train_cross_encoder
 from rag.retrievers import BM25Retriever
 from rag.types import KnownItem
@@ -34,12 +35,14 @@ def corpus(vital_slice):
 def test_mined_negatives_are_first_stage_hits_of_other_documents(corpus) -> None:
     bm25, queries = corpus
     triples = mine_pairs(queries, bm25, negatives=2, depth=10)
+    hits = dict(zip([q.query for q in queries], bm25.search([q.query for q in queries], k=10)))
+    gold = {q.query: q.gold for q in queries}
     positives = [t for t in triples if t[2] == 1.0]
     assert positives and len(triples) == 3 * len(positives)
-    titles = {d.gold: d for d in queries}
     for query, passage, label in triples:
-        assert label in (0.0, 1.0)
-        assert query in {q.query for q in titles.values()}
+        shown = {passage_text(h, 200): h.chunk.doc_id for h in hits[query]}
+        assert passage in shown  # every passage is one of the query's first-stage hits
+        assert (shown[passage] == gold[query]) == (label == 1.0)
 
 
 def test_training_checkpoints_each_epoch_resumes_and_loads_as_a_reranker(corpus, tmp_path: Path) -> None:

@@ -12,18 +12,14 @@ from rag.errors import EncoderMismatchError, IndexLoadError, RagError
 from rag.retrievers import SparseRetriever
 from rag.types import Chunk
 
+SPLADE = "splade"
 TEXTS = ["The Mona Lisa is a portrait by Leonardo.", "Jaws is a film.",
          "An ostrich is a large flightless bird that lives in Africa and runs fast."]
 
 
 @pytest.fixture(scope="module")
-def tiny_mlm() -> str:
-    return "splade"
-
-
-@pytest.fixture(scope="module")
-def encoder(tiny_mlm):
-    return SpladeEncoder(model=tiny_mlm, max_length=64)
+def encoder():
+    return SpladeEncoder(model=SPLADE, max_length=64)
 
 
 def test_term_weights_are_max_over_tokens_of_log1p_relu_logits(encoder):
@@ -82,10 +78,10 @@ def test_save_load_delete_filter(index, tmp_path, vital_slice):
         assert len(hits) == 3 and {h.chunk.doc_id for h in hits} <= wanted
 
 
-def test_damaged_or_mismatched_index_is_refused(index, tmp_path, tiny_mlm):
+def test_damaged_or_mismatched_index_is_refused(index, tmp_path):
     index.save(tmp_path / "splade")
     with pytest.raises(EncoderMismatchError):
-        SparseRetriever.load(tmp_path / "splade", encoder=SpladeEncoder(model=tiny_mlm, max_length=32))
+        SparseRetriever.load(tmp_path / "splade", encoder=SpladeEncoder(model=SPLADE, max_length=32))
     postings = tmp_path / "splade" / "postings.npz"
     postings.write_bytes(postings.read_bytes()[:100])
     with pytest.raises(IndexLoadError, match="postings.npz"):
