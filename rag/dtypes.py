@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Literal
 
 Dtype = Literal["float32", "bfloat16", "float16"]
+DtypeChoice = Literal["auto", "float32", "bfloat16", "float16"]
+DTYPE_HELP = ("auto: bfloat16 where the CPU (AMX, AVX512-BF16) or GPU computes it natively, "
+              "float32 elsewhere (rag.dtypes)")
 BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 
 
@@ -48,6 +51,15 @@ def auto_dtype(device: str) -> Dtype:
 
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     return "bfloat16" if cpu_has_bf16() else "float32"
+
+
+def resolve_device(device: str) -> str:
+    """`auto` is the first GPU where torch sees one, the CPU elsewhere."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def resolve_dtype(dtype: str, device: str) -> Dtype:

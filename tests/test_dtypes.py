@@ -1,11 +1,16 @@
 """`dtype: auto` follows what the CPU computes natively, the same rule for every backend."""
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rag import dtypes
+from rag.errors import EncoderMismatchError
 from rag.registry import build
+from rag.retrievers import HNSWRetriever
+from rag.types import Chunk
 
 
 def cpuinfo(tmp_path: Path, flags: str) -> Path:
@@ -35,6 +40,24 @@ def test_auto_is_bfloat16_only_where_the_cpu_has_it(
         if backend == "transformers":
             generator.device = "cpu"  # type: ignore[misc]  # the cached property, without a GPU probe
         assert generator.dtype == expected
+    for encoder in ({"type": "sentence_transformers"}, {"type": "splade", "model": "splade"}):
+        assert build("encoder", {**encoder, "device": "cpu"}).dtype == expected
+
+
+def test_an_encoder_in_bfloat16_runs_in_it_and_is_told_apart() -> None:
+    """Close vectors, different identity: neither the embedding cache nor an index mixes them."""
+    texts = ["The Eiffel Tower is in Paris.", "Photosynthesis turns light into sugar."]
+    made = {}
+    for dtype in ("float32", "bfloat16"):
+        encoder = build("encoder", {"type": "sentence_transformers", "device": "cpu", "dtype": dtype,
+                                    "cache": False})
+        assert str(next(encoder.model.parameters()).dtype) == f"torch.{dtype}"
+        made[dtype] = (encoder.fingerprint, encoder.encode_documents(texts))
+    (fp32, v32), (bf16, v16) = made["float32"], made["bfloat16"]
+    assert fp32 != bf16
+    assert v16.dtype == np.float32  # vectors leave the encoder as float32 whatever it ran in
+    assert (v32 * v16).sum(axis=1).min() > 0.99  # cosine: the same embedding at lower precision
+    assert not np.array_equal(v32, v16)
 
 
 def test_the_environment_pins_what_auto_means(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,3 +67,25 @@ def test_the_environment_pins_what_auto_means(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("RAG_AUTO_DTYPE", "int8")
     with pytest.raises(ValueError, match="RAG_AUTO_DTYPE"):
         dtypes.auto_dtype("cpu")
+
+
+def test_a_saved_index_queries_in_the_dtype_its_vectors_were_made_in(tmp_path: Path) -> None:
+    chunks = [Chunk(id=f"c{i}", doc_id=f"d{i}", text=t, start=0, end=len(t)) for i, t in enumerate(
+        ["The Eiffel Tower is in Paris.", "Photosynthesis turns light into sugar.",
+         "The Nile flows north into the Mediterranean."])]
+    index = HNSWRetriever(encoder={"type": "sentence_transformers", "dtype": "bfloat16"})
+    index.add(chunks)
+    index.save(tmp_path / "bf16")
+    for given in (None, {"type": "sentence_transformers"}, {"type": "sentence_transformers", "dtype": "auto"}):
+        loaded = HNSWRetriever.load(tmp_path / "bf16", encoder=given)
+        assert loaded.encoder.dtype == "bfloat16"
+        assert loaded.search(["Where does the Nile flow?"], k=1)[0][0].chunk.id == "c2"
+    with pytest.raises(EncoderMismatchError, match="'dtype': 'float32'"):
+        HNSWRetriever.load(tmp_path / "bf16", encoder={"type": "sentence_transformers", "dtype": "float32"})
+    # a manifest written before encoders had a dtype: its vectors were float32
+    manifest = tmp_path / "bf16" / "manifest.json"
+    saved = json.loads(manifest.read_text())
+    del saved["encoder"]["dtype"]
+    manifest.write_text(json.dumps(saved))
+    with pytest.raises(EncoderMismatchError, match="float32"):
+        HNSWRetriever.load(tmp_path / "bf16")

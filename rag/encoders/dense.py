@@ -16,9 +16,10 @@ import numpy as np
 from pydantic import Field
 from tqdm.auto import tqdm
 
+from rag.dtypes import DTYPE_HELP, Dtype, DtypeChoice, resolve_device, resolve_dtype
 from rag.errors import RagError
 from rag.models import cache_dir, resolve_model
-from rag.registry import Component, ComponentConfig, register
+from rag.registry import Component, ComponentConfig, register, registered
 from rag.storage import atomic_save_npy, load_npy
 
 CACHE_MIN_TEXTS = 32  # smaller calls (single queries) are cheaper to recompute than to store
@@ -36,7 +37,72 @@ class Encoder(Component):
     @property
     def fingerprint(self) -> str:
         """Identifies the vectors this encoder makes; indexes refuse queries from another."""
-        return hashlib.sha256(json.dumps(self.spec(), sort_keys=True).encode()).hexdigest()[:16]
+        return _digest(self.pinned_spec())
+
+    def pinned_spec(self) -> dict[str, Any]:
+        """The spec with every `auto` resolved as it is here: what a saved index records, so it
+        reloads into an encoder that makes the same vectors on any machine."""
+        return self.spec()
+
+
+def _digest(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def index_encoder(given: Encoder | dict[str, Any] | None, saved: dict[str, Any]) -> Encoder | dict[str, Any]:
+    """The encoder that queries a saved index: the one given, else the manifest's; `auto` (or no
+    dtype) means the dtype the index's vectors were made in, and a manifest saved before encoders
+    had a dtype made them in float32."""
+    cls = registered("encoder").get(saved.get("type", ""))
+    if cls is None or not issubclass(cls, LocalEncoder):
+        return saved if given is None else given
+    made_in = saved.get("dtype", "float32")
+    if given is None:
+        return {**saved, "dtype": made_in}
+    if isinstance(given, dict) and given.get("dtype", "auto") == "auto":
+        return {**given, "dtype": made_in}
+    return given
+
+
+class LocalEncoderConfig(ComponentConfig):
+    """What every in-process encoder needs: where it runs, at which precision."""
+
+    device: str = Field(default="auto", description="auto, cpu, cuda, ...")
+    dtype: DtypeChoice = Field(default="auto", description=DTYPE_HELP)
+    batch_size: int = Field(default=64, ge=1)
+
+
+class LocalEncoder(Encoder):
+    """An encoder whose model runs in this process, in the dtype `auto` resolves to here."""
+
+    config: LocalEncoderConfig
+
+    @cached_property
+    def device(self) -> str:
+        return resolve_device(self.config.device)
+
+    @property
+    def dtype(self) -> Dtype:
+        return resolve_dtype(self.config.dtype, self.device)
+
+    @property
+    def torch_dtype(self) -> Any:
+        import torch
+
+        return getattr(torch, self.dtype)
+
+    def pinned_spec(self) -> dict[str, Any]:
+        return {**self.spec(), "dtype": self.dtype}
+
+    @property
+    def fingerprint(self) -> str:
+        """Vectors made in bfloat16 and in float32 differ, so neither the embedding cache nor an
+        index confuses them; float32 keeps the identity encoders had before they had a dtype,
+        so indexes and caches made then stay valid."""
+        spec = self.pinned_spec()
+        if spec["dtype"] == "float32":
+            del spec["dtype"]
+        return _digest(spec)
 
     def encode_queries(self, texts: list[str], progress: bool = False) -> np.ndarray:
         raise NotImplementedError
@@ -50,13 +116,11 @@ class Encoder(Component):
 
 
 @register("encoder", "sentence_transformers")
-class SentenceTransformerEncoder(Encoder):
+class SentenceTransformerEncoder(LocalEncoder):
     """L2-normalized embeddings (so inner product is cosine), batched, with a progress bar."""
 
-    class Config(ComponentConfig):
+    class Config(LocalEncoderConfig):
         model: str = "encoder"
-        batch_size: int = Field(default=64, ge=1)
-        device: str = Field(default="auto", description="auto, cpu, cuda, ...")
         normalize: bool = True
         query_prefix: str = Field(default="", description='e.g. "query: " for E5 models')
         document_prefix: str = Field(default="", description='e.g. "passage: " for E5 models')
@@ -68,8 +132,8 @@ class SentenceTransformerEncoder(Encoder):
     def model(self) -> Any:
         from sentence_transformers import SentenceTransformer
 
-        device = None if self.config.device == "auto" else self.config.device
-        return SentenceTransformer(str(resolve_model(self.config.model)), device=device)
+        return SentenceTransformer(str(resolve_model(self.config.model)), device=self.device,
+                                   model_kwargs={"dtype": self.torch_dtype})
 
     @property
     def dim(self) -> int:

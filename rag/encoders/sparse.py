@@ -17,21 +17,20 @@ import scipy.sparse as sp
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from rag.encoders.dense import Encoder
+from rag.encoders.dense import LocalEncoder, LocalEncoderConfig
 from rag.errors import RagError
 from rag.models import resolve_model
-from rag.registry import ComponentConfig, register
+from rag.registry import register
 
 
 @register("encoder", "splade")
-class SpladeEncoder(Encoder):
+class SpladeEncoder(LocalEncoder):
     """Texts to sparse vocabulary-sized vectors (a CSR matrix, one row per text)."""
 
-    class Config(ComponentConfig):
+    class Config(LocalEncoderConfig):
         model: str = Field(description="a masked-LM folder or cached HF id, e.g. naver/splade-v3")
         max_length: int = Field(default=256, ge=8)
         batch_size: int = Field(default=16, ge=1)
-        device: str = "cpu"
 
     config: Config
 
@@ -40,7 +39,8 @@ class SpladeEncoder(Encoder):
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
         path = resolve_model(self.config.model)
-        model = AutoModelForMaskedLM.from_pretrained(path).to(self.config.device).eval()
+        model = AutoModelForMaskedLM.from_pretrained(path, dtype=self.torch_dtype)
+        model = model.to(self.device).eval()
         return AutoTokenizer.from_pretrained(path), model
 
     @property
@@ -58,7 +58,7 @@ class SpladeEncoder(Encoder):
         for start in tqdm(range(0, len(texts), size), desc="splade", disable=not progress):
             batch = tokenizer(texts[start : start + size], padding=True, truncation=True,
                               max_length=self.config.max_length, return_tensors="pt")
-            batch = batch.to(self.config.device)
+            batch = batch.to(self.device)
             with torch.inference_mode():
                 logits = model(**batch).logits  # (batch, tokens, vocab)
             weights = torch.log1p(torch.relu(logits)) * batch["attention_mask"].unsqueeze(-1)

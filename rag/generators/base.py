@@ -13,10 +13,11 @@ import math
 from collections.abc import AsyncIterator, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
+from rag.dtypes import DTYPE_HELP, DtypeChoice
 from rag.errors import RagError
 from rag.registry import Component, ComponentConfig
 from rag.types import Generation, Prompt, SamplingParams, TextDelta
@@ -113,10 +114,7 @@ class LocalModelConfig(ComponentConfig):
     """What every in-process backend needs: which model, at which precision."""
 
     model: str = "tiny"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="auto", description="auto: bfloat16 where the CPU (AMX, AVX512-BF16) or GPU computes it natively, "
-                    "float32 elsewhere (rag.dtypes)"
-    )
+    dtype: DtypeChoice = Field(default="auto", description=DTYPE_HELP)
 
 
 class LocalGenerator(Generator):

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field
 
-from rag.dtypes import resolve_dtype
+from rag.dtypes import resolve_device, resolve_dtype
 from rag.errors import RagError
 from rag.generators.base import (
     LocalGenerator,
@@ -33,11 +33,7 @@ class TransformersGenerator(LocalGenerator):
 
     @cached_property
     def device(self) -> str:
-        import torch
-
-        if self.config.device != "auto":
-            return self.config.device
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return resolve_device(self.config.device)
 
     @property
     def dtype(self) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from rag.chunkers.embedding import ChunkEmbedder
-from rag.encoders.dense import Encoder
+from rag.encoders.dense import Encoder, index_encoder
 from rag.errors import EncoderMismatchError, IndexLoadError, RagError
 from rag.registry import ComponentConfig, build, register
 from rag.retrievers.base import (
@@ -67,7 +67,10 @@ class HNSWRetriever(Retriever):
         manifest = read_manifest(kwargs["path"], FORMAT) if kwargs.get("path") else None
         if manifest is not None:
             kwargs.setdefault("space", manifest["space"])
-        chosen = encoder if encoder is not None else (manifest or {}).get("encoder", DEFAULT_ENCODER)
+        if manifest is not None:
+            chosen = index_encoder(encoder, manifest["encoder"])
+        else:
+            chosen = encoder if encoder is not None else DEFAULT_ENCODER
         self.encoder: Encoder = build("encoder", chosen)
         super().__init__(encoder=self.encoder.spec(), **kwargs)
         self.chunks: list[Chunk] = []  # by hnswlib label; deleted ones stay, marked
@@ -83,7 +86,7 @@ class HNSWRetriever(Retriever):
         if manifest["encoder_fingerprint"] != self.encoder.fingerprint:
             raise EncoderMismatchError(
                 f"{folder} was built with encoder {manifest['encoder']} but this retriever "
-                f"encodes queries with {self.encoder.spec()}; vectors would not be comparable"
+                f"encodes queries with {self.encoder.pinned_spec()}; vectors would not be comparable"
             )
         if manifest["space"] != self.config.space:
             raise EncoderMismatchError(
@@ -139,8 +142,8 @@ class HNSWRetriever(Retriever):
         """Add chunks embedded in their documents' context (late chunking, situated, ...)."""
         if embedder.encoder.fingerprint != self.encoder.fingerprint:
             raise EncoderMismatchError(
-                f"the embedder encodes with {embedder.encoder.spec()} but this index queries with "
-                f"{self.encoder.spec()}; vectors would not be comparable")
+                f"the embedder encodes with {embedder.encoder.pinned_spec()} but this index queries "
+                f"with {self.encoder.pinned_spec()}; vectors would not be comparable")
         if self.vectors_by not in (None, embedder.spec()) or (self.chunks and self.vectors_by is None):
             raise RagError("an index holds vectors of one method; build a new one for "
                            f"{embedder.name!r}")
@@ -235,7 +238,7 @@ class HNSWRetriever(Retriever):
         with atomic_path(folder / GRAPH) as tmp:
             self._graph.save_index(str(tmp))
         write_manifest(folder, FORMAT, {
-            "encoder": self.encoder.spec(), "encoder_fingerprint": self.encoder.fingerprint,
+            "encoder": self.encoder.pinned_spec(), "encoder_fingerprint": self.encoder.fingerprint,
             "space": self.config.space, "dim": self.dim, "count": len(self.chunks),
             "deleted": sorted(self._deleted), "vectors_by": self.vectors_by, "graph_bytes": (folder / GRAPH).stat().st_size,
         })

@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
+from rag.encoders.dense import index_encoder
 from rag.encoders.sparse import SpladeEncoder
 from rag.errors import EncoderMismatchError, RagError
 from rag.registry import ComponentConfig, build, register
@@ -57,7 +58,7 @@ class SparseRetriever(Retriever):
 
     def __init__(self, encoder: SpladeEncoder | dict[str, Any] | None = None, **kwargs: Any) -> None:
         manifest = read_manifest(kwargs["path"], FORMAT) if kwargs.get("path") else None
-        chosen = encoder if encoder is not None else (manifest or {}).get("encoder")
+        chosen = encoder if manifest is None else index_encoder(encoder, manifest["encoder"])
         if chosen is None:
             raise RagError("a splade retriever needs an encoder, e.g. "
                            "{'type': 'splade', 'model': 'naver/splade-v3'}")
@@ -69,7 +70,7 @@ class SparseRetriever(Retriever):
             if manifest["encoder_fingerprint"] != self.encoder.fingerprint:
                 raise EncoderMismatchError(
                     f"{kwargs['path']} was built with encoder {manifest['encoder']}, not "
-                    f"{self.encoder.spec()}")
+                    f"{self.encoder.pinned_spec()}")
             folder = Path(kwargs["path"])
             self.chunks = load_chunks(folder / CHUNKS, manifest["count"])
             self.postings = checked_load(folder / POSTINGS, "sparse postings",
@@ -138,7 +139,7 @@ class SparseRetriever(Retriever):
         with atomic_path(folder / POSTINGS) as tmp, open(tmp, "wb") as fh:
             sp.save_npz(fh, self.postings)
         write_manifest(folder, FORMAT, {
-            "encoder": self.encoder.spec(), "encoder_fingerprint": self.encoder.fingerprint,
+            "encoder": self.encoder.pinned_spec(), "encoder_fingerprint": self.encoder.fingerprint,
             "count": len(self.chunks), "vocabulary": self.postings.shape[1],
         })
         self.config.path = str(folder)
