@@ -21,7 +21,13 @@ Code (`--skip qa`), all 164 HumanEval problems with `--model` (`bench`):
   plain-text completion prompt, beside zero-shot in both formats.
 
     python benchmarks/end_to_end.py [--skip qa|code] [--code-parts greedy pickers demos]
-                                    [--dtype float32] [--demo-dtype auto]
+                                    [--dtype float32] [--demo-dtype auto] [--qa-pipelines NAME ...]
+
+A run in another `--dtype` writes its own sections (`qa_bfloat16`, `code_greedy_bfloat16`), the
+float32 rows stay the reference:
+
+    python benchmarks/end_to_end.py --skip code --dtype bfloat16 --qa-pipelines hybrid-k3-extractive-2x
+    python benchmarks/end_to_end.py --skip qa --dtype bfloat16 --code-parts greedy
 """
 
 from __future__ import annotations
@@ -62,6 +68,12 @@ def generator_spec(args: argparse.Namespace, dtype: str) -> dict[str, Any]:
     return {"type": "vllm", "model": args.model, "max_model_len": 4096, "dtype": dtype}
 
 
+def dtype_section(name: str, dtype: str) -> str:
+    """float32 is the reference; a run in another dtype gets its own section (and report folder)
+    beside it, so `limits.py` can compare the two."""
+    return name if dtype == "float32" else f"{name}_{dtype}"
+
+
 # ---- QA -----------------------------------------------------------------------------------
 
 def qa_pipelines(args: argparse.Namespace) -> dict[str, Pipeline]:
@@ -82,10 +94,15 @@ def qa_pipelines(args: argparse.Namespace) -> dict[str, Pipeline]:
 
 
 def qa(args: argparse.Namespace) -> dict[str, list[dict]]:
-    summaries = evaluate_qa(qa_pipelines(args), vital_qa(args.questions), args.out / "qa",
-                            dataset="vital-qa")
-    return {"qa": [{"configuration": name, **{c: round(s[c], 4) for c in QA_COLUMNS}}
-                   for name, s in summaries.items()]}
+    pipelines = qa_pipelines(args)
+    unknown = set(args.qa_pipelines or ()) - set(pipelines)
+    if unknown:
+        raise SystemExit(f"unknown --qa-pipelines {sorted(unknown)}; known: {sorted(pipelines)}")
+    chosen = {n: p for n, p in pipelines.items() if not args.qa_pipelines or n in args.qa_pipelines}
+    section = dtype_section("qa", args.dtype)
+    summaries = evaluate_qa(chosen, vital_qa(args.questions), args.out / section, dataset="vital-qa")
+    return {section: [{"configuration": name, **{c: round(s[c], 4) for c in QA_COLUMNS}}
+                      for name, s in summaries.items()]}
 
 
 # ---- code ---------------------------------------------------------------------------------
@@ -124,29 +141,27 @@ def lever_predictions(args: argparse.Namespace, tasks: list[CodeTask], cached: d
         path = args.work / f"lever-{args.dtype}-fold-{fold}.json"
         verifier.save(path)
         held_out = [t for i, t in enumerate(tasks) if i % LEVER_FOLDS == fold]
-        folder = args.out / "humaneval" / "pick-lever" / f"fold-{fold}"
+        folder = args.out / dtype_section("humaneval", args.dtype) / "pick-lever" / f"fold-{fold}"
         for p in run_code(sampled_pipeline(cached, "lever", path), held_out, folder):
             predictions[p.id] = p
     return [predictions[t.id] for t in tasks]
 
 
-def greedy_section(dtype: str) -> str:
-    """float32 is the reference the pickers compare against; other dtypes get their own section."""
-    return "code_greedy" if dtype == "float32" else f"code_greedy_{dtype}"
 
 
 def code_greedy_and_pickers(args: argparse.Namespace, tasks: list[CodeTask]) -> dict[str, list[dict]]:
     generator = generator_spec(args, args.dtype)
     cached = {"type": "cached", "generator": generator,
               "path": str(args.work / f"generations-{args.model}-{args.dtype}.jsonl")}
-    out = args.out / "humaneval"
+    out = args.out / dtype_section("humaneval", args.dtype)
     pipelines = {"greedy": code_generation(generator, max_tokens=MAX_TOKENS)}
     if "pickers" in args.code_parts:
         pipelines |= {f"pick-{m}": sampled_pipeline(cached, m) for m in PICKERS}
     evaluate_code(pipelines, tasks, out)
     greedy = load_cache(out / "greedy" / "predictions.jsonl", CodePrediction)
-    rows = {greedy_section(args.dtype): [{"configuration": f"greedy zero-shot ({args.dtype})",
-                             "problems": len(tasks), "pass@1": share(list(greedy.values()))}]}
+    rows = {dtype_section("code_greedy", args.dtype): [{
+        "configuration": f"greedy zero-shot ({args.dtype})", "problems": len(tasks),
+        "pass@1": share(list(greedy.values()))}]}
     if "pickers" not in args.code_parts:
         return rows
     with_examples = {t.id for t in tasks if doctest_examples(t.prompt)}
@@ -164,7 +179,7 @@ def code_greedy_and_pickers(args: argparse.Namespace, tasks: list[CodeTask]) -> 
                   "pass@1": round(ceiling[f"pass@{SAMPLES}"], 4)})
     table.append({"picker": f"unbiased pass@1 of the {SAMPLES} samples", "problems": len(tasks),
                   "pass@1": round(ceiling["pass@1"], 4)})
-    rows["code_pickers"] = table
+    rows[dtype_section("code_pickers", args.dtype)] = table
     return rows
 
 
@@ -252,6 +267,8 @@ def main() -> None:
     parser.add_argument("--reranker", default="llm-pointwise")
     parser.add_argument("--rerank-depth", type=int, default=10, help="hybrid hits the reranker reorders")
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--qa-pipelines", nargs="+", default=None,
+                        help="run only these QA pipelines (e.g. hybrid-k3-extractive-2x)")
     parser.add_argument("--code-problems", type=int, default=164, help="first N HumanEval problems")
     parser.add_argument("--code-parts", nargs="+", choices=["greedy", "pickers", "demos"],
                         default=["greedy", "pickers", "demos"])
@@ -263,13 +280,15 @@ def main() -> None:
                         help="indexes, cached generations, trained selectors and verifiers")
     args = parser.parse_args()
     setup = {
-        "qa": {"questions": f"first {args.questions} vital-qa questions (seed 0)", "model": args.model,
-               "dtype": args.dtype, "corpus": "10,033 vital-article summaries, one chunk each",
-               "max_tokens": args.max_tokens, "report": "benchmarks/results/end_to_end/qa/report.md"},
-        greedy_section(args.dtype): {"problems": args.code_problems, "model": args.model,
+        dtype_section("qa", args.dtype): {
+            "questions": f"first {args.questions} vital-qa questions (seed 0)", "model": args.model,
+            "dtype": args.dtype, "corpus": "10,033 vital-article summaries, one chunk each",
+            "max_tokens": args.max_tokens,
+            "report": f"benchmarks/results/end_to_end/{dtype_section('qa', args.dtype)}/report.md"},
+        dtype_section("code_greedy", args.dtype): {"problems": args.code_problems, "model": args.model,
                                      "dtype": args.dtype,
                                      "decoding": f"greedy, max {MAX_TOKENS} tokens, chat prompt"},
-        "code_pickers": {"problems": args.code_problems, "model": args.model, "dtype": args.dtype,
+        dtype_section("code_pickers", args.dtype): {"problems": args.code_problems, "model": args.model, "dtype": args.dtype,
                          "samples": f"{SAMPLES} at T={TEMPERATURE}, seed 0, generated once",
                          "checks": "docstring examples + CodeT tests (2 replies x 5 asserts, T=0.8)",
                          "lever": f"{LEVER_FOLDS}-fold cross-validation by problem"},

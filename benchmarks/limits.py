@@ -1,0 +1,267 @@
+"""How far each hot path is from what this machine can do, measured in one run.
+
+The limits come first, in the same invocation as the figures they judge: matmul throughput in
+float32 and bfloat16 at the shapes the models multiply (decode: 32 rows of `bench`'s hidden size
+times its MLP; encoding: a batch of MiniLM tokens times its MLP) and memory bandwidth (a copy of
+1 GiB). Then each hot path, in the dtype `auto` resolves to here, as a fraction of its limit:
+
+- generation: `bench` through vLLM and transformers, 32 chats x 128 tokens, greedy, the same dtype
+  for both; FLOPs per token from the model's shape (2 x the weights each token multiplies, plus
+  attention over its context), judged against the decode-shaped matmul;
+- encoding: MiniLM over the 10,033 vital articles (cache off), FLOPs per document from its token
+  count, judged against the encoder-shaped matmul;
+- HNSW search over those vectors, one query at a time, against the bound of exact search, which
+  must read every vector per query (memory bandwidth / index bytes).
+
+Every figure is the median of `--repeat` runs with min and max; the vLLM/transformers ratio is
+taken per run. The bfloat16 quality deltas are read from `end_to_end.json` (its `qa`/`qa_bfloat16`
+best-pipeline EM and `code_greedy`/`code_greedy_bfloat16` pass@1), which `end_to_end.py --dtype
+bfloat16` writes.
+
+    python benchmarks/limits.py [--repeat 3] [--chats 32] [--max-tokens 128] [--skip-generation]
+                                [--documents N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rag.corpus import vital_articles
+from rag.dtypes import auto_dtype, cpu_flags
+from rag.eval.report import write_results
+from rag.models import resolve_model
+from rag.registry import build
+from rag.types import Prompt, SamplingParams
+
+RESULTS = Path(__file__).resolve().parent / "results"
+FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8")
+BEST_QA = "hybrid-k3-extractive-2x"
+ENCODER_BATCH_TOKENS = 64 * 128  # rows of one encoder matmul: a batch of 64 texts of ~128 tokens
+
+
+def spread(values: list[float], digits: int = 3) -> dict[str, float]:
+    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
+            "max": round(max(values), digits)}
+
+
+def columns(name: str, figures: dict[str, float]) -> dict[str, float]:
+    """A spread as flat table columns: the median under `name`, then its min and max."""
+    return {name: figures["median"], f"{name} min": figures["min"], f"{name} max": figures["max"]}
+
+
+def timed(work: Callable[[], Any], repeat: int) -> list[float]:
+    """Seconds of each of `repeat` calls, after one warm-up call."""
+    work()
+    times = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - began)
+    return times
+
+
+def matmul_gflops(rows: int, inner: int, cols: int, dtype: torch.dtype, repeat: int) -> list[float]:
+    a, b = torch.randn(rows, inner, dtype=dtype), torch.randn(inner, cols, dtype=dtype)
+    calls = max(1, int(2e9 / (2 * rows * inner * cols)))  # ~2 GFLOP per timing: above timer noise
+
+    def work() -> None:
+        for _ in range(calls):
+            torch.mm(a, b)
+
+    return [2 * rows * inner * cols * calls / s / 1e9 for s in timed(work, repeat)]
+
+
+def copy_gb_per_s(repeat: int, gib: float = 1.0) -> list[float]:
+    source = torch.empty(int(gib * 2**30) // 4, dtype=torch.float32).fill_(1.0)
+    target = torch.empty_like(source)
+    moved = 2 * source.numel() * 4  # read + write
+    return [moved / s / 1e9 for s in timed(lambda: target.copy_(source), repeat)]
+
+
+def config_of(model: str) -> dict[str, Any]:
+    return json.loads((resolve_model(model) / "config.json").read_text())
+
+
+def decoder_flops_per_token(config: dict[str, Any], context: float) -> float:
+    """2 x the weights one token multiplies (attention projections, MLP, LM head) plus attention
+    scores and values over `context` earlier tokens, per layer."""
+    h, ff, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    head = h // config["num_attention_heads"]
+    kv = config.get("num_key_value_heads", config["num_attention_heads"]) * head
+    per_layer = 2 * h * h + 2 * h * kv + 3 * h * ff  # q, o; k, v; gate, up, down
+    return 2 * (layers * per_layer + h * config["vocab_size"]) + layers * 4 * context * h
+
+
+def encoder_flops(config: dict[str, Any], tokens: int) -> float:
+    """One BERT-style text of `tokens` tokens: 2 x the layer weights per token plus attention."""
+    h, ff, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    return layers * (2 * tokens * (4 * h * h + 2 * h * ff) + 4 * tokens * tokens * h)
+
+
+def limits(repeat: int, bench: dict[str, Any], encoder: dict[str, Any], chats: int) -> dict[str, Any]:
+    shapes = {"square 2048": (2048, 2048, 2048),
+              f"decode: {chats} x {bench['hidden_size']} @ {bench['hidden_size']} x {bench['intermediate_size']}":
+                  (chats, bench["hidden_size"], bench["intermediate_size"]),
+              f"encode: {ENCODER_BATCH_TOKENS} x {encoder['hidden_size']} @ {encoder['hidden_size']} x "
+              f"{encoder['intermediate_size']}": (ENCODER_BATCH_TOKENS, encoder["hidden_size"],
+                                                  encoder["intermediate_size"])}
+    table = {name: {dt: spread(matmul_gflops(*shape, getattr(torch, dt), repeat), 1)
+                    for dt in ("float32", "bfloat16")} for name, shape in shapes.items()}
+    return {"matmul_gflops": table, "copy_gb_per_s": spread(copy_gb_per_s(repeat), 2)}
+
+
+def generation(args: argparse.Namespace, dtype: str, config: dict[str, Any]) -> dict[str, Any]:
+    titles = [d.title for d in vital_articles()[:: 10_000 // args.chats]][: args.chats]
+    prompts = [Prompt.chat(f"Tell me about {t} in three sentences.") for t in titles]
+    params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0)
+    backends = {"vllm": {"type": "vllm", "model": "bench", "dtype": dtype},
+                "transformers": {"type": "transformers", "model": "bench", "dtype": dtype,
+                                 "batch_size": args.chats}}
+    runs: dict[str, list[dict[str, float]]] = {}
+    for name, spec in backends.items():
+        generator = build("generator", spec)
+        generator.generate(prompts[:2], SamplingParams(max_tokens=4))  # load / start the engine
+        runs[name] = []
+        for _ in range(args.repeat):
+            began = time.perf_counter()
+            outputs = generator.generate(prompts, params)
+            seconds = time.perf_counter() - began
+            prompt_tokens = sum(o.usage.prompt_tokens for o in outputs)
+            new_tokens = sum(o.usage.completion_tokens for o in outputs)
+            context = prompt_tokens / len(outputs) + args.max_tokens / 2  # mean context of a step
+            flops = (prompt_tokens + new_tokens) * decoder_flops_per_token(config, context)
+            runs[name].append({"tokens_per_s": new_tokens / seconds, "gflops": flops / seconds / 1e9})
+    ratios = [v["tokens_per_s"] / t["tokens_per_s"] for v, t in zip(runs["vllm"], runs["transformers"])]
+    return {"runs": runs, "vllm_over_transformers": spread(ratios, 2)}
+
+
+def encoding(repeat: int, dtype: str, config: dict[str, Any], documents: int | None,
+             ) -> tuple[dict[str, Any], np.ndarray]:
+    texts = [d.text for d in vital_articles()][:documents]
+    encoder = build("encoder", {"type": "sentence_transformers", "dtype": dtype, "cache": False})
+    lengths = [min(len(ids), encoder.max_length)
+               for ids in encoder.tokenizer(texts, truncation=True, max_length=encoder.max_length)["input_ids"]]
+    flops = sum(encoder_flops(config, n) for n in lengths)
+    vectors: list[np.ndarray] = []
+    seconds = timed(lambda: vectors.append(encoder.encode_documents(texts)), repeat)
+    return {"documents": len(texts), "mean_tokens": round(statistics.mean(lengths), 1),
+            "docs_per_s": spread([len(texts) / s for s in seconds], 1),
+            "gflops": spread([flops / s / 1e9 for s in seconds], 1)}, vectors[-1]
+
+
+def hnsw_search(vectors: np.ndarray, repeat: int, queries: int = 500) -> dict[str, Any]:
+    import hnswlib
+
+    index = hnswlib.Index(space="ip", dim=vectors.shape[1])
+    index.init_index(max_elements=len(vectors), M=16, ef_construction=200)
+    index.add_items(vectors)
+    index.set_ef(64)
+    index.set_num_threads(1)
+    asked = vectors[:: max(1, len(vectors) // queries)][:queries]
+
+    def one_at_a_time() -> None:
+        for q in asked:
+            index.knn_query(q[None, :], k=10)
+
+    def exact() -> None:
+        for q in asked:
+            np.argpartition(vectors @ q, -10)[-10:]
+
+    return {"vectors": len(vectors), "queries": len(asked),
+            "hnsw_qps": spread([len(asked) / s for s in timed(one_at_a_time, repeat)], 1),
+            "exact_qps": spread([len(asked) / s for s in timed(exact, repeat)], 1),
+            "index_bytes": int(vectors.nbytes)}
+
+
+def quality_deltas(path: Path) -> dict[str, float | None]:
+    """bfloat16 minus float32, from the end-to-end results (None until both runs exist there)."""
+    if not path.exists():
+        return {"bf16_em_delta": None, "bf16_pass1_delta": None}
+    results = json.loads(path.read_text())["results"]
+
+    def best_em(section: str) -> float | None:
+        rows = [r for r in results.get(section, []) if r.get("configuration") == BEST_QA]
+        return rows[0]["EM"] if rows else None
+
+    def greedy(section: str) -> float | None:
+        return results[section][0]["pass@1"] if section in results else None
+
+    def delta(bf16: float | None, fp32: float | None) -> float | None:
+        return None if bf16 is None or fp32 is None else round(bf16 - fp32, 4)
+
+    return {"bf16_em_delta": delta(best_em("qa_bfloat16"), best_em("qa")),
+            "bf16_pass1_delta": delta(greedy("code_greedy_bfloat16"), greedy("code_greedy"))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--chats", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--skip-generation", action="store_true")
+    parser.add_argument("--documents", type=int, default=None, help="first N articles (default all)")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    dtype = auto_dtype("cpu")
+    flags = cpu_flags()
+    bench, minilm = config_of("bench"), config_of("encoder")
+    measured = limits(args.repeat, bench, minilm, args.chats)
+    decode_limit, _, encode_limit = (measured["matmul_gflops"][s][dtype]["median"]
+                                     for s in measured["matmul_gflops"])
+    square = next(iter(measured["matmul_gflops"].values()))
+    rows: dict[str, list[dict[str, Any]]] = {
+        "limits": [{"what": f"matmul {shape} (GFLOP/s)", "dtype": dt, **columns("rate", figures)}
+                   for shape, by_dtype in measured["matmul_gflops"].items()
+                   for dt, figures in by_dtype.items()]
+                  + [{"what": "copy 1 GiB (GB/s, read + write)", "dtype": "float32",
+                      **columns("rate", measured["copy_gb_per_s"])}]}
+    summary: dict[str, Any] = {
+        "cpu_flags": sorted(f for f in flags if f in FLAGS_OF_INTEREST), "auto_dtype": dtype,
+        "matmul_gflops_fp32": square["float32"]["median"], "matmul_gflops_bf16": square["bfloat16"]["median"]}
+    hot: list[dict[str, Any]] = []
+    if not args.skip_generation:
+        gen = generation(args, dtype, bench)
+        for backend, runs in gen["runs"].items():
+            fractions = [r["gflops"] / decode_limit for r in runs]
+            hot.append({"hot path": f"generation, {backend}, bench, {args.chats} chats x {args.max_tokens}",
+                        "dtype": dtype, **columns("rate", spread([r["tokens_per_s"] for r in runs], 1)),
+                        "unit": "tokens/s", **columns("fraction of limit", spread(fractions))})
+            if backend == "vllm":
+                summary["vllm_decode_fraction_of_limit"] = round(statistics.median(fractions), 3)
+        summary["vllm_over_transformers_median"] = gen["vllm_over_transformers"]["median"]
+        summary["vllm_over_transformers_min"] = gen["vllm_over_transformers"]["min"]
+    enc, vectors = encoding(args.repeat, dtype, minilm, args.documents)
+    encode_fraction = {k: round(v / encode_limit, 3) for k, v in enc["gflops"].items()}
+    hot.append({"hot path": f"encoding, MiniLM, {enc['documents']} articles ({enc['mean_tokens']} tokens)",
+                "dtype": dtype, **columns("rate", enc["docs_per_s"]), "unit": "documents/s",
+                **columns("fraction of limit", encode_fraction)})
+    summary["encode_fraction_of_limit"] = encode_fraction["median"]
+    search = hnsw_search(vectors, args.repeat)
+    bound = measured["copy_gb_per_s"]["median"] / 2 * 1e9 / search["index_bytes"]  # reads only
+    rows["hot_paths"] = hot
+    rows["search"] = [{"search": f"HNSW, {search['vectors']} vectors, k=10, ef 64, 1 thread",
+                       **columns("queries/s", search["hnsw_qps"]),
+                       "exact search (queries/s)": search["exact_qps"]["median"],
+                       "exact search's bandwidth bound (queries/s)": round(bound, 1),
+                       "HNSW over that bound": round(search["hnsw_qps"]["median"] / bound, 1)}]
+    summary |= quality_deltas(args.results / "end_to_end.json")
+    write_results("limits", {
+        "repeat": args.repeat, "threads": torch.get_num_threads(), "auto_dtype": dtype,
+        "limit_of_generation": "the decode-shaped matmul in the dtype used",
+        "limit_of_encoding": "the encoder-shaped matmul in the dtype used",
+        "limit_of_search": "exact search reading every vector once per query at the copy bandwidth",
+        "quality": "bfloat16 minus float32 from end_to_end.json",
+    }, rows, folder=args.results, summary=summary)
+
+
+if __name__ == "__main__":
+    main()
