@@ -1,16 +1,18 @@
-"""Retrievers: find the chunks that answer a query (HNSW, BM25, SPLADE, hybrid fusion, HyDE)."""
+"""Retrievers: find the chunks that answer a query (HNSW, Milvus, BM25, SPLADE, hybrid fusion, HyDE)."""
 
 from rag.retrievers.base import Retriever, matches, open_index
 from rag.retrievers.bm25 import BM25Retriever
 from rag.retrievers.fusion import HybridRetriever, convex, rrf
 from rag.retrievers.hnsw import HNSWRetriever
 from rag.retrievers.hyde import HyDERetriever
+from rag.retrievers.milvus import MilvusRetriever
 from rag.retrievers.sparse import SparseRetriever
 
 __all__ = [
     "BM25Retriever",
     "HNSWRetriever",
     "HyDERetriever",
+    "MilvusRetriever",
     "HybridRetriever",
     "Retriever",
     "SparseRetriever",

@@ -1,0 +1,255 @@
+"""Dense retrieval in Milvus: an embedded `milvus-lite` store in the index folder, or a cluster.
+
+For users who outgrow one hnswlib file. The same `MilvusClient` code talks to the embedded engine
+(a folder, used by tests and single machines) and to a Milvus server or cluster (`uri`), so a
+pipeline moves from one to the other by changing one field. The collection holds each chunk's
+id, vector (HNSW index, cosine or inner product), the chunk itself as JSON, and a JSON field of
+what filters can name (the chunk's metadata plus `doc_id` and `title`); filters become Milvus
+boolean expressions and are applied inside the search, so k matches come back when k exist.
+
+The index folder holds `manifest.json` (format, encoder spec and fingerprint, collection, size)
+and, for the embedded engine, the store itself (`milvus.db/`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from rag.encoders.dense import Encoder, index_encoder
+from rag.errors import EncoderMismatchError, IndexLoadError, RagError
+from rag.registry import ComponentConfig, build, register
+from rag.retrievers.base import (
+    Filter,
+    Retriever,
+    check_deletable,
+    check_k,
+    check_new_ids,
+    embed_text,
+    read_manifest,
+    write_manifest,
+)
+from rag.types import Chunk, Hit
+
+FORMAT = "rag-icl/milvus-v1"
+STORE = "milvus.db"
+DEFAULT_ENCODER = {"type": "sentence_transformers"}
+METRICS = {"cosine": "COSINE", "ip": "IP"}
+MAX_ID, MAX_JSON = 512, 65_535  # VARCHAR limits of the id and chunk fields
+
+
+def filter_expression(filter: Filter | None) -> str:
+    """A Milvus boolean expression for a rag filter: equality, or membership as an `or` of
+    equalities (milvus-lite's `in` takes only plain fields). Values are JSON literals, so quotes
+    inside them cannot end the string."""
+    if not filter:
+        return ""
+    clauses = []
+    for field, wanted in filter.items():
+        values = list(wanted) if isinstance(wanted, (list, set, tuple, frozenset)) else [wanted]
+        for value in values:
+            if not isinstance(value, (str, int, float, bool)):
+                raise RagError(f"a milvus filter compares strings, numbers or booleans; {field!r} "
+                               f"has {type(value).__name__}")
+        path = f"filterable[{json.dumps(field, ensure_ascii=False)}]"
+        terms = [f"{path} == {json.dumps(v, ensure_ascii=False)}" for v in values]
+        clauses.append("(" + " or ".join(terms) + ")" if terms else "false")
+    return " and ".join(clauses)
+
+
+def id_expression(ids: Sequence[str]) -> str:
+    """`id in [...]` with JSON string literals (the client's own quoting breaks on apostrophes)."""
+    return f"id in {json.dumps(list(ids), ensure_ascii=False)}"
+
+
+@register("retriever", "milvus")
+class MilvusRetriever(Retriever):
+    """Approximate nearest neighbours in a Milvus collection (HNSW), embedded or on a server."""
+
+    format = FORMAT
+
+    class Config(ComponentConfig):
+        path: str | None = Field(default=None, description="index folder to load; None: empty")
+        uri: str | None = Field(default=None, description="a Milvus server, e.g. http://host:19530; "
+                                                          "None: the embedded store in the folder")
+        collection: str = "chunks"
+        encoder: dict[str, Any] | None = Field(
+            default=None, description="encoder spec; None: the one the index was built with")
+        space: Literal["cosine", "ip"] = "cosine"
+        M: int = Field(default=16, ge=2, description="graph degree")
+        ef_construction: int = Field(default=200, ge=1)
+        ef_search: int = Field(default=64, ge=1, description="raised to k when k is larger")
+
+    config: Config
+
+    def __init__(self, encoder: Encoder | dict[str, Any] | None = None, **kwargs: Any) -> None:
+        manifest = read_manifest(kwargs["path"], FORMAT) if kwargs.get("path") else None
+        if manifest is not None:
+            for key in ("space", "collection", "uri"):
+                kwargs.setdefault(key, manifest[key])
+            chosen = index_encoder(encoder, manifest["encoder"])
+        else:
+            chosen = encoder if encoder is not None else DEFAULT_ENCODER
+        self.encoder: Encoder = build("encoder", chosen)
+        super().__init__(encoder=self.encoder.spec(), **kwargs)
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        if manifest is None:
+            # an empty index keeps its store in a scratch folder (removed with the retriever)
+            # until `save` names one
+            self._scratch = tempfile.TemporaryDirectory(prefix="rag-milvus-")
+            self._store = Path(self._scratch.name) / STORE
+            self._create()
+        else:
+            self._open(Path(kwargs["path"]), manifest)
+
+    # ---- the store ------------------------------------------------------------------------
+
+    def _client(self, store: Path) -> Any:
+        from pymilvus import MilvusClient
+
+        return MilvusClient(self.config.uri or str(store))
+
+    def _create(self) -> None:
+        from pymilvus import DataType
+
+        self.client = self._client(self._store)
+        name = self.config.collection
+        if self.client.has_collection(name):
+            raise RagError(f"collection {name!r} already exists at {self.config.uri}; "
+                           "load its index folder or choose another collection")
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+        schema.add_field("chunk", DataType.VARCHAR, max_length=MAX_JSON)
+        schema.add_field("filterable", DataType.JSON)
+        index = self.client.prepare_index_params()
+        index.add_index(field_name="vector", index_type="HNSW", metric_type=METRICS[self.config.space],
+                        params={"M": self.config.M, "efConstruction": self.config.ef_construction})
+        self.client.create_collection(name, schema=schema, index_params=index)
+
+    def _open(self, folder: Path, manifest: dict[str, Any]) -> None:
+        if manifest["encoder_fingerprint"] != self.encoder.fingerprint:
+            raise EncoderMismatchError(
+                f"{folder} was built with encoder {manifest['encoder']} but this retriever "
+                f"encodes queries with {self.encoder.pinned_spec()}; vectors would not be comparable")
+        self._store = folder / STORE
+        if not self.config.uri and not self._store.is_dir():
+            raise IndexLoadError(f"{self._store} is missing: the folder holds no milvus store")
+        try:
+            self.client = self._client(self._store)
+            if not self.client.has_collection(self.config.collection):
+                raise IndexLoadError(f"{self.config.uri or self._store} has no collection "
+                                     f"{self.config.collection!r}")
+            self.client.load_collection(self.config.collection)
+            count = len(self)
+        except IndexLoadError:
+            raise
+        except Exception as exc:  # the store's own errors, from a damaged or foreign folder
+            raise IndexLoadError(f"{self.config.uri or self._store}: cannot open the milvus "
+                                 f"store ({exc})") from exc
+        if count != manifest["count"]:
+            raise IndexLoadError(f"{self.config.uri or self._store} holds {count} chunks, "
+                                 f"manifest says {manifest['count']}")
+
+    @cached_property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    def __len__(self) -> int:
+        return int(self.client.get_collection_stats(self.config.collection)["row_count"])
+
+    def _present(self, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        rows = self.client.query(self.config.collection, filter=id_expression(ids), output_fields=["id"])
+        return {row["id"] for row in rows}
+
+    # ---- contents -------------------------------------------------------------------------
+
+    def index(self, chunks: Sequence[Chunk], progress: bool = False) -> None:
+        self.client.drop_collection(self.config.collection)
+        self._create()
+        self.add(chunks, progress)
+
+    def add(self, chunks: Sequence[Chunk], progress: bool = False) -> None:
+        chunks = list(chunks)
+        if chunks:
+            vectors = self.encoder.encode_documents([embed_text(c) for c in chunks], progress=progress)
+            self.add_vectors(chunks, vectors)
+
+    def add_vectors(self, chunks: list[Chunk], vectors: np.ndarray) -> None:
+        """Add chunks whose vectors were computed elsewhere (late chunking, situated, ...)."""
+        if vectors.shape != (len(chunks), self.dim):
+            raise RagError(f"expected vectors of shape {(len(chunks), self.dim)}, got {vectors.shape}")
+        check_new_ids(self._present([c.id for c in chunks]), chunks)
+        long = [c.id for c in chunks if len(c.id.encode()) > MAX_ID]
+        if long:
+            raise RagError(f"milvus ids hold at most {MAX_ID} bytes: {long[:3]}")
+        rows = [{"id": c.id, "vector": v.tolist(), "chunk": c.model_dump_json(),
+                 "filterable": {**c.metadata, "doc_id": c.doc_id, "title": c.title}}
+                for c, v in zip(chunks, np.asarray(vectors, dtype=np.float32))]
+        self.client.insert(self.config.collection, rows)
+        self._unsaved = True
+
+    def delete(self, ids: Sequence[str]) -> None:
+        check_deletable(self._present(ids), ids)
+        self.client.delete(self.config.collection, filter=id_expression(ids))
+        self._unsaved = True
+
+    def search(self, queries: Sequence[str], k: int = 10, filter: Filter | None = None) -> list[list[Hit]]:
+        check_k(k)
+        return self.search_vectors(self.encoder.encode_queries(list(queries)), k, filter)
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 10, filter: Filter | None = None,
+                       ) -> list[list[Hit]]:
+        """Nearest chunks to query vectors made by this index's encoder."""
+        check_k(k)
+        if not len(vectors):
+            return []
+        found = self.client.search(
+            self.config.collection, data=np.asarray(vectors, dtype=np.float32).tolist(), limit=k,
+            filter=filter_expression(filter), output_fields=["chunk"],
+            search_params={"params": {"ef": max(self.config.ef_search, k)}})
+        return [[Hit(chunk=Chunk.model_validate_json(hit["entity"]["chunk"]),
+                     score=float(hit["distance"]), retriever=self.name) for hit in row]
+                for row in found]
+
+    # ---- persistence ----------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        """Write the manifest; the embedded store moves into the folder if it lives elsewhere
+        (a server keeps its own data)."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / STORE
+        if not self.config.uri and target.resolve() != self._store.resolve():
+            from milvus_lite.server_manager import server_manager_instance
+
+            self.client.close()
+            server_manager_instance.release_server(str(self._store))  # flushed and closed
+            scratch = folder / f".{STORE}.partial"
+            shutil.rmtree(scratch, ignore_errors=True)
+            shutil.copytree(self._store, scratch)
+            shutil.rmtree(target, ignore_errors=True)
+            scratch.rename(target)
+            self._store = target
+            if self._scratch is not None:
+                self._scratch.cleanup()
+                self._scratch = None
+            self.client = self._client(target)
+            self.client.load_collection(self.config.collection)
+        write_manifest(folder, FORMAT, {
+            "encoder": self.encoder.pinned_spec(), "encoder_fingerprint": self.encoder.fingerprint,
+            "uri": self.config.uri, "collection": self.config.collection, "space": self.config.space,
+            "dim": self.dim, "count": len(self),
+        })
+        self.config.path = str(folder)
+        self._unsaved = False
