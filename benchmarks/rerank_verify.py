@@ -42,8 +42,7 @@ def rerankers(args: argparse.Namespace) -> dict[str, tuple[str, dict[str, Any]]]
 
 
 def ranking_row(name: str, hits: list[list[Hit]], golds: list[str], seconds: float) -> dict:
-    ranked = [[h.chunk.doc_id for h in hs] for hs in hits]
-    scores = ranking_scores(ranked, golds, depths=(1, 20))
+    scores = ranking_scores(hits, golds, depths=(1, 20))
     return {"system": name, "queries": len(golds), "R@1": scores["R@1"], "nDCG@10": scores["nDCG@10"],
             "R@20": scores["R@20"], "s_per_query": round(seconds / len(golds), 3)}
 

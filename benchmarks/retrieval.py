@@ -32,8 +32,7 @@ def evaluate(name: str, retriever, queries: list[KnownItem], k: int = 10) -> dic
     began = time.perf_counter()
     results = retriever.search([q.query for q in queries], k=k)
     seconds = time.perf_counter() - began
-    ranked = [[h.chunk.doc_id for h in hits] for hits in results]
-    return {"system": name, "queries": len(queries), **ranking_scores(ranked, [q.gold for q in queries]),
+    return {"system": name, "queries": len(queries), **ranking_scores(results, [q.gold for q in queries]),
             "ms_per_query": round(1000 * seconds / len(queries), 2)}
 
 

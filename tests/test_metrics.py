@@ -30,3 +30,16 @@ def test_pass_at_k_matches_its_closed_form():
     assert pass_at_k(10, 3, 2) == pytest.approx(1 - 21 / 45)
     with pytest.raises(ValueError):
         pass_at_k(5, 6, 1)
+
+
+def test_ranking_scores_take_document_ids_or_hits_alike():
+    from rag.eval.metrics import ranking_scores
+    from rag.types import Chunk, Hit
+
+    def hit(doc: str) -> Hit:
+        return Hit(chunk=Chunk(id=f"{doc}#0", doc_id=doc, text="", start=0, end=0), score=0.0,
+                   retriever="test")
+
+    by_ids = ranking_scores(RANKED, GOLDS, depths=(1, 3))
+    assert ranking_scores([[hit(d) for d in row] for row in RANKED], GOLDS, depths=(1, 3)) == by_ids
+    assert by_ids["R@1"] == round(1 / 3, 4) and by_ids["R@3"] == round(2 / 3, 4)

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from rag.text import normalize_answer
-from rag.types import StageTrace
+from rag.types import Hit, StageTrace
 
 _SPECIAL = {"yes", "no", "noanswer"}
 
@@ -90,9 +90,11 @@ def ndcg_at(ranked: Sequence[Sequence[str]], golds: Sequence[str], k: int) -> fl
     return total / len(golds) if golds else 0.0
 
 
-def ranking_scores(ranked: Sequence[Sequence[str]], golds: Sequence[str],
+def ranking_scores(ranked: Sequence[Sequence[str | Hit]], golds: Sequence[str],
                    depths: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    """Known-item ranking quality, rounded for a report row: R@k for each depth, MRR@10, nDCG@10."""
+    """Known-item ranking quality, rounded for a report row: R@k for each depth, MRR@10, nDCG@10.
+    `ranked` holds document ids best first, or a retriever's hits (scored by their documents)."""
+    ranked = [[r.chunk.doc_id if isinstance(r, Hit) else r for r in row] for row in ranked]
     scores = {f"R@{k}": recall_at(ranked, golds, k) for k in depths}
     scores |= {"MRR@10": mrr_at(ranked, golds, 10), "nDCG@10": ndcg_at(ranked, golds, 10)}
     return {name: round(value, 4) for name, value in scores.items()}
