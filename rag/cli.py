@@ -44,14 +44,26 @@ def index(
     chunk_size: Annotated[int, typer.Option(help="Chunk size in encoder tokens.")] = 200,
     overlap: Annotated[int, typer.Option(help="Tokens shared by consecutive chunks.")] = 0,
     encoder: Annotated[str, typer.Option(help="Encoder model: name, folder or HF id.")] = "encoder",
+    ray: Annotated[bool, typer.Option("--ray", help="Chunk and embed on Ray Data actors "
+                                      "(a local cluster unless --ray-address is given).")] = False,
+    ray_address: Annotated[str | None, typer.Option(help="A Ray cluster to join, e.g. ray://head:10001.")] = None,
+    actors: Annotated[int, typer.Option(help="Ray actors per stage (chunking, embedding).")] = 2,
 ) -> None:
     """Chunk a corpus and save a hybrid index (BM25 + MiniLM HNSW, one folder, one retriever)."""
     from rag.corpus import load_corpus
-    from rag.recipes import index_corpus
 
     docs = load_corpus(corpus, limit=limit)
-    typer.echo(f"indexing {len(docs)} documents from {corpus} into {out}", err=True)
-    retriever = index_corpus(docs, out, chunk_size=chunk_size, overlap=overlap, encoder=encoder)
+    typer.echo(f"indexing {len(docs)} documents from {corpus} into {out}"
+               f"{' on Ray' if ray or ray_address else ''}", err=True)
+    if ray or ray_address:
+        from rag.distributed.indexing import ray_index_corpus
+
+        retriever = ray_index_corpus(docs, out, chunk_size=chunk_size, overlap=overlap,
+                                     encoder=encoder, address=ray_address, actors=actors)
+    else:
+        from rag.recipes import index_corpus
+
+        retriever = index_corpus(docs, out, chunk_size=chunk_size, overlap=overlap, encoder=encoder)
     typer.echo(f"indexed {len(retriever)} chunks of {len(docs)} documents into {out} (hybrid)")
 
 

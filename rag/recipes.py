@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from rag.chunkers import FixedTokenChunker
 from rag.generators.stage import Generate
-from rag.kvcache.stage import KVGenerate
 from rag.kvcache.stage import KVGenerate
 from rag.pipeline import Pipeline, Stage
 from rag.prompts.templates import CLOSED_BOOK_SYSTEM, RAG_SYSTEM, SHORT_RAG_SYSTEM
@@ -36,17 +37,26 @@ def document_chunks(docs: Sequence[Document]) -> list[Chunk]:
                   metadata=d.metadata) for d in docs]
 
 
+def index_encoder_spec(encoder: str = "encoder") -> dict[str, Any]:
+    """The dense encoder of the hybrid indexes built here."""
+    return {"type": "sentence_transformers", "model": encoder}
+
+
 def hybrid_index(
     chunks: Sequence[Chunk], bm25_weight: float = BM25_WEIGHT, encoder: str = "encoder",
-    out: str | Path | None = None, progress: bool = True,
+    out: str | Path | None = None, progress: bool = True, vectors: np.ndarray | None = None,
 ) -> HybridRetriever:
     """BM25 and dense (MiniLM, HNSW) indexes over the same chunks, fused convexly; saved as one
-    folder when `out` is given (a saved folder is reopened instead of rebuilt)."""
+    folder when `out` is given (a saved folder is reopened instead of rebuilt). `vectors`, when
+    given, are the chunks' embeddings made elsewhere (e.g. on Ray) by the same encoder."""
     if out is not None and (Path(out) / "manifest.json").is_file():
         return HybridRetriever(path=str(out))
-    dense = HNSWRetriever(encoder={"type": "sentence_transformers", "model": encoder})
+    dense = HNSWRetriever(encoder=index_encoder_spec(encoder))
     bm25 = BM25Retriever()
-    dense.index(chunks, progress=progress)
+    if vectors is None:
+        dense.index(chunks, progress=progress)
+    else:
+        dense.add_vectors(list(chunks), vectors)
     bm25.index(chunks)
     hybrid = HybridRetriever([bm25, dense], method="convex", weights=[bm25_weight, 1 - bm25_weight])
     if out is not None:
