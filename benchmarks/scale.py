@@ -1,21 +1,28 @@
-"""Scaling out: a vector database beside hnswlib on the same vectors (issue #23, first part).
+"""Scaling out: Ray Data indexing against in-process, a vector database against hnswlib.
 
-The known-item benchmark (`rag.eval.datasets.known_items("test")`: 2,000 Wikidata descriptions
+`vectordb`: the known-item benchmark (`rag.eval.datasets.known_items("test")`: 2,000 Wikidata descriptions
 whose gold is their vital article) over all 10,033 vital articles, one chunk each, through
 hnswlib and through Milvus (embedded `milvus-lite`, HNSW with the same M, efConstruction and ef)
 holding the very vectors of the saved hybrid index's HNSW half: recall, MRR and nDCG at 10, and
 milliseconds per query (one query at a time, median of `--repeat` runs, min and max). Query
 vectors are encoded once, so both times are search alone.
 
-The Ray parts of the issue (Ray Data indexing and evaluation, Ray Serve replicas) are not built
-yet; their summary keys are absent until they are.
+`ray-index`: the vital articles (`--documents`, all 10,033 by default) indexed by
+`rag.recipes.index_corpus` in process and by `rag.distributed.indexing.ray_index_corpus` with
+`--actors` actors per stage, alternating, the embedding cache off; docs/s median with min and max,
+the ratio per repeat, and whether both wrote the same chunks and vectors.
 
-    python benchmarks/scale.py [--repeat 3]
+Ray evaluation and Ray Serve replicas are not built yet; their summary keys are absent.
+
+    python benchmarks/scale.py [--parts vectordb ray-index] [--repeat 3] [--actors 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -52,12 +59,8 @@ def row(name: str, hits: list[list[Hit]], items: list[KnownItem], runs: list[flo
             "ms max": round(max(runs), 3)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--work", type=Path, default=Path(".cache/bench-end-to-end"),
-                        help="where the saved hybrid index lives (built if missing)")
-    args = parser.parse_args()
+def vector_database(args: argparse.Namespace) -> tuple[dict, dict, dict]:
+    """Milvus and hnswlib on the same vectors: recall and ms per query."""
     hnsw: HNSWRetriever = hybrid_index(document_chunks(vital_articles()),
                                        out=args.work / "vital-hybrid").retrievers[1]
     items = known_items("test")
@@ -79,14 +82,80 @@ def main() -> None:
                "hnswlib_recall_at_10": by["hnswlib"]["R@10"],
                "vectordb_ms_per_query": by["milvus-lite"]["ms_per_query"],
                "hnswlib_ms_per_query": by["hnswlib"]["ms_per_query"]}
-    write_results("scale", {
+    setup = {
         "corpus": f"{len(hnsw.chunks)} vital articles, one chunk each (the saved hybrid's HNSW vectors)",
         "queries": "known_items('test'): 2,000 descriptions, gold = their article",
         "index": f"HNSW M={hnsw.config.M}, efConstruction={hnsw.config.ef_construction}, "
                  f"ef={hnsw.config.ef_search}, {hnsw.config.space}",
         "encoder": hnsw.encoder.pinned_spec(), "repeat": args.repeat,
-        "milvus_insert_and_save_s": round(load_seconds, 1),
-    }, {"vector_database": rows}, summary=summary)
+        "milvus_insert_and_save_s": round(load_seconds, 1)}
+    return {"vector_database": rows}, summary, {"vector_database": setup}
+
+
+def ray_indexing(args: argparse.Namespace) -> tuple[dict, dict, dict]:
+    """The vital articles indexed in process and through Ray Data (`--actors`), the embedding
+    cache off (a scratch RAG_CACHE_DIR emptied before each run), alternating per repeat."""
+    import ray
+
+    from rag.distributed.indexing import ray_index_corpus
+    from rag.recipes import index_corpus
+
+    docs = vital_articles()[: args.documents]
+    scratch = Path(tempfile.mkdtemp(prefix="rag-scale-"))
+    os.environ["RAG_CACHE_DIR"] = str(scratch / "cache")  # before Ray starts: workers inherit it
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    runs: dict[str, list[float]] = {"in-process": [], "ray": []}
+    built = {}
+    for i in range(args.repeat):
+        for name in runs:
+            shutil.rmtree(scratch / "cache", ignore_errors=True)
+            out = scratch / f"{name}-{i}"
+            began = time.perf_counter()
+            if name == "ray":
+                built[name] = ray_index_corpus(docs, out, actors=args.actors)
+            else:
+                built[name] = index_corpus(docs, out, progress=False)
+            runs[name].append(len(docs) / (time.perf_counter() - began))
+    ray.shutdown()
+    a, b = (built[n].retrievers[1] for n in ("ray", "in-process"))
+    same_ids = [c.id for c in a.chunks] == [c.id for c in b.chunks]
+    max_diff = float(np.abs(np.asarray(a.vectors) - np.asarray(b.vectors)).max())
+    shutil.rmtree(scratch, ignore_errors=True)
+    rows = [{"indexing": name, "documents": len(docs), "chunks": len(built[name].retrievers[1].chunks),
+             "docs_per_s": round(statistics.median(r), 2), "min": round(min(r), 2),
+             "max": round(max(r), 2)} for name, r in runs.items()]
+    ratios = [r / p for r, p in zip(runs["ray"], runs["in-process"])]
+    summary = {"ray_index_docs_per_s": rows[1]["docs_per_s"], "inprocess_index_docs_per_s": rows[0]["docs_per_s"],
+               "ray_index_ratio": round(statistics.median(ratios), 3),
+               "ray_index_same_chunk_ids": same_ids, "ray_index_max_vector_diff": max_diff}
+    setup = {"documents": len(docs), "actors": args.actors, "repeat": args.repeat,
+             "index": "rag.recipes.index_corpus: 200-token chunks, BM25 + MiniLM HNSW hybrid",
+             "dtype": built["ray"].retrievers[1].encoder.dtype, "ratio": "per repeat, median"}
+    return {"ray_indexing": rows}, summary, {"ray_indexing": setup}
+
+
+PARTS = {"vectordb": vector_database, "ray-index": ray_indexing}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--actors", type=int, default=2, help="Ray actors per stage")
+    parser.add_argument("--documents", type=int, default=None, help="first N articles for ray-index")
+    parser.add_argument("--work", type=Path, default=Path(".cache/bench-end-to-end"),
+                        help="where the saved hybrid index lives (built if missing)")
+    args = parser.parse_args()
+    path = RESULTS / "scale.json"
+    summary = json.loads(path.read_text()).get("summary", {}) if path.exists() else {}
+    sections: dict[str, list[dict]] = {}
+    setup: dict[str, Any] = {}
+    for part in args.parts:
+        rows, found, described = PARTS[part](args)
+        sections |= rows
+        summary |= found
+        setup |= described
+    write_results("scale", setup, sections, keep_other_sections=True, summary=summary)
 
 
 if __name__ == "__main__":
