@@ -157,13 +157,24 @@ def eval_(
         help="humaneval without --pipeline: the zero-shot code pipeline of each model.")] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N examples.")] = None,
     batch_size: Annotated[int, typer.Option(help="Examples per pipeline batch.")] = 16,
+    ray: Annotated[bool, typer.Option("--ray", help="Run batches on Ray actors that each hold the "
+                                      "pipeline (a local cluster unless --ray-address is given).")] = False,
+    ray_address: Annotated[str | None, typer.Option(help="A Ray cluster to join.")] = None,
+    actors: Annotated[int, typer.Option(help="Ray actors (one pipeline and engine each).")] = 2,
 ) -> None:
     """Score pipelines on a data set and write results.json, report.md and plots."""
     from rag.errors import ConfigError
     from rag.eval.datasets import HUMANEVAL, humaneval, load_qa
     from rag.eval.harness import evaluate_code, evaluate_qa
+    from rag.eval.runner import in_process
     from rag.pipeline import Pipeline
     from rag.recipes import code_generation
+
+    runner = in_process
+    if ray or ray_address:
+        from rag.distributed.evaluation import ray_runner
+
+        runner = ray_runner(actors=actors, address=ray_address)
 
     names = [p.stem for p in pipeline or []]
     if len(set(names)) != len(names):
@@ -174,11 +185,12 @@ def eval_(
                       for m in model or []}
         if not pipelines:
             raise ConfigError("humaneval evaluates code pipelines: pass --pipeline FILE or --model")
-        summaries = evaluate_code(pipelines, humaneval(limit), out, batch_size)
+        summaries = evaluate_code(pipelines, humaneval(limit), out, batch_size, runner=runner)
     else:
         if not pipelines:
             raise ConfigError("QA data sets evaluate pipelines: pass --pipeline FILE (repeatable)")
-        summaries = evaluate_qa(pipelines, load_qa(dataset, limit), out, dataset, batch_size)
+        summaries = evaluate_qa(pipelines, load_qa(dataset, limit), out, dataset, batch_size,
+                                runner=runner)
     for name, summary in summaries.items():
         shown = {k: round(v, 4) for k, v in summary.items() if isinstance(v, float)}
         typer.echo(f"{name}: {shown}")

@@ -106,6 +106,10 @@ class State:
     def __setattr__(self, name: str, value: Any) -> None:
         self.set(name, value)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its values and trace, so states cross processes (Ray actors, spawn)."""
+        return _restore, (self._values, self.trace)
+
     def written(self) -> set[str]:
         return set(self._values)
 
@@ -136,3 +140,10 @@ class View:
             f"stage {self._stage!r} assigns {name!r}: a stage returns its writes, one dict per state"
         )
 
+
+def _restore(values: dict[str, Any], trace: list[Any]) -> State:
+    """A pickled state back, its values already validated where it was made."""
+    state = State.__new__(State)
+    object.__setattr__(state, "_values", values)
+    object.__setattr__(state, "trace", trace)
+    return state

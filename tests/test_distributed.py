@@ -46,3 +46,21 @@ def test_rag_index_ray_writes_a_hybrid_folder(local_cluster, tmp_path):
     assert result.exit_code == 0, result.output
     assert "indexed" in result.output and "on Ray" in result.output
     assert len(open_index(tmp_path / "idx")) >= 12
+
+
+def test_a_ray_eval_gives_the_in_process_predictions_and_resumes(local_cluster, tmp_path):
+    from rag.distributed.evaluation import ray_runner
+    from rag.eval.datasets import vital_qa
+    from rag.eval.runner import QAPrediction, load_cache, run_qa
+    from rag.recipes import closed_book
+
+    pipeline = closed_book({"type": "transformers", "model": "tiny"}, max_tokens=12)
+    questions = vital_qa(8)
+    here = run_qa(pipeline, questions, tmp_path / "here", batch_size=2, progress=False)
+    runner = ray_runner(actors=2)
+    run_qa(pipeline, questions[:3], tmp_path / "ray", batch_size=2, progress=False, runner=runner)
+    there = run_qa(pipeline, questions, tmp_path / "ray", batch_size=2, progress=False, runner=runner)
+    assert [p.answer for p in there] == [p.answer for p in here]  # greedy: the same answers
+    lines = (tmp_path / "ray" / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == len(questions)  # the resumed run answered only the 5 left
+    assert set(load_cache(tmp_path / "ray" / "predictions.jsonl", QAPrediction)) == {q.id for q in questions}

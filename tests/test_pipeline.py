@@ -217,3 +217,18 @@ def test_heavy_components_are_shared_by_config_not_by_spelling():
     spelled = build("encoder", plain.spec())
     assert spelled is plain
     assert build("encoder", {**plain.spec(), "batch_size": 7}) is not plain
+
+
+def test_a_state_survives_pickling_with_its_values_and_trace():
+    """States cross processes (Ray actors return them to the eval runner)."""
+    import pickle
+
+    state = State("Who painted Guernica?")
+    state.hits = [Hit(chunk=Chunk(id="g#0", doc_id="g", text="Guernica", start=0, end=8), score=1.0,
+                      retriever="bm25")]
+    state.trace.append("a trace entry")
+    copy = pickle.loads(pickle.dumps(state))
+    assert copy.query == state.query and copy.hits == state.hits and copy.trace == state.trace
+    assert copy.written() == state.written() == {"query", "hits"}
+    with pytest.raises(ConfigError):
+        copy.undeclared_field = 1  # still the checked state, not a plain object

@@ -15,7 +15,7 @@ from typing import Any
 from rag.eval.datasets import CodeTask, QAExample
 from rag.eval.plots import latency_breakdown, metric_bars, recall_curves
 from rag.eval.report import git_commit, table
-from rag.eval.runner import run_code, run_qa, summarize_code, summarize_qa
+from rag.eval.runner import BatchRunner, in_process, run_code, run_qa, summarize_code, summarize_qa
 from rag.pipeline import Pipeline
 from rag.storage import atomic_write_json, atomic_write_text
 
@@ -36,12 +36,13 @@ def _write(out: Path, dataset: str, summaries: dict[str, dict[str, Any]], rows: 
 def evaluate_qa(
     pipelines: dict[str, Pipeline], examples: Sequence[QAExample], out: str | Path,
     dataset: str = "qa", batch_size: int = 16, progress: bool = True,
+    runner: BatchRunner = in_process,
 ) -> dict[str, dict[str, Any]]:
     """Run each named pipeline on the examples (resumably) and write the report."""
     out = Path(out)
     summaries = {}
     for name, pipeline in pipelines.items():
-        predictions = run_qa(pipeline, examples, out / name, batch_size, progress)
+        predictions = run_qa(pipeline, examples, out / name, batch_size, progress, runner=runner)
         summaries[name] = summarize_qa(examples, predictions)
     rows = [{"configuration": n, **{c: round(s[c], 4) for c in QA_COLUMNS}} for n, s in summaries.items()]
     plots = [metric_bars(summaries, ["em", "f1", "acc"], out / "quality.png"),
@@ -52,14 +53,14 @@ def evaluate_qa(
 
 def evaluate_code(
     pipelines: dict[str, Pipeline], tasks: Sequence[CodeTask], out: str | Path,
-    batch_size: int = 16, progress: bool = True,
+    batch_size: int = 16, progress: bool = True, runner: BatchRunner = in_process,
 ) -> dict[str, dict[str, Any]]:
     """The pass rate of each named code pipeline's answer, and pass@k over the programs it
     sampled; hidden tests run in the sandbox."""
     out = Path(out)
     summaries = {}
     for name, pipeline in pipelines.items():
-        predictions = run_code(pipeline, tasks, out / name, batch_size, progress)
+        predictions = run_code(pipeline, tasks, out / name, batch_size, progress, runner=runner)
         summaries[name] = summarize_code(predictions)
     metrics = ["answer_pass", *sorted({k for s in summaries.values() for k in s if k.startswith("pass@")})]
     rows = [{"configuration": n, **{k: round(s[k], 4) for k in metrics if k in s}}

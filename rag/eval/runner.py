@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +29,14 @@ from rag.verifiers.code import Program, program_for, run_unit_tests
 from rag.verifiers.sandbox import Sandbox
 
 P = TypeVar("P", bound=BaseModel)
+# Runs a pipeline over batches of inputs, yielding (batch index, states) as each batch finishes,
+# in any order: in this process (`in_process`) or elsewhere (`rag.distributed.evaluation`).
+BatchRunner = Callable[[Pipeline, list[list[Any]]], Iterator[tuple[int, list[State]]]]
+
+
+def in_process(pipeline: Pipeline, batches: list[list[Any]]) -> Iterator[tuple[int, list[State]]]:
+    for index, batch in enumerate(batches):
+        yield index, pipeline.run(batch)
 
 
 class QAPrediction(BaseModel):
@@ -122,17 +130,19 @@ def pipeline_fingerprint(pipeline: Pipeline) -> dict[str, Any]:
 
 def run_qa(
     pipeline: Pipeline, examples: Sequence[QAExample], folder: Path, batch_size: int = 16,
-    progress: bool = True,
+    progress: bool = True, runner: BatchRunner = in_process,
 ) -> list[QAPrediction]:
-    """Answer every example (resuming from `folder`), with running EM and F1 on the bar."""
+    """Answer every example (resuming from `folder`), with running EM and F1 on the bar; each
+    batch's predictions are saved as it comes back, whichever `runner` ran it."""
     check_same_config(folder, pipeline_fingerprint(pipeline))
     cache = folder / "predictions.jsonl"
     done = load_cache(cache, QAPrediction)
     todo = [e for e in examples if e.id not in done]
     bar = tqdm(total=len(examples), initial=len(examples) - len(todo), desc=folder.name,
                disable=not progress)
-    for batch in _batches(todo, batch_size):
-        states = pipeline.run([e.question for e in batch])
+    batches = list(_batches(todo, batch_size))
+    for index, states in runner(pipeline, [[e.question for e in b] for b in batches]):
+        batch = batches[index]
         fresh = []
         for example, state in zip(batch, states, strict=True):
             answer = state.answer
@@ -195,7 +205,7 @@ def _code_prediction(task: CodeTask, state: State, sandbox: Sandbox) -> CodePred
 
 def run_code(
     pipeline: Pipeline, tasks: Sequence[CodeTask], folder: Path, batch_size: int = 16,
-    progress: bool = True, sandbox: Sandbox | None = None,
+    progress: bool = True, sandbox: Sandbox | None = None, runner: BatchRunner = in_process,
 ) -> list[CodePrediction]:
     """Answer every task with the pipeline (resuming from `folder`) and run the hidden tests on
     its answer and on every program it sampled, in the sandbox."""
@@ -205,8 +215,10 @@ def run_code(
     done = load_cache(cache, CodePrediction)
     todo = [t for t in tasks if t.id not in done]
     bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc=folder.name, disable=not progress)
-    for batch in _batches(todo, batch_size):
-        states = pipeline.run([State(query=t.prompt, entry_point=t.entry_point) for t in batch])
+    batches = list(_batches(todo, batch_size))
+    inputs = [[State(query=t.prompt, entry_point=t.entry_point) for t in b] for b in batches]
+    for index, states in runner(pipeline, inputs):
+        batch = batches[index]
         fresh = [_code_prediction(task, state, sandbox) for task, state in zip(batch, states, strict=True)]
         _append(cache, fresh)
         done.update({p.id: p for p in fresh})
