@@ -190,7 +190,7 @@ def quality_deltas(path: Path) -> dict[str, float | None]:
 
     def best_em(section: str) -> float | None:
         rows = [r for r in results.get(section, []) if r.get("configuration") == BEST_QA]
-        return rows[0]["EM"] if rows else None
+        return rows[0]["em"] if rows else None
 
     def greedy(section: str) -> float | None:
         return results[section][0]["pass@1"] if section in results else None

@@ -12,9 +12,13 @@ vectors are encoded once, so both times are search alone.
 `--actors` actors per stage, alternating, the embedding cache off; docs/s median with min and max,
 the ratio per repeat, and whether both wrote the same chunks and vectors.
 
-Ray evaluation and Ray Serve replicas are not built yet; their summary keys are absent.
+`ray-eval`: the default QA pipeline (`best_qa` on the saved hybrid index, transformers `tiny`,
+greedy) on the first `--questions` vital-qa questions in process and through `rag eval`'s Ray
+runner: whether every answer and ranking is the same.
 
-    python benchmarks/scale.py [--parts vectordb ray-index] [--repeat 3] [--actors 2]
+Ray Serve replicas are not built yet; their summary keys are absent.
+
+    python benchmarks/scale.py [--parts vectordb ray-index ray-eval] [--repeat 3] [--actors 2]
 """
 
 from __future__ import annotations
@@ -134,7 +138,40 @@ def ray_indexing(args: argparse.Namespace) -> tuple[dict, dict, dict]:
     return {"ray_indexing": rows}, summary, {"ray_indexing": setup}
 
 
-PARTS = {"vectordb": vector_database, "ray-index": ray_indexing}
+def ray_evaluation(args: argparse.Namespace) -> tuple[dict, dict, dict]:
+    """The default QA pipeline (`best_qa` on the saved hybrid index, greedy) over the first
+    `--questions` vital-qa questions, in process and on Ray actors: the same predictions?"""
+    import ray
+
+    from rag.distributed.evaluation import ray_runner
+    from rag.eval.datasets import vital_qa
+    from rag.eval.runner import run_qa
+    from rag.recipes import best_qa
+
+    index = hybrid_index(document_chunks(vital_articles()), out=args.work / "vital-hybrid")
+    pipeline = best_qa(index, {"type": "transformers", "model": "tiny"}, max_tokens=32)
+    questions = vital_qa(args.questions)
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    runs = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, runner in (("in-process", None), ("ray", ray_runner(actors=args.actors))):
+            began = time.perf_counter()
+            options = {"runner": runner} if runner else {}
+            runs[name] = (run_qa(pipeline, questions, Path(scratch) / name, progress=True, **options),
+                          time.perf_counter() - began)
+    ray.shutdown()
+    same = [a.answer == b.answer and a.retrieved == b.retrieved
+            for a, b in zip(runs["in-process"][0], runs["ray"][0])]
+    rows = [{"evaluation": name, "questions": len(questions),
+             "EM": round(sum(p.scores["em"] for p in preds) / len(preds), 4),
+             "seconds": round(seconds, 1)} for name, (preds, seconds) in runs.items()]
+    setup = {"pipeline": "best_qa: hybrid k=3, extractive 2x, short-answer prompt, transformers tiny, "
+                         "greedy, 32 tokens", "questions": len(questions), "actors": args.actors}
+    return ({"ray_evaluation": rows}, {"ray_eval_matches": all(same), "ray_eval_same_predictions":
+                                        f"{sum(same)}/{len(same)}"}, {"ray_evaluation": setup})
+
+
+PARTS = {"vectordb": vector_database, "ray-index": ray_indexing, "ray-eval": ray_evaluation}
 
 
 def main() -> None:
@@ -143,6 +180,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--actors", type=int, default=2, help="Ray actors per stage")
     parser.add_argument("--documents", type=int, default=None, help="first N articles for ray-index")
+    parser.add_argument("--questions", type=int, default=100, help="vital-qa questions for ray-eval")
     parser.add_argument("--work", type=Path, default=Path(".cache/bench-end-to-end"),
                         help="where the saved hybrid index lives (built if missing)")
     args = parser.parse_args()
