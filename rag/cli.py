@@ -203,6 +203,9 @@ def serve(
     config: Annotated[Path, typer.Argument(help="Server YAML: pipelines, models, embeddings, limits.")],
     host: Annotated[str | None, typer.Option(help="Bind address (default from the config: 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from the config: 8000).")] = None,
+    replicas: Annotated[int | None, typer.Option(help="Serve N replicas on Ray Serve (Ray routes "
+                                                 "requests and replaces dead replicas).")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="A Ray cluster to deploy on.")] = None,
 ) -> None:
     """Serve pipelines and models behind an OpenAI-compatible API."""
     import uvicorn
@@ -211,6 +214,13 @@ def serve(
 
     settings = ServeConfig.load(config, host=host, port=port)
     settings.check_binding()
+    if replicas is not None or ray_address:
+        from rag.distributed.serving import serve_on_ray
+
+        typer.echo(f"serving {replicas or 1} replica(s) on Ray Serve at "
+                   f"http://{settings.host}:{settings.port}/v1", err=True)
+        serve_on_ray(settings, replicas=replicas or 1, address=ray_address)
+        return
     # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through SystemExit instead
     # lets the engines' exit hooks stop their worker processes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

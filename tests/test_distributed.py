@@ -64,3 +64,31 @@ def test_a_ray_eval_gives_the_in_process_predictions_and_resumes(local_cluster, 
     lines = (tmp_path / "ray" / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == len(questions)  # the resumed run answered only the 5 left
     assert set(load_cache(tmp_path / "ray" / "predictions.jsonl", QAPrediction)) == {q.id for q in questions}
+
+
+def test_a_ray_serve_deployment_answers_through_the_openai_client(local_cluster):
+    """Two replicas of the same app behind Ray's proxy, asked with the real `openai` client."""
+    import socket
+
+    from openai import OpenAI
+    from ray import serve
+
+    from rag.distributed.serving import APP_NAME, serve_on_ray
+    from rag.serving import ServeConfig
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = ServeConfig(models={"tiny": {"type": "transformers", "model": "tiny"}}, port=port)
+    try:
+        serve_on_ray(config, replicas=2, blocking=False, cpus_per_replica=0.5)
+        status = serve.status().applications[APP_NAME].deployments["OpenAIServer"]
+        assert status.status == "HEALTHY" and status.replica_states.get("RUNNING") == 2
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
+        assert [m.id for m in client.models.list().data] == ["tiny"]
+        reply = client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "Name a colour."}], max_tokens=8,
+            temperature=0)
+        assert reply.choices[0].message.content and reply.usage.completion_tokens > 0
+    finally:
+        serve.shutdown()
