@@ -16,9 +16,11 @@ the ratio per repeat, and whether both wrote the same chunks and vectors.
 greedy) on the first `--questions` vital-qa questions in process and through `rag eval`'s Ray
 runner: whether every answer and ranking is the same.
 
-Ray Serve replicas are not built yet; their summary keys are absent.
+`ray-serve`: `rag serve --replicas 2` of transformers `tiny` on Ray Serve under `--requests`
+chat requests from 8 clients (no retries), one replica SIGKILLed once half are answered: the
+fraction answered 200 and whether Ray brought the deployment back to 2 running replicas.
 
-    python benchmarks/scale.py [--parts vectordb ray-index ray-eval] [--repeat 3] [--actors 2]
+    python benchmarks/scale.py [--parts vectordb ray-index ray-eval ray-serve] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -171,7 +173,86 @@ def ray_evaluation(args: argparse.Namespace) -> tuple[dict, dict, dict]:
                                         f"{sum(same)}/{len(same)}"}, {"ray_evaluation": setup})
 
 
-PARTS = {"vectordb": vector_database, "ray-index": ray_indexing, "ray-eval": ray_evaluation}
+def replica_pids() -> list[int]:
+    """Processes of this machine's Ray Serve replicas, by the title Ray gives them."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if entry.name.isdigit() and title.startswith(b"ray::ServeReplica:"):
+            pids.append(int(entry.name))
+    return pids
+
+
+def ray_serving(args: argparse.Namespace) -> tuple[dict, dict, dict]:
+    """Two replicas of `tiny` on Ray Serve, `--requests` chat requests from 8 clients with no
+    retries; one replica SIGKILLed once half have been answered. What fraction got a 200, and
+    did Ray bring the deployment back to 2 running replicas?"""
+    import signal
+    import socket
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    import ray
+    from ray import serve
+
+    from rag.distributed.serving import APP_NAME, serve_on_ray
+    from rag.serving import ServeConfig
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = ServeConfig(models={"tiny": {"type": "transformers", "model": "tiny"}}, port=port)
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    serve_on_ray(config, replicas=2, blocking=False, cpus_per_replica=0.5)
+    answered, lock, killed = [], threading.Lock(), threading.Event()
+    titles = [d.title for d in vital_articles()[: args.requests]]
+
+    def ask(title: str) -> int:
+        body = {"model": "tiny", "max_tokens": 16, "temperature": 0,
+                "messages": [{"role": "user", "content": f"What is {title}?"}]}
+        try:
+            status = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body,
+                                timeout=120).status_code
+        except httpx.HTTPError:
+            status = 0
+        with lock:
+            answered.append(status)
+            if len(answered) == len(titles) // 2 and not killed.is_set():
+                killed.set()
+                os.kill(replica_pids()[0], signal.SIGKILL)
+        return status
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(8) as clients:
+        statuses = list(clients.map(ask, titles))
+    seconds = time.perf_counter() - began
+    deadline, running = time.time() + 180, 0
+    while time.time() < deadline:
+        state = serve.status().applications[APP_NAME].deployments["OpenAIServer"]
+        running = state.replica_states.get("RUNNING", 0)
+        if running == 2 and state.status == "HEALTHY":
+            break
+        time.sleep(2)
+    serve.shutdown()
+    ray.shutdown()
+    ok = sum(s == 200 for s in statuses) / len(statuses)
+    counts = {code: statuses.count(code) for code in sorted(set(statuses))}
+    rows = [{"requests": len(statuses), "clients": 8, "answered 200": counts.get(200, 0),
+             "statuses": ", ".join(f"{code or 'no response'}: {n}" for code, n in counts.items()),
+             "seconds": round(seconds, 1), "replicas running after": running}]
+    setup = {"deployment": "rag serve --replicas 2 (Ray Serve FastAPI ingress), transformers tiny, "
+                           "16 tokens, greedy", "kill": "SIGKILL of one replica after half the answers",
+             "clients": "8 threads, httpx, no retries"}
+    return ({"ray_serving": rows}, {"serve_replicas_ok": round(ok, 3),
+                                    "serve_replicas_recovered": running == 2}, {"ray_serving": setup})
+
+
+PARTS = {"vectordb": vector_database, "ray-index": ray_indexing, "ray-eval": ray_evaluation,
+         "ray-serve": ray_serving}
 
 
 def main() -> None:
@@ -181,6 +262,7 @@ def main() -> None:
     parser.add_argument("--actors", type=int, default=2, help="Ray actors per stage")
     parser.add_argument("--documents", type=int, default=None, help="first N articles for ray-index")
     parser.add_argument("--questions", type=int, default=100, help="vital-qa questions for ray-eval")
+    parser.add_argument("--requests", type=int, default=200, help="chat requests for ray-serve")
     parser.add_argument("--work", type=Path, default=Path(".cache/bench-end-to-end"),
                         help="where the saved hybrid index lives (built if missing)")
     args = parser.parse_args()
