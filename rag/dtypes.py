@@ -11,9 +11,9 @@ bit: in bfloat16 a prompt served from the prefix cache can decode differently fr
 from __future__ import annotations
 
 import os
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 DtypeChoice = Literal["auto", "float32", "bfloat16", "float16"]
@@ -64,3 +64,24 @@ def resolve_device(device: str) -> str:
 
 def resolve_dtype(dtype: str, device: str) -> Dtype:
     return auto_dtype(device) if dtype == "auto" else dtype  # type: ignore[return-value]
+
+
+class InProcessModel:
+    """For components whose model runs in this process: `config.device` and `config.dtype`
+    resolved once, by the same rule for generators and encoders."""
+
+    config: Any
+
+    @cached_property
+    def device(self) -> str:
+        return resolve_device(self.config.device)
+
+    @property
+    def dtype(self) -> Dtype:
+        return resolve_dtype(self.config.dtype, self.device)
+
+    @property
+    def torch_dtype(self) -> Any:
+        import torch
+
+        return getattr(torch, self.dtype)

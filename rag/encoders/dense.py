@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from rag.dtypes import DTYPE_HELP, Dtype, DtypeChoice, resolve_device, resolve_dtype
+from rag.dtypes import DTYPE_HELP, DtypeChoice, InProcessModel
 from rag.errors import RagError
 from rag.models import cache_dir, resolve_model
 from rag.registry import Component, ComponentConfig, register, registered
@@ -72,24 +72,10 @@ class LocalEncoderConfig(ComponentConfig):
     batch_size: int = Field(default=64, ge=1)
 
 
-class LocalEncoder(Encoder):
+class LocalEncoder(InProcessModel, Encoder):
     """An encoder whose model runs in this process, in the dtype `auto` resolves to here."""
 
     config: LocalEncoderConfig
-
-    @cached_property
-    def device(self) -> str:
-        return resolve_device(self.config.device)
-
-    @property
-    def dtype(self) -> Dtype:
-        return resolve_dtype(self.config.dtype, self.device)
-
-    @property
-    def torch_dtype(self) -> Any:
-        import torch
-
-        return getattr(torch, self.dtype)
 
     def pinned_spec(self) -> dict[str, Any]:
         return {**self.spec(), "dtype": self.dtype}

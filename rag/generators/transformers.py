@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field
 
-from rag.dtypes import resolve_device, resolve_dtype
+from rag.dtypes import InProcessModel
 from rag.errors import RagError
 from rag.generators.base import (
     LocalGenerator,
@@ -22,7 +22,7 @@ from rag.types import Completion, Generation, SamplingParams, Usage
 
 
 @register("generator", "transformers")
-class TransformersGenerator(LocalGenerator):
+class TransformersGenerator(InProcessModel, LocalGenerator):
     """`AutoModelForCausalLM` in-process, batched with padding."""
 
     class Config(LocalModelConfig):
@@ -32,19 +32,10 @@ class TransformersGenerator(LocalGenerator):
     config: Config
 
     @cached_property
-    def device(self) -> str:
-        return resolve_device(self.config.device)
-
-    @property
-    def dtype(self) -> str:
-        return resolve_dtype(self.config.dtype, self.device)
-
-    @cached_property
     def model(self) -> Any:
-        import torch
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=getattr(torch, self.dtype))
+        model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.torch_dtype)
         return model.to(self.device).eval()
 
     def _pad_id(self) -> int:
