@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from rag.corpus import vital_articles
+from rag.distributed import connect
 from rag.eval.datasets import known_items
 from rag.eval.metrics import ranking_scores
 from rag.eval.report import write_results
@@ -109,7 +110,7 @@ def ray_indexing(args: argparse.Namespace) -> tuple[dict, dict, dict]:
     docs = vital_articles()[: args.documents]
     scratch = Path(tempfile.mkdtemp(prefix="rag-scale-"))
     os.environ["RAG_CACHE_DIR"] = str(scratch / "cache")  # before Ray starts: workers inherit it
-    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    connect()
     runs: dict[str, list[float]] = {"in-process": [], "ray": []}
     built = {}
     for i in range(args.repeat):
@@ -153,7 +154,7 @@ def ray_evaluation(args: argparse.Namespace) -> tuple[dict, dict, dict]:
     index = hybrid_index(document_chunks(vital_articles()), out=args.work / "vital-hybrid")
     pipeline = best_qa(index, {"type": "transformers", "model": "tiny"}, max_tokens=32)
     questions = vital_qa(args.questions)
-    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    connect()
     runs = {}
     with tempfile.TemporaryDirectory() as scratch:
         for name, runner in (("in-process", None), ("ray", ray_runner(actors=args.actors))):
@@ -206,7 +207,7 @@ def ray_serving(args: argparse.Namespace) -> tuple[dict, dict, dict]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     config = ServeConfig(models={"tiny": {"type": "transformers", "model": "tiny"}}, port=port)
-    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    connect()
     serve_on_ray(config, replicas=2, blocking=False, cpus_per_replica=0.5)
     answered, lock, killed = [], threading.Lock(), threading.Event()
     titles = [d.title for d in vital_articles()[: args.requests]]

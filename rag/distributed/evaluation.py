@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from rag.distributed import connect
 from rag.eval.runner import BatchRunner
 from rag.pipeline import Pipeline
 from rag.state import State
@@ -37,9 +38,7 @@ def ray_runner(actors: int = 2, address: str | None = None, cpus_per_actor: floa
 
         if not batches:
             return
-        if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+        connect(address)
         remote = ray.remote(num_cpus=cpus_per_actor, num_gpus=gpus_per_actor)(PipelineActor)
         spec = pipeline.to_dict()
         pool = ActorPool([remote.remote(spec) for _ in range(min(actors, len(batches)))])

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from rag.chunkers import FixedTokenChunker
+from rag.distributed import connect
 from rag.registry import build
 from rag.retrievers import HybridRetriever
 from rag.retrievers.base import embed_text
@@ -57,9 +58,7 @@ def ray_chunk_and_embed(
     """
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+    connect(address)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # the in-process path's chunk order
     context.enable_progress_bars = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rag.distributed import connect
 from rag.serving import ServeConfig, create_app
 
 APP_NAME = "rag"
@@ -36,12 +37,9 @@ def deployment(config: ServeConfig, replicas: int = 2, cpus_per_replica: float =
 def serve_on_ray(config: ServeConfig, replicas: int = 2, address: str | None = None,
                  blocking: bool = True, **options: Any) -> Any:
     """Start Ray Serve's HTTP proxy on the config's host and port and deploy the app there."""
-    import ray
     from ray import serve
 
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+    connect(address)
     serve.start(http_options={"host": config.host, "port": config.port})
     return serve.run(deployment(config, replicas, **options), name=APP_NAME, route_prefix="/",
                      blocking=blocking)

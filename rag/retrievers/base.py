@@ -6,7 +6,7 @@ from collections.abc import Container, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-from rag.errors import IndexLoadError, RagError
+from rag.errors import EncoderMismatchError, IndexLoadError, RagError
 from rag.registry import Component, build, registered
 from rag.storage import atomic_path, atomic_write_json, load_json
 from rag.types import Chunk, Hit
@@ -102,6 +102,14 @@ class Retriever(Component):
 
     def __len__(self) -> int:
         raise NotImplementedError
+
+
+def check_index_encoder(folder: str | Path, manifest: dict[str, Any], encoder: Any) -> None:
+    """Refuse to query a saved index with an encoder that makes other vectors than its own."""
+    if manifest["encoder_fingerprint"] != encoder.fingerprint:
+        raise EncoderMismatchError(
+            f"{folder} was built with encoder {manifest['encoder']} but this retriever encodes "
+            f"queries with {encoder.pinned_spec()}; vectors would not be comparable")
 
 
 def write_manifest(folder: Path, fmt: str, info: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ from rag.retrievers.base import (
     Filter,
     Retriever,
     check_deletable,
+    check_index_encoder,
     check_k,
     check_new_ids,
     embed_text,
@@ -83,11 +84,7 @@ class HNSWRetriever(Retriever):
             self._load(Path(kwargs["path"]), manifest)
 
     def _load(self, folder: Path, manifest: dict[str, Any]) -> None:
-        if manifest["encoder_fingerprint"] != self.encoder.fingerprint:
-            raise EncoderMismatchError(
-                f"{folder} was built with encoder {manifest['encoder']} but this retriever "
-                f"encodes queries with {self.encoder.pinned_spec()}; vectors would not be comparable"
-            )
+        check_index_encoder(folder, manifest, self.encoder)
         if manifest["space"] != self.config.space:
             raise EncoderMismatchError(
                 f"{folder} uses space {manifest['space']!r}, not {self.config.space!r}"

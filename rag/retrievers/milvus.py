@@ -25,12 +25,13 @@ import numpy as np
 from pydantic import Field
 
 from rag.encoders.dense import Encoder, index_encoder
-from rag.errors import EncoderMismatchError, IndexLoadError, RagError
+from rag.errors import IndexLoadError, RagError
 from rag.registry import ComponentConfig, build, register
 from rag.retrievers.base import (
     Filter,
     Retriever,
     check_deletable,
+    check_index_encoder,
     check_k,
     check_new_ids,
     embed_text,
@@ -136,10 +137,7 @@ class MilvusRetriever(Retriever):
         self.client.create_collection(name, schema=schema, index_params=index)
 
     def _open(self, folder: Path, manifest: dict[str, Any]) -> None:
-        if manifest["encoder_fingerprint"] != self.encoder.fingerprint:
-            raise EncoderMismatchError(
-                f"{folder} was built with encoder {manifest['encoder']} but this retriever "
-                f"encodes queries with {self.encoder.pinned_spec()}; vectors would not be comparable")
+        check_index_encoder(folder, manifest, self.encoder)
         self._store = folder / STORE
         if not self.config.uri and not self._store.is_dir():
             raise IndexLoadError(f"{self._store} is missing: the folder holds no milvus store")

@@ -17,13 +17,14 @@ from pydantic import Field
 
 from rag.encoders.dense import index_encoder
 from rag.encoders.sparse import SpladeEncoder
-from rag.errors import EncoderMismatchError, RagError
+from rag.errors import RagError
 from rag.registry import ComponentConfig, build, register
 from rag.retrievers.base import (
     CHUNKS,
     Filter,
     Retriever,
     check_deletable,
+    check_index_encoder,
     check_k,
     check_new_ids,
     embed_text,
@@ -67,10 +68,7 @@ class SparseRetriever(Retriever):
         self.chunks: list[Chunk] = []
         self.postings = sp.csc_matrix((0, 0), dtype=np.float32)
         if manifest is not None:
-            if manifest["encoder_fingerprint"] != self.encoder.fingerprint:
-                raise EncoderMismatchError(
-                    f"{kwargs['path']} was built with encoder {manifest['encoder']}, not "
-                    f"{self.encoder.pinned_spec()}")
+            check_index_encoder(kwargs["path"], manifest, self.encoder)
             folder = Path(kwargs["path"])
             self.chunks = load_chunks(folder / CHUNKS, manifest["count"])
             self.postings = checked_load(folder / POSTINGS, "sparse postings",
