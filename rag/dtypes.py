@@ -1,9 +1,10 @@
 """Which floating-point type a model runs in when its config says `dtype: auto`.
 
-bfloat16 halves memory traffic, and where the hardware multiplies it natively it is several
-times faster than float32: on CPUs with AMX (`amx_bf16`) or AVX512-BF16 (`avx512_bf16`), and on
-GPUs that support it. Elsewhere (e.g. AVX2-only CPUs, where vLLM in bfloat16 measured 5x slower)
-float32 stays the choice. Every backend resolves `auto` here, so one rule decides for all.
+bfloat16 halves memory traffic, and where the hardware multiplies it in tiles it is several times
+faster than float32: on CPUs with AMX (`amx_bf16`; a 2048 matmul ran 7.4x faster, vLLM 2.2-2.7x)
+and on GPUs that support it. Elsewhere float32 stays the choice: on AVX2-only CPUs vLLM in
+bfloat16 measured 5x slower, and on an AVX512-BF16 CPU without AMX torch's bfloat16 matmul ran at
+half the float32 rate (`benchmarks/results/limits.json`). Every backend resolves `auto` here, so one rule decides for all.
 `RAG_AUTO_DTYPE` pins what `auto` means (e.g. `float32` where greedy answers must repeat bit for
 bit: in bfloat16 a prompt served from the prefix cache can decode differently from a fresh one).
 """
@@ -17,9 +18,9 @@ from typing import Any, Literal
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 DtypeChoice = Literal["auto", "float32", "bfloat16", "float16"]
-DTYPE_HELP = ("auto: bfloat16 where the CPU (AMX, AVX512-BF16) or GPU computes it natively, "
+DTYPE_HELP = ("auto: bfloat16 where the CPU (AMX) or GPU computes it natively, "
               "float32 elsewhere (rag.dtypes)")
-BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+BF16_CPU_FLAGS = frozenset({"amx_bf16"})
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:

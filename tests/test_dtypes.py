@@ -25,7 +25,8 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("flags", "expected"), [
-    ("avx2 fma", "float32"), ("avx512f avx512_bf16", "bfloat16"), ("amx_bf16 amx_tile", "bfloat16"),
+    ("avx2 fma", "float32"), ("avx512f avx512_bf16 avx512_fp16", "float32"),  # bf16 slower without AMX
+    ("avx512f avx512_bf16 amx_bf16 amx_tile", "bfloat16"),
 ])
 def test_auto_is_bfloat16_only_where_the_cpu_has_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: str, expected: str,
