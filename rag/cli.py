@@ -269,7 +269,7 @@ def train_reranker(
     epochs: Annotated[int, typer.Option(help="Passes over the training pairs.")] = 1,
     negatives: Annotated[int, typer.Option(help="Hard negatives per query.")] = 3,
     depth: Annotated[int, typer.Option(help="First-stage hits searched for negatives.")] = 20,
-    batch_size: Annotated[int, typer.Option(help="Pairs per optimizer step.")] = 16,
+    batch_size: Annotated[int, typer.Option(help="Query groups (1 + negatives passages) per optimizer step.")] = 4,
 ) -> None:
     """Fine-tune a cross-encoder for this corpus (from MiniLM, fresh head); rerun to resume."""
     from rag.corpus import iter_json_lines

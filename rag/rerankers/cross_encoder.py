@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -20,7 +22,9 @@ class CrossEncoderReranker(Reranker):
     class Config(ComponentConfig):
         model: str = Field(description="a local folder or a cached HF id")
         batch_size: int = Field(default=32, ge=1)
-        max_words: int = Field(default=200, ge=1, description="passage words shown to the model")
+        max_words: int | None = Field(default=None, ge=1, description=(
+            "passage words shown to the model; default: what `rag train-reranker` trained it with "
+            "(its training.json), else 200"))
         device: str | None = None
 
     config: Config
@@ -33,9 +37,18 @@ class CrossEncoderReranker(Reranker):
 
         return CrossEncoder(str(resolve_model(self.config.model)), device=self.config.device)
 
+    @cached_property
+    def max_words(self) -> int:
+        from rag.models import resolve_model
+
+        if self.config.max_words is not None:
+            return self.config.max_words
+        trained = Path(resolve_model(self.config.model)) / "training.json"
+        return json.loads(trained.read_text()).get("max_words", 200) if trained.is_file() else 200
+
     def rerank(self, queries: Sequence[str], hits: Sequence[Sequence[Hit]]) -> list[list[Hit]]:
         self.check(queries, hits)
-        pairs = [(q, passage_text(h, self.config.max_words)) for q, hs in zip(queries, hits) for h in hs]
+        pairs = [(q, passage_text(h, self.max_words)) for q, hs in zip(queries, hits) for h in hs]
         flat = self.model.predict(
             pairs, batch_size=self.config.batch_size, show_progress_bar=len(pairs) > 256
         ) if pairs else []
