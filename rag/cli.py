@@ -270,6 +270,7 @@ def train_reranker(
     negatives: Annotated[int, typer.Option(help="Hard negatives per query.")] = 3,
     depth: Annotated[int, typer.Option(help="First-stage hits searched for negatives.")] = 20,
     batch_size: Annotated[int, typer.Option(help="Query groups (1 + negatives passages) per optimizer step.")] = 4,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 3e-5,
 ) -> None:
     """Fine-tune a cross-encoder for this corpus (from MiniLM, fresh head); rerun to resume."""
     from rag.corpus import iter_json_lines
@@ -283,7 +284,7 @@ def train_reranker(
     else:
         queries = [KnownItem.model_validate(row) for _, row in iter_json_lines(train)]
     trained = train_cross_encoder(queries[:limit], open_index(index), out, epochs=epochs,
-                                  negatives=negatives, depth=depth, batch_size=batch_size)
+                                  negatives=negatives, depth=depth, batch_size=batch_size, lr=lr)
     typer.echo(trained.model_dump_json(indent=2))
     typer.echo(f"use it: {{type: rerank, reranker: {{type: cross-encoder, model: {out}}}, k: 3}}")
 
