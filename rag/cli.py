@@ -120,7 +120,8 @@ def init(
     if kind == "qa":
         pipeline = best_qa(index_dir, generator)
     elif kind == "code":
-        pipeline = code_generation(generator, samples=10, temperature=0.8, picker="examples")
+        pipeline = code_generation(generator, samples=10, temperature=0.8, picker="codet",
+                                   checks=("examples", "generated"))  # best measured on HumanEval
     elif kind == "icl":
         from rag.eval.datasets import vital_topics
         from rag.selectors import write_demos
