@@ -4,7 +4,8 @@ bfloat16 halves memory traffic, and where the hardware multiplies it in tiles it
 faster than float32: on CPUs with AMX (`amx_bf16`; a 2048 matmul ran 7.4x faster, vLLM 2.2-2.7x)
 and on GPUs that support it. Elsewhere float32 stays the choice: on AVX2-only CPUs vLLM in
 bfloat16 measured 5x slower, and on an AVX512-BF16 CPU without AMX torch's bfloat16 matmul ran at
-half the float32 rate (`benchmarks/results/limits.json`). Every backend resolves `auto` here, so one rule decides for all.
+half the float32 rate (`benchmarks/results/limits.json`). Every backend resolves `auto` here, so
+one rule decides for all.
 `RAG_AUTO_DTYPE` pins what `auto` means (e.g. `float32` where greedy answers must repeat bit for
 bit: in bfloat16 a prompt served from the prefix cache can decode differently from a fresh one).
 """

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -13,6 +12,9 @@ from pydantic import Field
 from rag.registry import ComponentConfig, register
 from rag.rerankers.base import Reranker, passage_text, rescored
 from rag.types import Hit
+
+
+UNTRAINED_MAX_WORDS = 200  # for checkpoints not trained by `rag train-reranker`
 
 
 @register("reranker", "cross-encoder")
@@ -24,7 +26,7 @@ class CrossEncoderReranker(Reranker):
         batch_size: int = Field(default=32, ge=1)
         max_words: int | None = Field(default=None, ge=1, description=(
             "passage words shown to the model; default: what `rag train-reranker` trained it with "
-            "(its training.json), else 200"))
+            f"(its training.json), else {UNTRAINED_MAX_WORDS}"))
         device: str | None = None
 
     config: Config
@@ -43,8 +45,9 @@ class CrossEncoderReranker(Reranker):
 
         if self.config.max_words is not None:
             return self.config.max_words
-        trained = Path(resolve_model(self.config.model)) / "training.json"
-        return json.loads(trained.read_text()).get("max_words", 200) if trained.is_file() else 200
+        trained = resolve_model(self.config.model) / "training.json"
+        found = json.loads(trained.read_text()).get("max_words") if trained.is_file() else None
+        return found or UNTRAINED_MAX_WORDS
 
     def rerank(self, queries: Sequence[str], hits: Sequence[Sequence[Hit]]) -> list[list[Hit]]:
         self.check(queries, hits)
