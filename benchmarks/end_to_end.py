@@ -252,7 +252,8 @@ def summary(results: dict[str, list[dict]]) -> dict[str, Any]:
         by_format = {}
         for row in demos:
             by_format.setdefault(row["format"], {})[row["demonstrations"].split(" ")[0]] = row["pass@1"]
-        fmt = max(by_format, key=lambda f: by_format[f]["LAIL"] - by_format[f]["kNN"])
+        # Fixed in advance, not chosen by the outcome: the LAIL paper prompts plain-text completions.
+        fmt = "completion" if "completion" in by_format else next(iter(by_format))
         found |= {"lail_target_feedback_pass1": by_format[fmt]["LAIL"],
                   "knn_pass1": by_format[fmt]["kNN"], "demo_format": fmt}
     return found
