@@ -23,6 +23,10 @@ class ModelNotFoundError(RagError):
     """A model name or path could not be resolved to a local model."""
 
 
+class ModelLoadError(RagError):
+    """A model folder was found but cannot be loaded (truncated weights, broken config files)."""
+
+
 class CorpusError(RagError):
     """A corpus source could not be read; the message names the file and line."""
 

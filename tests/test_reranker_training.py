@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from rag.errors import ModelLoadError
+
 from rag.eval.datasets import known_items
 from rag.recipes import document_chunks
 from rag.registry import build
@@ -87,3 +89,17 @@ def test_training_checkpoints_each_epoch_resumes_and_loads_as_a_reranker(corpus,
     reranked = reranker.rerank([q.query for q in queries], first_stage)
     assert [sorted(h.chunk.id for h in r) for r in reranked] == [sorted(h.chunk.id for h in f) for f in first_stage]
     assert all(r[i].score >= r[i + 1].score for r in reranked for i in range(len(r) - 1))
+
+
+def test_a_damaged_reranker_folder_gives_a_named_error(corpus, tmp_path: Path) -> None:
+    bm25, queries = corpus
+    out = tmp_path / "reranker"
+    train_cross_encoder(queries[:8], bm25, out, epochs=1, negatives=2, depth=10, max_length=64,
+                        progress=False)
+    weights = out / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a copy cut short
+    with pytest.raises(ModelLoadError, match="cannot be loaded"):
+        build("reranker", {"type": "cross-encoder", "model": str(out)}).model
+    (out / "training.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="training.json is damaged"):
+        build("reranker", {"type": "cross-encoder", "model": str(out)}).max_words

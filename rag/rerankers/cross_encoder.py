@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import Field
 
+from rag.errors import ModelLoadError
 from rag.registry import ComponentConfig, register
 from rag.rerankers.base import Reranker, passage_text, rescored
 from rag.types import Hit
@@ -37,7 +38,12 @@ class CrossEncoderReranker(Reranker):
 
         from rag.models import resolve_model
 
-        return CrossEncoder(str(resolve_model(self.config.model)), device=self.config.device)
+        folder = resolve_model(self.config.model)
+        try:
+            return CrossEncoder(str(folder), device=self.config.device)
+        except Exception as exc:  # transformers and safetensors raise many types for a bad folder
+            raise ModelLoadError(f"cross-encoder folder {folder} cannot be loaded ({type(exc).__name__}: "
+                                 f"{exc}); retrain it with `rag train-reranker` or restore the folder") from exc
 
     @cached_property
     def max_words(self) -> int:
@@ -46,8 +52,13 @@ class CrossEncoderReranker(Reranker):
         if self.config.max_words is not None:
             return self.config.max_words
         trained = resolve_model(self.config.model) / "training.json"
-        found = json.loads(trained.read_text()).get("max_words") if trained.is_file() else None
-        return found or UNTRAINED_MAX_WORDS
+        if not trained.is_file():
+            return UNTRAINED_MAX_WORDS
+        try:
+            return int(json.loads(trained.read_text())["max_words"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelLoadError(f"{trained} is damaged ({exc!r}); retrain with `rag train-reranker`, "
+                                 "or set the reranker's max_words") from exc
 
     def rerank(self, queries: Sequence[str], hits: Sequence[Sequence[Hit]]) -> list[list[Hit]]:
         self.check(queries, hits)
