@@ -13,7 +13,9 @@ times its MLP; encoding: a batch of MiniLM tokens times its MLP) and memory band
 - HNSW search over those vectors, one query at a time, against the bound of exact search, which
   must read every vector per query (memory bandwidth / index bytes).
 
-Every figure is the median of `--repeat` runs with min and max; the vLLM/transformers ratio is
+Every figure is the median of `--repeat` runs with min and max, except that a hot path is judged
+against the best of its limit's repeats: a shared machine's interference can only lower a
+measured limit, never raise it. The vLLM/transformers ratio is
 taken per run. The bfloat16 quality deltas are read from `end_to_end.json` (its `qa`/`qa_bfloat16`
 best-pipeline EM and `code_greedy`/`code_greedy_bfloat16` pass@1), which `end_to_end.py --dtype
 bfloat16` writes.
@@ -215,7 +217,7 @@ def main() -> None:
     flags = cpu_flags()
     bench, minilm = config_of("bench"), config_of("encoder")
     measured = limits(args.repeat, bench, minilm, args.chats)
-    decode_limit, _, encode_limit = (measured["matmul_gflops"][s][dtype]["median"]
+    decode_limit, _, encode_limit = (measured["matmul_gflops"][s][dtype]["max"]
                                      for s in measured["matmul_gflops"])
     square = next(iter(measured["matmul_gflops"].values()))
     rows: dict[str, list[dict[str, Any]]] = {
@@ -246,7 +248,7 @@ def main() -> None:
                 **columns("fraction of limit", encode_fraction)})
     summary["encode_fraction_of_limit"] = encode_fraction["median"]
     search = hnsw_search(vectors, args.repeat)
-    bound = measured["copy_gb_per_s"]["median"] / 2 * 1e9 / search["index_bytes"]  # reads only
+    bound = measured["copy_gb_per_s"]["max"] / 2 * 1e9 / search["index_bytes"]  # reads only
     rows["hot_paths"] = hot
     rows["search"] = [{"search": f"HNSW, {search['vectors']} vectors, k=10, ef 64, 1 thread",
                        **columns("queries/s", search["hnsw_qps"]),
@@ -256,8 +258,8 @@ def main() -> None:
     summary |= quality_deltas(args.results / "end_to_end.json")
     write_results("limits", {
         "repeat": args.repeat, "threads": torch.get_num_threads(), "auto_dtype": dtype,
-        "limit_of_generation": "the decode-shaped matmul in the dtype used",
-        "limit_of_encoding": "the encoder-shaped matmul in the dtype used",
+        "limit_of_generation": "the decode-shaped matmul in the dtype used, best of the repeats",
+        "limit_of_encoding": "the encoder-shaped matmul in the dtype used, best of the repeats",
         "limit_of_search": "exact search reading every vector once per query at the copy bandwidth",
         "quality": "bfloat16 minus float32 from end_to_end.json",
     }, rows, folder=args.results, summary=summary)
