@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -54,11 +55,11 @@ def descendants(root: int) -> set[int]:
     return found
 
 
-def wait_for_exit(pids, seconds: float = 20) -> list[int]:
+def wait_for_exit(pids: Callable[[], Iterable[int]], seconds: float = 20) -> list[int]:
     """Helpers such as multiprocessing's resource tracker exit just after their parent: give
-    them `seconds`, then return the ones still running."""
+    them `seconds`, then return the ones `pids()` still lists."""
     deadline = time.monotonic() + seconds
-    while (alive := [p for p in pids() if p]) and time.monotonic() < deadline:
+    while (alive := list(pids())) and time.monotonic() < deadline:
         time.sleep(0.5)
     return alive
 
