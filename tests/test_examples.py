@@ -82,7 +82,7 @@ def run_standalone(script: Path) -> subprocess.CompletedProcess:
         err.seek(0)
         stderr = err.read() + note + (f"\nleft running: {leftovers}" if leftovers else "")
         failed = bool(note or leftovers)
-        return subprocess.CompletedProcess(proc.args, 1 if failed else proc.wait(), out.read(), stderr)
+        return subprocess.CompletedProcess(proc.args, 1 if failed else proc.returncode, out.read(), stderr)
 
 
 def test_an_example_runs_standalone_and_stops_every_process_it_started():

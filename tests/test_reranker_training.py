@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from rag.errors import ModelLoadError
-
 from rag.eval.datasets import known_items
 from rag.recipes import document_chunks
 from rag.registry import build

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -33,25 +34,27 @@ class CrossEncoderReranker(Reranker):
     config: Config
 
     @cached_property
+    def folder(self) -> Path:
+        """The model's local folder: its weights and, when trained here, its training.json."""
+        from rag.models import resolve_model
+
+        return resolve_model(self.config.model)
+
+    @cached_property
     def model(self) -> Any:
         from sentence_transformers import CrossEncoder
 
-        from rag.models import resolve_model
-
-        folder = resolve_model(self.config.model)
         try:
-            return CrossEncoder(str(folder), device=self.config.device)
+            return CrossEncoder(str(self.folder), device=self.config.device)
         except Exception as exc:  # transformers and safetensors raise many types for a bad folder
-            raise ModelLoadError(f"cross-encoder folder {folder} cannot be loaded ({type(exc).__name__}: "
+            raise ModelLoadError(f"cross-encoder folder {self.folder} cannot be loaded ({type(exc).__name__}: "
                                  f"{exc}); retrain it with `rag train-reranker` or restore the folder") from exc
 
     @cached_property
     def max_words(self) -> int:
-        from rag.models import resolve_model
-
         if self.config.max_words is not None:
             return self.config.max_words
-        trained = resolve_model(self.config.model) / "training.json"
+        trained = self.folder / "training.json"
         if not trained.is_file():
             return UNTRAINED_MAX_WORDS
         try:
