@@ -89,6 +89,10 @@ class VLLMGenerator(LocalGenerator):
         cpu_kv_cache_gib: int = Field(default=2, ge=1, description="KV cache size on CPU")
         gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
         seed: int = 0
+        kv_connector: bool = Field(
+            default=False, description="load precomputed chunk caches (rag.kvcache.connector) "
+            "into the engine for requests that name a store",
+        )
         engine_args: dict[str, Any] = Field(
             default_factory=dict, description="extra keyword arguments for vllm's AsyncEngineArgs"
         )
@@ -116,6 +120,12 @@ class VLLMGenerator(LocalGenerator):
             seed=cfg.seed,
             disable_log_stats=True,
         )
+        if cfg.kv_connector:
+            from vllm.config import KVTransferConfig
+
+            kwargs["kv_transfer_config"] = KVTransferConfig(
+                kv_connector="ChunkKVConnector", kv_connector_module_path="rag.kvcache.connector",
+                kv_role="kv_both")
         if gpu:
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
         else:
@@ -172,6 +182,31 @@ class VLLMGenerator(LocalGenerator):
             inputs.append(TokensPrompt(prompt_token_ids=ids))
         return inputs
 
+    def generate_ids(
+        self, prompts: Sequence[list[int]], params: SamplingParams | None = None,
+        transfers: Sequence[dict[str, Any] | None] | None = None,
+    ) -> list[Generation]:
+        """Token-id prompts, each optionally with KV-connector `kv_transfer_params` (chunk
+        caches to load, `rag.kvcache.connector.transfer_params`)."""
+        from vllm.inputs import TokensPrompt
+
+        params = params or SamplingParams()
+        transfers = transfers or [None] * len(prompts)
+        if any(transfers) and not self.config.kv_connector:
+            raise RagError("this vllm generator was started without the chunk KV connector: "
+                           "set kv_connector: true in its config")
+        requests = []
+        for ids, transfer in zip(prompts, transfers, strict=True):
+            self._check_length(list(ids), 1)
+            inputs = TokensPrompt(prompt_token_ids=list(ids))
+            if transfer:  # assembled blocks stay apart from full-prefill ones in the prefix cache
+                inputs["cache_salt"] = "rag-chunk-kv"
+            requests.append((inputs, self._sampling(params, logprobs=0, extra_args=(
+                {"kv_transfer_params": transfer} if transfer else None))))
+        _ = self.engine
+        outputs = self._loop.call(self._run_each(requests, progress=len(requests) > 8))
+        return [self._to_generation(out) for out in outputs]
+
     @staticmethod
     def _sampling(params: SamplingParams, **extra: Any) -> Any:
         from vllm import SamplingParams as VSamplingParams
@@ -184,11 +219,14 @@ class VLLMGenerator(LocalGenerator):
         )
 
     async def _run(self, inputs: list[Any], sampling: Any, progress: bool) -> list[Any]:
+        return await self._run_each([(inp, sampling) for inp in inputs], progress)
+
+    async def _run_each(self, requests: list[tuple[Any, Any]], progress: bool) -> list[Any]:
         """All requests at once on the engine loop (so they share batches), outputs in order."""
         engine = self.engine
-        bar = tqdm(total=len(inputs), desc="generate", disable=not progress)
+        bar = tqdm(total=len(requests), desc="generate", disable=not progress)
 
-        async def one(inp: Any) -> Any:
+        async def one(inp: Any, sampling: Any) -> Any:
             final = None
             async for out in engine.generate(inp, sampling, request_id=f"rag-{next(_REQUEST_IDS)}"):
                 final = out
@@ -197,7 +235,7 @@ class VLLMGenerator(LocalGenerator):
 
         try:
             async with asyncio.TaskGroup() as group:  # a failure cancels (and aborts) the rest
-                tasks = [group.create_task(one(inp)) for inp in inputs]
+                tasks = [group.create_task(one(inp, sampling)) for inp, sampling in requests]
         finally:
             bar.close()
         return [t.result() for t in tasks]

@@ -9,6 +9,11 @@ layers in one operation. Three modes, chosen per call:
 - `reuse`: only the question is prefilled, over the assembled cache (chunks never attend to one
   another: TurboRAG / Block-Attention without their fine-tuning);
 - `recompute`: CacheBlend, a fraction of chunk tokens recomputed to restore cross-chunk attention.
+
+With a transformers generator all three run here, on hand-run decoder layers. With a vLLM
+generator (started with `kv_connector: true`) `full` and `reuse` run inside the engine: `request`
+gives the prompt's token ids and the KV-connector parameters that load its chunks' caches
+(`rag.kvcache.connector`); the store is still built here, by the same model under transformers.
 """
 
 from __future__ import annotations
@@ -20,11 +25,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rag.errors import RagError
-from rag.generators.base import truncate_at_stop
+from rag.generators.base import LocalGenerator, truncate_at_stop
 from rag.generators.transformers import TransformersGenerator
 from rag.kvcache.blend import Prefilled, blended_prefill
-from rag.kvcache.rope import inv_freq, rerotate
-from rag.kvcache.store import ChunkKVStore, StoreDtype, build_store, stacked_kv, model_shape
+from rag.kvcache.rope import inv_freq
+from rag.kvcache.store import ChunkKVStore, StoreDtype, build_store, model_shape, stacked_kv
 from rag.types import Chunk, Completion, Message, Prompt, SamplingParams
 
 Mode = Literal["full", "reuse", "recompute"]
@@ -45,9 +50,9 @@ class Layout:
 
 
 class ChunkKV:
-    """A transformers model, its chunk store, and the prompt pieces both must agree on."""
+    """A model, its chunk store, and the prompt pieces both must agree on."""
 
-    def __init__(self, generator: TransformersGenerator, store: str | Path, system: str,
+    def __init__(self, generator: LocalGenerator, store: str | Path, system: str,
                  dtype: StoreDtype = "float16") -> None:
         self.generator, self.store_path, self.dtype = generator, Path(store), dtype
         rendered = generator.render(Prompt(messages=[
@@ -59,6 +64,11 @@ class ChunkKV:
 
     @property
     def model(self) -> Any:
+        """The transformers model that builds stores and prefills by hand."""
+        if not isinstance(self.generator, TransformersGenerator):
+            raise RagError(f"building a chunk KV store or prefilling by hand needs the transformers "
+                           f"generator, not {self.generator.name!r}; vLLM loads a built store "
+                           "through its KV connector (ChunkKV.request)")
         return self.generator.model
 
     def _encode(self, text: str) -> list[int]:
@@ -70,13 +80,16 @@ class ChunkKV:
 
     @cached_property
     def shape(self) -> dict[str, Any]:
-        return model_shape(self.model, str(self.generator.model_path))
+        from transformers import AutoConfig
+
+        path = self.generator.model_path
+        return model_shape(AutoConfig.from_pretrained(path), str(path))
 
     def build(self, chunks: Sequence[Chunk], progress: bool = True) -> ChunkKVStore:
         """Precompute and save the cache of every chunk (index time)."""
-        inv_freq(self.model)  # refuse unsupported models before the long part
+        frequencies = inv_freq(self.model)  # refuses unsupported models before the long part
         ids = {c.id: self._encode(chunk_text(c)) for c in chunks}
-        store = build_store(self.model, self.shape, self.prefix_ids, list(ids.items()),
+        store = build_store(self.model, frequencies, self.shape, self.prefix_ids, list(ids.items()),
                             self.store_path, dtype=self.dtype, progress=progress)
         self.__dict__["store"] = store
         return store
@@ -90,6 +103,16 @@ class ChunkKV:
         tail = self._encode(f"{self.before_question}{question}{self.after_question}")
         return Layout(ids=[*self.prefix_ids, *(i for p in parts for i in p), *tail],
                       prefix=len(self.prefix_ids), chunk_lengths=[len(p) for p in parts])
+
+    def request(self, question: str, chunks: Sequence[Chunk]) -> tuple[Layout, dict[str, Any]]:
+        """The prompt's layout and the KV-connector parameters that load its chunks' caches in
+        vLLM; the prompt is checked against the store here, so a mismatch fails loudly."""
+        from rag.kvcache.connector import transfer_params
+
+        layout = self.layout(question, chunks)
+        ids = [c.id for c in chunks]
+        self.store.covered(layout.ids, ids)
+        return layout, transfer_params(self.store_path.resolve(), ids)
 
     def prefill(self, question: str, chunks: Sequence[Chunk], mode: Mode = "reuse",
                 fraction: float = 0.15) -> tuple[Prefilled, Layout]:
@@ -105,18 +128,10 @@ class ChunkKV:
                              recomputed=sum(layout.chunk_lengths)), layout
         if mode not in ("reuse", "recompute"):
             raise RagError(f"unknown prefill mode {mode!r}: full, reuse or recompute")
-        dtype = next(self.model.parameters()).dtype
-        prefix_k, prefix_v = self.store.prefix_kv()
-        cached = [self.store.get(c.id) for c in chunks]
-        keys = torch.cat([prefix_k, *(k for k, _, _ in cached)], dim=3).to(dtype)
-        values = torch.cat([prefix_v, *(v for _, v, _ in cached)], dim=3).to(dtype)
-        offsets = torch.tensor([0, *layout.chunk_lengths[:-1]]).cumsum(0)
-        delta = torch.repeat_interleave(offsets, torch.tensor(layout.chunk_lengths))
-        start = layout.prefix
-        keys[..., start : start + len(delta), :] = rerotate(
-            keys[..., start : start + len(delta), :], delta, inv_freq(self.model))
+        keys, values = self.store.assemble([c.id for c in chunks], inv_freq(self.model),
+                                           next(self.model.parameters()).dtype)
         mask = torch.zeros(keys.shape[3], dtype=torch.bool)
-        mask[start:] = True
+        mask[layout.prefix:] = True
         prefilled = blended_prefill(self.model, layout.ids, keys, values, mask,
                                     fraction if mode == "recompute" else 0.0)
         return prefilled, layout

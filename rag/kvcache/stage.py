@@ -8,7 +8,9 @@ from typing import Any
 
 from pydantic import Field
 
-from rag.kvcache.reuse import ChunkKV, Mode
+from rag.errors import ConfigError
+from rag.generators.vllm import VLLMGenerator
+from rag.kvcache.reuse import ChunkKV, Layout, Mode
 from rag.kvcache.store import StoreDtype
 from rag.pipeline import Stage, Writes
 from rag.prompts.citations import answer_for
@@ -25,6 +27,9 @@ class KVGenerate(Stage):
     `mode` switches between `full` prefill, `reuse` and `recompute` (CacheBlend, with
     `recompute_fraction` of chunk tokens). The best-ranked chunk goes last, next to the question,
     as in `rag_prompt`. The trace records prompt tokens, reused tokens and prefill seconds.
+    With a `vllm` generator (`kv_connector: true`) the batch's requests go to the engine together
+    and the chunk caches are loaded by its KV connector (`full` or `reuse`; CacheBlend's per-layer
+    token selection has no hook in vLLM's connector API).
     """
 
     reads = ("query", "hits")
@@ -51,6 +56,8 @@ class KVGenerate(Stage):
         return ChunkKV(self.generator, self.config.store, self.config.system, self.config.dtype)
 
     def run(self, batch: list[View]) -> list[Writes]:
+        if isinstance(self.generator, VLLMGenerator):
+            return self._run_vllm(batch)
         out = []
         for item in batch:
             hits = item.hits[::-1]
@@ -63,14 +70,34 @@ class KVGenerate(Stage):
                 layout.prefix + sum(layout.chunk_lengths) - prefilled.recomputed)
             usage = Usage(prompt_tokens=len(layout.ids), completion_tokens=len(completion.token_ids),
                           cached_prompt_tokens=reused)
-            sources = [Citation(number=i, chunk_id=h.chunk.id, doc_id=h.chunk.doc_id,
-                                title=h.chunk.title) for i, h in enumerate(hits, 1)]
-            out.append({
-                "prompt": Prompt(text=self.generator.tokenizer.decode(layout.ids)),
-                "sources": sources,
-                "generation": Generation(completions=[completion], usage=usage),
-                "answer": answer_for(item.query, completion.text, sources, item.hits, usage),
-                "trace": {"mode": self.config.mode, "prompt_tokens": len(layout.ids),
-                          "cached_prompt_tokens": reused, "prefill_s": round(prefill_s, 4)},
-            })
+            out.append(self._writes(item, layout, Generation(completions=[completion], usage=usage),
+                                    {"prefill_s": round(prefill_s, 4)}))
         return out
+
+    def _run_vllm(self, batch: list[View]) -> list[Writes]:
+        if self.config.mode == "recompute":
+            raise ConfigError("kv_generate with a vllm generator runs mode full or reuse: "
+                              "CacheBlend recompute needs the transformers generator")
+        requests = [self.kv.request(item.query, [h.chunk for h in item.hits[::-1]])
+                    for item in batch]
+        transfers = None if self.config.mode == "full" else [t for _, t in requests]
+        generations = self.generator.generate_ids([layout.ids for layout, _ in requests],
+                                                  self.config.params, transfers)
+        return [self._writes(item, layout, generation, {})
+                for item, (layout, _), generation in zip(batch, requests, generations)]
+
+    def _writes(self, item: View, layout: Layout, generation: Generation,
+                trace: dict[str, Any]) -> Writes:
+        hits = item.hits[::-1]
+        sources = [Citation(number=i, chunk_id=h.chunk.id, doc_id=h.chunk.doc_id,
+                            title=h.chunk.title) for i, h in enumerate(hits, 1)]
+        usage = generation.usage
+        return {
+            "prompt": Prompt(text=self.generator.tokenizer.decode(layout.ids)),
+            "sources": sources,
+            "generation": generation,
+            "answer": answer_for(item.query, generation.completions[0].text, sources, item.hits,
+                                 usage),
+            "trace": {"mode": self.config.mode, "prompt_tokens": usage.prompt_tokens,
+                      "cached_prompt_tokens": usage.cached_prompt_tokens, **trace},
+        }

@@ -4,8 +4,10 @@ Each chunk runs through the model alone, right after the fixed system prefix it 
 every prompt (so that a single retrieved chunk is exactly what a full prefill computes), and its
 per-layer keys and values are saved: safetensors shards of up to `shard_size` chunks, opened
 memory-mapped on load, with a JSON manifest naming the model, its shape, the dtype and the
-prefix. A store built by another model, with another layer count or dtype, or for another
-prefix is refused with an error naming the file and the mismatch, never silently misused.
+prefix, and the model's RoPE frequencies (so that a reader without the model, vLLM's KV
+connector, can move keys to new positions). A store built by another model, with another layer
+count or dtype, or for another prefix is refused with an error naming the file and the mismatch,
+never silently misused.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ PREFIX = "prefix.safetensors"
 StoreDtype = Literal["float32", "bfloat16", "float16"]
 
 
-def model_shape(model: Any, name: str) -> dict[str, Any]:
-    """What a cache must match: the model's identity and the shape of its keys and values."""
-    config = model.config
+def model_shape(config: Any, name: str) -> dict[str, Any]:
+    """What a cache must match: the model's identity and the shape of its keys and values
+    (`config` is the model's transformers config, which vLLM holds too)."""
     return {"model": name, "model_type": config.model_type, "layers": config.num_hidden_layers,
             "kv_heads": config.num_key_value_heads,
             "head_dim": getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads}
@@ -50,10 +52,12 @@ def stacked_kv(cache: Any, start: int, end: int | None = None, row: int = 0) -> 
 
 
 class ChunkKVStore:
-    """Open a built store; `get` returns chunks' keys and values in the model's dtype."""
+    """Open a built store, refusing one that does not match `shape` and, when given, `dtype`
+    and `prefix_ids` (`covered` checks a prompt's prefix instead); `get` returns chunks' keys and
+    values, `assemble` a whole prompt's."""
 
-    def __init__(self, path: str | Path, shape: dict[str, Any], dtype: StoreDtype,
-                 prefix_ids: Sequence[int]) -> None:
+    def __init__(self, path: str | Path, shape: dict[str, Any], dtype: StoreDtype | None = None,
+                 prefix_ids: Sequence[int] | None = None) -> None:
         self.path = Path(path)
         manifest = load_json(self.path / MANIFEST, "chunk KV manifest")
         where = self.path / MANIFEST
@@ -63,9 +67,9 @@ class ChunkKVStore:
             if manifest["shape"].get(key) != want:
                 raise IndexLoadError(f"{where}: built for {key}={manifest['shape'].get(key)!r}, "
                                      f"this model has {want!r}; rebuild the store")
-        if manifest["dtype"] != dtype:
+        if dtype is not None and manifest["dtype"] != dtype:
             raise IndexLoadError(f"{where}: stored as {manifest['dtype']}, asked for {dtype}")
-        if manifest["prefix"] != prefix_digest(prefix_ids):
+        if prefix_ids is not None and manifest["prefix"] != prefix_digest(prefix_ids):
             raise IndexLoadError(f"{where}: built after another system prefix; rebuild the store")
         self.manifest = manifest
         self.chunks: dict[str, dict[str, Any]] = manifest["chunks"]
@@ -83,9 +87,53 @@ class ChunkKVStore:
             self._shards[name] = handle
         return self._shards[name]
 
+    def covered(self, prompt_ids: Sequence[int], chunk_ids: Sequence[str]) -> int:
+        """How many of the prompt's first tokens these caches hold: the store's prefix, then the
+        chunks in order. A prompt that does not start that way is refused."""
+        at = self.manifest["prefix_tokens"]
+        if prefix_digest(prompt_ids[:at]) != self.manifest["prefix"]:
+            raise IndexLoadError(f"{self.path}: the prompt does not start with this store's "
+                                 "system prefix (built after another one?)")
+        for chunk_id in chunk_ids:
+            entry = self.chunks.get(chunk_id)
+            if entry is None:
+                raise RagError(f"chunk {chunk_id!r} is not in the KV store {self.path}")
+            if list(prompt_ids[at : at + len(entry["ids"])]) != entry["ids"]:
+                raise IndexLoadError(f"{self.path}: chunk {chunk_id!r} is not the prompt's text at "
+                                     f"token {at} (stored from another text or tokenizer?)")
+            at += len(entry["ids"])
+        return at
+
     def prefix_kv(self) -> tuple[Any, Any]:
         handle = self._open(PREFIX)
         return handle.get_tensor("k"), handle.get_tensor("v")
+
+    def inv_freq(self) -> Any:
+        """The RoPE frequencies of the model that built the store."""
+        handle = self._open(PREFIX)
+        if "inv_freq" not in handle.keys():
+            raise IndexLoadError(f"{self.path}: built without RoPE frequencies (an older store); "
+                                 "rebuild it")
+        return handle.get_tensor("inv_freq")
+
+    def assemble(self, chunk_ids: Sequence[str], frequencies: Any, dtype: Any) -> tuple[Any, Any]:
+        """Keys and values (layers, 1, kv_heads, tokens, head_dim) of the prefix followed by
+        these chunks, each chunk's keys re-rotated from where it was encoded (right after the
+        prefix) to where it sits now: all chunks and layers in one operation."""
+        import torch
+
+        from rag.kvcache.rope import rerotate
+
+        prefix_k, prefix_v = self.prefix_kv()
+        cached = [self.get(c) for c in chunk_ids]
+        keys = torch.cat([prefix_k, *(k for k, _, _ in cached)], dim=3).to(dtype)
+        values = torch.cat([prefix_v, *(v for _, v, _ in cached)], dim=3).to(dtype)
+        lengths = torch.tensor([len(ids) for _, _, ids in cached])
+        if len(cached):
+            delta = torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
+            start = prefix_k.shape[3]
+            keys[..., start:, :] = rerotate(keys[..., start:, :], delta, frequencies)
+        return keys, values
 
     def get(self, chunk_id: str) -> tuple[Any, Any, list[int]]:
         """Keys, values (layers, 1, kv_heads, tokens, head_dim) and token ids of one chunk."""
@@ -103,6 +151,7 @@ class ChunkKVStore:
 
 def build_store(
     model: Any,
+    frequencies: Any,
     shape: dict[str, Any],
     prefix_ids: list[int],
     chunks: Sequence[tuple[str, list[int]]],
@@ -125,7 +174,8 @@ def build_store(
         prefix_k, prefix_v = stacked_kv(prefix_cache, 0)
     with atomic_path(path / PREFIX) as tmp:
         save_file({"k": prefix_k.to(store_dtype).contiguous(),
-                   "v": prefix_v.to(store_dtype).contiguous()}, str(tmp), metadata=meta)
+                   "v": prefix_v.to(store_dtype).contiguous(),
+                   "inv_freq": frequencies.float().contiguous()}, str(tmp), metadata=meta)
     entries: dict[str, dict[str, Any]] = {}
     total = 0
     p = len(prefix_ids)
