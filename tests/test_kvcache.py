@@ -18,6 +18,7 @@ from rag.kvcache.stage import KVGenerate
 from rag.kvcache.store import stacked_kv
 from rag.pipeline import Pipeline
 from rag.recipes import document_chunks
+from rag.registry import build
 from rag.retrievers.stage import Retrieve
 from rag.types import Chunk, SamplingParams
 
@@ -141,3 +142,95 @@ def test_vllm_prefix_cache_is_warmed_and_reported(vllm_tiny: Generator) -> None:
     assert all(u.cached_prompt_tokens >= warm.prompt_tokens - 32 for u in usage)  # up to a block
     cold = vllm_tiny.generate(["A never seen prompt, " + fixed], SamplingParams(max_tokens=1))
     assert cold[0].usage.cached_prompt_tokens == 0
+
+
+@pytest.fixture(scope="module")
+def vllm_kv(kv: ChunkKV) -> ChunkKV:
+    engine = build("generator", {"type": "vllm", "model": "tiny", "kv_connector": True})
+    return ChunkKV(engine, kv.store_path, SYSTEM, dtype="float32")
+
+
+def hf_answers(kv: ChunkKV, chunks: list[Chunk], params: SamplingParams) -> dict[str, str]:
+    return {mode: kv.decode(*kv.prefill(QUESTION, chunks, mode), params).text
+            for mode in ("full", "reuse")}
+
+
+def test_vllm_connector_answers_as_the_transformers_reuse_path(
+    kv: ChunkKV, vllm_kv: ChunkKV, chunks: list[Chunk]
+) -> None:
+    params = SamplingParams(max_tokens=16)
+    selections = [chunks[:1], chunks[:4], chunks[2:5]]
+    requests = [vllm_kv.request(QUESTION, s) for s in selections]
+    outs = vllm_kv.generator.generate_ids([layout.ids for layout, _ in requests], params,
+                                          [transfer for _, transfer in requests])
+    changed = 0
+    for selected, (layout, _), out in zip(selections, requests, outs):
+        expected = hf_answers(kv, selected, params)
+        assert out.text == expected["reuse"]
+        assert out.usage.cached_prompt_tokens == layout.prefix + sum(layout.chunk_lengths)
+        changed += expected["reuse"] != expected["full"]
+    assert changed  # reuse answers differently somewhere: the engine used the caches, not a prefill
+
+
+def test_vllm_connector_and_prefix_caching_work_together(
+    kv: ChunkKV, vllm_kv: ChunkKV, chunks: list[Chunk]
+) -> None:
+    engine, params = vllm_kv.generator, SamplingParams(max_tokens=16)
+    assert engine.config.enable_prefix_caching
+    first, then = chunks[:4], [*chunks[:3], chunks[5]]  # shares the prefix and 3 chunks
+    for selected in (first, then, first):
+        layout, transfer = vllm_kv.request(QUESTION, selected)
+        (reused,) = engine.generate_ids([layout.ids], params, [transfer])
+        (plain,) = engine.generate_ids([layout.ids], params)  # the same tokens, no caches named
+        expected = hf_answers(kv, selected, params)
+        assert reused.text == expected["reuse"]
+        # assembled blocks are salted apart: a full-prefill request never gets them
+        assert plain.text == expected["full"] != expected["reuse"]
+
+
+def test_vllm_connector_refuses_foreign_stores_and_prompts(
+    kv: ChunkKV, vllm_kv: ChunkKV, chunks: list[Chunk], tmp_path: Path
+) -> None:
+    engine = vllm_kv.generator
+    with pytest.raises(IndexLoadError, match="another system prefix"):
+        ChunkKV(engine, kv.store_path, "Another system prompt.", dtype="float32").request(
+            QUESTION, chunks[:2])
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in kv.store_path.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["shape"]["model"] = "another-model"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexLoadError, match="another-model"):
+        ChunkKV(engine, copy, SYSTEM, dtype="float32").request(QUESTION, chunks[:2])
+    # The engine itself, handed caches that are not the prompt's (chunks named out of order),
+    # prefills the request in full instead of misusing them.
+    params = SamplingParams(max_tokens=16)
+    layout, transfer = vllm_kv.request(QUESTION, chunks[1:5])
+    transfer["rag_chunk_kv"]["chunks"] = transfer["rag_chunk_kv"]["chunks"][::-1]
+    (out,) = engine.generate_ids([layout.ids], params, [transfer])
+    assert out.text == hf_answers(kv, chunks[1:5], params)["full"]
+
+
+def test_kv_generate_runs_on_vllm_from_a_yaml_pipeline(
+    kv: ChunkKV, hf_tiny: Generator, chunks: list[Chunk], tmp_path: Path
+) -> None:
+    from rag.retrievers.bm25 import BM25Retriever
+
+    retriever = BM25Retriever()
+    retriever.add(chunks)
+    index = tmp_path / "bm25"
+    retriever.save(index)
+    question = "Who painted A Sunday Afternoon?"
+    stage = {"type": "kv_generate", "store": str(kv.store_path), "mode": "reuse", "system": SYSTEM,
+             "dtype": "float32", "params": {"max_tokens": 8}}
+    yaml = (f"stages:\n- {{type: retrieve, retriever: {{type: bm25, path: {index}}}, k: 3}}\n"
+            f"- {json.dumps({**stage, 'generator': {'type': 'vllm', 'model': 'tiny'}})}\n")
+    (state,) = Pipeline.from_yaml(yaml).run([question])
+    assert state.answer.usage.cached_prompt_tokens > 0
+    reference = KVGenerate(generator=hf_tiny, **{k: v for k, v in stage.items() if k != "type"})
+    (expected,) = Pipeline([Retrieve(retriever, k=3), reference]).run([question])
+    assert state.answer.text == expected.answer.text
+    with pytest.raises(RagError, match="mode full or reuse"):
+        Pipeline.from_yaml(yaml.replace('"reuse"', '"recompute"')).run([question])

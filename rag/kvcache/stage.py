@@ -48,7 +48,10 @@ class KVGenerate(Stage):
     config: Config
 
     def __init__(self, store: str, generator: Any = None, **kwargs: Any) -> None:
-        self.generator = build("generator", generator or {"type": "transformers"})
+        spec = generator or {"type": "transformers"}
+        if isinstance(spec, dict) and spec.get("type") == "vllm":
+            spec = {**spec, "kv_connector": True}  # the engine must load the chunk caches
+        self.generator = build("generator", spec)
         super().__init__(store=store, generator={"type": self.generator.name}, **kwargs)
 
     @cached_property
