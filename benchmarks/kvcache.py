@@ -13,9 +13,18 @@
 3. vLLM prefix caching: a fixed 8-demonstration prefix (topic classification), time to first
    token of requests sent one at a time, cold (prefix never seen) vs warm (after `warm_prefix`).
 4. Bytes of KV stored per 1,000 chunks (float16), from the stores built above.
+5. Chunk KV inside vLLM (the KV connector, `rag.kvcache.connector`), one engine with prefix
+   caching on, against that engine's own full prefill of the same prompts:
+   - TTFT at `--sizes` chunks of 200 tokens (the chunks of part 1), requests one at a time;
+   - requests/s with 8 concurrent clients (threads), 16 tokens each, `--throughput-requests`;
+   - EM on `--vllm-questions` vital-qa questions (hybrid top 4, greedy, 16 tokens), with 95%
+     bootstrap intervals, of the EM and of the paired per-question EM delta.
+   Writes the top-level `summary` (vllm_ttft_speedup_8_chunks, vllm_em_delta,
+   vllm_throughput_ratio_8_clients).
 
     python benchmarks/kvcache.py [--model bench] [--quality-model tiny] [--questions 200]
-                                 [--fractions 0.15 0.3 0.5] [--skip ttft prefix]
+                                 [--fractions 0.15 0.3 0.5] [--skip ttft prefix vllm]
+                                 [--vllm-questions 500]
 
 A part skipped keeps its rows from the last run that made them.
 """
@@ -26,6 +35,7 @@ import argparse
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import median
 
@@ -34,7 +44,7 @@ from tqdm.auto import tqdm
 
 from rag.corpus import vital_articles
 from rag.eval.datasets import vital_qa, vital_topics
-from rag.eval.metrics import qa_scores
+from rag.eval.metrics import bootstrap_interval, qa_scores
 from rag.eval.report import write_results
 from rag.kvcache import ChunkKV, ChunkKVStore
 from rag.kvcache.prefix import warm_prefix
@@ -71,14 +81,19 @@ def store_size(model: str, store: ChunkKVStore, build_s: float) -> dict:
             "build seconds": round(build_s, 1)}
 
 
-def ttft(args: argparse.Namespace, work: Path) -> tuple[list[dict], dict]:
-    generator = build("generator", {"type": "transformers", "model": args.model})
-    tokenizer = generator.tokenizer
+def ttft_chunks(tokenizer, count: int) -> list[Chunk]:  # type: ignore[no-untyped-def]
+    """Vital articles cut at 200 model tokens."""
     long = [d for d in vital_articles() if len(tokenizer.encode(d.text)) >= 200]
     chunks = []
-    for d in long[: args.trials * max(args.sizes)]:
+    for d in long[:count]:
         text = tokenizer.decode(tokenizer.encode(d.text, add_special_tokens=False)[:200])
         chunks.append(Chunk(id=d.id, doc_id=d.id, text=text, start=0, end=len(text), title=d.title))
+    return chunks
+
+
+def ttft(args: argparse.Namespace, work: Path) -> tuple[list[dict], dict]:
+    generator = build("generator", {"type": "transformers", "model": args.model})
+    chunks = ttft_chunks(generator.tokenizer, args.trials * max(args.sizes))
     kv = ChunkKV(generator, work / f"ttft-{args.model}", SYSTEM, dtype="float16")
     store, build_s = timed(kv.build, chunks)
     kv.prefill("warm-up?", chunks[:2], "full"), kv.prefill("warm-up?", chunks[:2], "recompute")
@@ -97,10 +112,14 @@ def ttft(args: argparse.Namespace, work: Path) -> tuple[list[dict], dict]:
     return rows, store_size(args.model, store, build_s)
 
 
-def quality(args: argparse.Namespace, work: Path) -> tuple[list[dict], dict]:
-    examples = vital_qa(args.questions)
+def retrieved_top4(questions: int) -> tuple[list, list]:  # type: ignore[type-arg]
+    examples = vital_qa(questions)
     hybrid = hybrid_index(document_chunks(vital_articles()), out=Path(".cache/bench-end-to-end/vital-hybrid"))
-    retrieved = hybrid.search([e.question for e in examples], k=4)
+    return examples, hybrid.search([e.question for e in examples], k=4)
+
+
+def quality(args: argparse.Namespace, work: Path) -> tuple[list[dict], dict]:
+    examples, retrieved = retrieved_top4(args.questions)
     generator = build("generator", {"type": "transformers", "model": args.quality_model})
     kv = ChunkKV(generator, work / f"quality-{args.quality_model}", SYSTEM, dtype="float16")
     unique = {h.chunk.id: h.chunk for hits in retrieved for h in hits}
@@ -157,6 +176,92 @@ def prefix_caching(args: argparse.Namespace) -> list[dict]:
              "cached prompt tokens (mean)": round(float(np.mean(cached)), 1)}]
 
 
+def built(generator, path: Path, chunks: list[Chunk]) -> ChunkKV:  # type: ignore[no-untyped-def]
+    """A float16 store of these chunks, built once into `path` (kept with `--work`)."""
+    kv = ChunkKV(generator, path, SYSTEM, dtype="float16")
+    if not (path / "manifest.json").exists() or not set(c.id for c in chunks) <= set(kv.store.chunks):
+        kv.build(chunks)
+    return kv
+
+
+def in_vllm(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]], dict]:
+    """The connector against the same engine's full prefill: TTFT, throughput, EM."""
+    hf = build("generator", {"type": "transformers", "model": args.model})
+    engine = build("generator", {"type": "vllm", "model": args.model, "kv_connector": True})
+    examples, retrieved = retrieved_top4(args.vllm_questions)
+    count = args.trials * max(args.sizes) + args.throughput_requests * 8
+    timing = built(hf, work / f"vllm-ttft-{args.model}", ttft_chunks(hf.tokenizer, count))
+    qa = built(hf, work / f"vllm-qa-{args.model}",
+               list({h.chunk.id: h.chunk for hits in retrieved for h in hits}.values()))
+    timing, qa = (ChunkKV(engine, kv.store_path, SYSTEM, "float16") for kv in (timing, qa))
+    chunks = ttft_chunks(hf.tokenizer, count)
+    one, sixteen = SamplingParams(max_tokens=1), SamplingParams(max_tokens=16)
+
+    def send(kv: ChunkKV, question: str, picked: list[Chunk], reuse: bool, params: SamplingParams):  # type: ignore[no-untyped-def]
+        layout, transfer = kv.request(question, picked)
+        return engine.generate_ids([layout.ids], params, [transfer] if reuse else None)[0]
+
+    send(timing, "warm-up?", chunks[:2], True, one), send(timing, "warm-up?", chunks[2:4], False, one)
+    ttft_rows = []
+    for size in args.sizes:  # each trial's chunks are new to the prefix cache, in both modes
+        seconds: dict[str, list[float]] = {"full": [], "connector": []}
+        for trial in range(args.trials):
+            picked = chunks[trial * size : (trial + 1) * size]
+            for name in seconds:
+                seconds[name].append(timed(send, timing, "What is this about?", picked,
+                                           name == "connector", one)[1])
+        full, fast = median(seconds["full"]), median(seconds["connector"])
+        ttft_rows.append({"chunks": size, "prompt tokens": len(timing.layout("What is this about?", picked).ids),
+                          "full prefill ms": round(1000 * full, 1),
+                          "connector ms": round(1000 * fast, 1),
+                          "full ms (min, max)": [round(1000 * x, 1) for x in (min(seconds["full"]), max(seconds["full"]))],
+                          "connector ms (min, max)": [round(1000 * x, 1) for x in (
+                              min(seconds["connector"]), max(seconds["connector"]))],
+                          "speed-up": round(full / fast, 2)})
+        print(ttft_rows[-1], flush=True)
+
+    rest = chunks[args.trials * max(args.sizes) :]
+    throughput_rows = []
+    for name in ("full", "connector"):  # 8 clients, each sending its requests one after another
+        def client(c: int, reuse: bool = name == "connector") -> None:
+            for r in range(args.throughput_requests):
+                start = (c * args.throughput_requests + r) % max(1, len(rest) - 8)
+                send(timing, "What is this about?", rest[start : start + 8], reuse, sixteen)
+        began = time.perf_counter()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(client, range(8)))
+        wall = time.perf_counter() - began
+        throughput_rows.append({"mode": name, "clients": 8, "requests": 8 * args.throughput_requests,
+                                "seconds": round(wall, 1),
+                                "requests/s": round(8 * args.throughput_requests / wall, 3)})
+        print(throughput_rows[-1], flush=True)
+
+    prompts = [qa.request(e.question, [h.chunk for h in hits[::-1]]) for e, hits in zip(examples, retrieved)]
+    ids = [layout.ids for layout, _ in prompts]
+    answers = {"full": engine.generate_ids(ids, sixteen),
+               "connector": engine.generate_ids(ids, sixteen, [t for _, t in prompts])}
+    em = {name: [qa_scores(g.text, e.answers)["em"] for g, e in zip(gens, examples)]
+          for name, gens in answers.items()}
+    delta = [b - a for a, b in zip(em["full"], em["connector"])]
+    quality_rows = [{"mode": name, "questions": len(examples), "em": round(float(np.mean(em[name])), 4),
+                     "em 95% interval": [round(x, 4) for x in bootstrap_interval(em[name])],
+                     "agreement with full": round(float(np.mean([
+                         normalize_answer(a.text) == normalize_answer(b.text)
+                         for a, b in zip(gens, answers["full"])])), 4)}
+                    for name, gens in answers.items()]
+    quality_rows[0].update({"em delta": None, "em delta 95% interval": None})  # the reference
+    quality_rows[1].update({"em delta": round(float(np.mean(delta)), 4),
+                            "em delta 95% interval": [round(x, 4) for x in bootstrap_interval(delta)]})
+    print(quality_rows, flush=True)
+    eight = next(r for r in ttft_rows if r["chunks"] == 8) if 8 in args.sizes else None
+    summary = {"vllm_ttft_speedup_8_chunks": eight["speed-up"] if eight else None,
+               "vllm_em_delta": quality_rows[1]["em delta"],
+               "vllm_throughput_ratio_8_clients": round(
+                   throughput_rows[1]["requests/s"] / throughput_rows[0]["requests/s"], 3)}
+    return {"vllm connector ttft": ttft_rows, "vllm connector throughput": throughput_rows,
+            "vllm connector quality": quality_rows}, summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="bench", help="TTFT and prefix-caching model")
@@ -167,7 +272,9 @@ def main() -> None:
     parser.add_argument("--prefix-queries", type=int, default=20)
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.15],
                         help="quality: recompute fractions compared with full prefill and reuse")
-    parser.add_argument("--skip", nargs="+", default=[], choices=["ttft", "quality", "prefix"],
+    parser.add_argument("--vllm-questions", type=int, default=500)
+    parser.add_argument("--throughput-requests", type=int, default=4, help="per client")
+    parser.add_argument("--skip", nargs="+", default=[], choices=["ttft", "quality", "prefix", "vllm"],
                         help="parts not to run; their rows stay from an earlier run")
     parser.add_argument("--work", default=None, help="folder for the KV stores (default: temp)")
     args = parser.parse_args()
@@ -176,7 +283,14 @@ def main() -> None:
              "quality": f"{args.questions} vital-qa questions, hybrid top 4, {args.quality_model}, "
                         f"greedy, 16 tokens; system prompt: {SYSTEM}",
              "prefix caching (vLLM)": f"{args.model}, 8 topic demonstrations, {args.prefix_queries} requests"}
-    sections = {}
+    vllm_setup = (f"{args.model} in vLLM (float32 on CPU, prefix caching on), chunk caches stored "
+                  "in float16, loaded by the KV connector; against the same engine's full prefill")
+    setup.update({"vllm connector ttft": f"{vllm_setup}; chunks of 200 tokens, median of {args.trials} trials",
+                  "vllm connector throughput": f"{vllm_setup}; 8 client threads x "
+                  f"{args.throughput_requests} requests of 8 chunks, 16 tokens",
+                  "vllm connector quality": f"{vllm_setup}; {args.vllm_questions} vital-qa questions, "
+                  "hybrid top 4, greedy, 16 tokens; paired bootstrap interval of the EM delta"})
+    sections, summary = {}, None
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         if "ttft" not in args.skip:
@@ -185,10 +299,13 @@ def main() -> None:
         if "quality" not in args.skip:
             sections["quality"], store = quality(args, work)
             sections["kv bytes (quality store)"] = [store]
+        if "vllm" not in args.skip:
+            parts, summary = in_vllm(args, work)
+            sections.update(parts)
     if "prefix" not in args.skip:
         sections["prefix caching (vLLM)"] = prefix_caching(args)
     write_results("kvcache", {n: setup[n] for n in sections if n in setup}, sections,
-                  keep_other_sections=True)
+                  keep_other_sections=True, summary=summary)
 
 
 if __name__ == "__main__":

@@ -43,3 +43,17 @@ def test_ranking_scores_take_document_ids_or_hits_alike():
     by_ids = ranking_scores(RANKED, GOLDS, depths=(1, 3))
     assert ranking_scores([[hit(d) for d in row] for row in RANKED], GOLDS, depths=(1, 3)) == by_ids
     assert by_ids["R@1"] == round(1 / 3, 4) and by_ids["R@3"] == round(2 / 3, 4)
+
+
+def test_bootstrap_interval_covers_the_mean_and_narrows_with_more_data():
+    from rag.eval.metrics import bootstrap_interval
+
+    small = [1.0, 0.0] * 10
+    large = [1.0, 0.0] * 1000
+    lo, hi = bootstrap_interval(small)
+    assert 0.2 < lo < 0.5 < hi < 0.8  # about 0.5 ± 1.96 · 0.5 / sqrt(20)
+    big_lo, big_hi = bootstrap_interval(large)
+    assert big_hi - big_lo < (hi - lo) / 5  # ~1/sqrt(100) as wide
+    assert bootstrap_interval([0.25] * 5) == (0.25, 0.25)
+    with pytest.raises(ValueError):
+        bootstrap_interval([])

@@ -62,6 +62,8 @@ def write_results(
             old_setup = old.get("setup", {})
             record["setup"] = {**{s: old_setup[s] for s in kept if s in old_setup}, **setup}
             record["sections"] = {**{s: before[s] for s in kept if s in before}, **{s: run for s in rows}}
+            if summary is None and "summary" in old:  # made by an earlier run of the kept parts
+                record = {"summary": old["summary"], **record}
     path.write_text(json.dumps(record, indent=2) + "\n")
     shown = record["results"]
     for section, section_rows in (shown.items() if isinstance(shown, dict) else [("", shown)]):
