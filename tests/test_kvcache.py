@@ -234,3 +234,35 @@ def test_kv_generate_runs_on_vllm_from_a_yaml_pipeline(
     assert state.answer.text == expected.answer.text
     with pytest.raises(RagError, match="mode full or reuse"):
         Pipeline.from_yaml(yaml.replace('"reuse"', '"recompute"')).run([question])
+
+
+def test_demonstration_kv_assembles_the_plain_icl_prompt(
+    hf_tiny: Generator, vllm_kv: ChunkKV, tmp_path: Path
+) -> None:
+    from rag.eval.datasets import vital_topics
+    from rag.kvcache.demos import demo_chunks, demo_frame
+    from rag.selectors import DemoTemplate
+
+    template = DemoTemplate(instruction="Classify the topic of each text.", input_prefix="Text: ",
+                            output_prefix="\nTopic:")
+    demos = vital_topics(max_chars=200)[:6]
+    kv = ChunkKV(hf_tiny, tmp_path / "demos", demo_frame(template), dtype="float32")
+    kv.build(demo_chunks(template, demos), progress=False)
+    query = "The Nile is the longest river in Africa."
+    picked = demo_chunks(template, demos[:4])
+    full, layout = kv.prefill(query, picked, "full")
+    assert hf_tiny.tokenizer.decode(layout.ids) == template.plain(demos[:4], query)
+    everything, _ = kv.prefill(query, picked, "recompute", fraction=1.0)
+    assert torch.allclose(full.logits, everything.logits, atol=TOL)
+    reuse, _ = kv.prefill(query, picked, "reuse")
+    assert not torch.allclose(full.logits, reuse.logits, atol=0.05)  # demos never saw each other
+
+    # The same caches through vLLM's connector: the label log-probs of the transformers reuse path.
+    labels = sorted({d.output for d in demos})
+    label_ids = hf_tiny.option_ids(labels)
+    in_vllm = ChunkKV(vllm_kv.generator, kv.store_path, demo_frame(template), dtype="float32")
+    _, transfer = in_vllm.request(query, picked)
+    (got,) = vllm_kv.generator.next_token_logprobs_ids([layout.ids], labels, [transfer])
+    expected = torch.log_softmax(reuse.logits, -1)[label_ids]
+    assert torch.allclose(torch.tensor(got), expected, atol=0.02)
+    assert not torch.allclose(torch.log_softmax(full.logits, -1)[label_ids], expected, atol=0.02)

@@ -182,15 +182,12 @@ class VLLMGenerator(LocalGenerator):
             inputs.append(TokensPrompt(prompt_token_ids=ids))
         return inputs
 
-    def generate_ids(
-        self, prompts: Sequence[list[int]], params: SamplingParams | None = None,
-        transfers: Sequence[dict[str, Any] | None] | None = None,
-    ) -> list[Generation]:
-        """Token-id prompts, each optionally with KV-connector `kv_transfer_params` (chunk
-        caches to load, `rag.kvcache.connector.transfer_params`)."""
+    def _id_requests(self, prompts: Sequence[list[int]], sampling: Any,
+                     transfers: Sequence[dict[str, Any] | None] | None) -> list[tuple[Any, Any]]:
+        """Token-id prompts with their sampling, each optionally carrying KV-connector
+        `kv_transfer_params` (chunk caches to load: `rag.kvcache.connector.transfer_params`)."""
         from vllm.inputs import TokensPrompt
 
-        params = params or SamplingParams()
         transfers = transfers or [None] * len(prompts)
         if any(transfers) and not self.config.kv_connector:
             raise RagError("this vllm generator was started without the chunk KV connector: "
@@ -201,11 +198,33 @@ class VLLMGenerator(LocalGenerator):
             inputs = TokensPrompt(prompt_token_ids=list(ids))
             if transfer:  # assembled blocks stay apart from full-prefill ones in the prefix cache
                 inputs["cache_salt"] = "rag-chunk-kv"
-            requests.append((inputs, self._sampling(params, logprobs=0, extra_args=(
-                {"kv_transfer_params": transfer} if transfer else None))))
+                sampling = sampling.clone()
+                sampling.extra_args = {**(sampling.extra_args or {}), "kv_transfer_params": transfer}
+            requests.append((inputs, sampling))
         _ = self.engine
+        return requests
+
+    def generate_ids(
+        self, prompts: Sequence[list[int]], params: SamplingParams | None = None,
+        transfers: Sequence[dict[str, Any] | None] | None = None,
+    ) -> list[Generation]:
+        """`generate` for token-id prompts, optionally loading chunk caches (`_id_requests`)."""
+        # logprobs=0: the sampled tokens' log-probs, summed into Completion.logprob
+        sampling = self._sampling(params or SamplingParams(), logprobs=0)
+        requests = self._id_requests(prompts, sampling, transfers)
         outputs = self._loop.call(self._run_each(requests, progress=len(requests) > 8))
         return [self._to_generation(out) for out in outputs]
+
+    def next_token_logprobs_ids(
+        self, prompts: Sequence[list[int]], options: Sequence[str],
+        transfers: Sequence[dict[str, Any] | None] | None = None,
+    ) -> list[list[float]]:
+        """`next_token_logprobs` for token-id prompts, optionally loading chunk caches."""
+        ids = self.option_ids(options)
+        sampling = self._sampling(SamplingParams(max_tokens=1), logprob_token_ids=ids)
+        requests = self._id_requests(prompts, sampling, transfers)
+        outputs = self._loop.call(self._run_each(requests, progress=len(requests) > 8))
+        return [[out.outputs[0].logprobs[0][i].logprob for i in ids] for out in outputs]
 
     @staticmethod
     def _sampling(params: SamplingParams, **extra: Any) -> Any:
@@ -247,10 +266,7 @@ class VLLMGenerator(LocalGenerator):
     def generate(
         self, prompts: Sequence[PromptLike], params: SamplingParams | None = None
     ) -> list[Generation]:
-        params = params or SamplingParams()
-        # logprobs=0: the sampled tokens' log-probs, summed into Completion.logprob
-        outputs = self._outputs(self._inputs(prompts), self._sampling(params, logprobs=0))
-        return [self._to_generation(out) for out in outputs]
+        return self.generate_ids([self.prompt_ids(p) for p in prompts], params)
 
     async def agenerate(
         self, prompts: Sequence[PromptLike], params: SamplingParams | None = None
@@ -337,7 +353,4 @@ class VLLMGenerator(LocalGenerator):
         self, prompts: Sequence[PromptLike], options: Sequence[str]
     ) -> list[list[float]]:
         """One engine step per prompt; vLLM returns the log-probs of exactly these tokens."""
-        ids = self.option_ids(options)
-        sampling = self._sampling(SamplingParams(max_tokens=1), logprob_token_ids=ids)
-        outputs = self._outputs(self._inputs(prompts), sampling)
-        return [[out.outputs[0].logprobs[0][i].logprob for i in ids] for out in outputs]
+        return self.next_token_logprobs_ids([self.prompt_ids(p) for p in prompts], options)

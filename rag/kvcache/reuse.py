@@ -40,6 +40,29 @@ def chunk_text(chunk: Chunk) -> str:
     return f"{chunk.title}\n{chunk.text}\n\n" if chunk.title else f"{chunk.text}\n\n"
 
 
+@dataclass(frozen=True)
+class Frame:
+    """The fixed text around the cached pieces: `prefix`, the pieces, then `before` + the query +
+    `after`. `raw` text gets the tokenizer's special tokens (a BOS) at its start; a rendered chat
+    template holds its own."""
+
+    prefix: str
+    before: str
+    after: str
+    raw: bool = False
+
+
+def rag_frame(generator: LocalGenerator, system: str) -> Frame:
+    """The chat prompt of `rag_prompt`: the system message, then passages and the question."""
+    rendered = generator.render(Prompt(messages=[
+        Message(role="system", content=system),
+        Message(role="user", content=f"Passages:\n{_CHUNKS}Question: {_QUESTION}"),
+    ]))
+    prefix, rest = rendered.split(_CHUNKS)
+    before, after = rest.split(_QUESTION)
+    return Frame(prefix=prefix, before=before, after=after)
+
+
 @dataclass
 class Layout:
     """The token ids of one prompt and where its chunks sit."""
@@ -52,15 +75,11 @@ class Layout:
 class ChunkKV:
     """A model, its chunk store, and the prompt pieces both must agree on."""
 
-    def __init__(self, generator: LocalGenerator, store: str | Path, system: str,
+    def __init__(self, generator: LocalGenerator, store: str | Path, system: str | Frame,
                  dtype: StoreDtype = "float16") -> None:
+        """`system`: the RAG system prompt, or the whole `Frame` (demonstrations: `demo_frame`)."""
         self.generator, self.store_path, self.dtype = generator, Path(store), dtype
-        rendered = generator.render(Prompt(messages=[
-            Message(role="system", content=system),
-            Message(role="user", content=f"Passages:\n{_CHUNKS}Question: {_QUESTION}"),
-        ]))
-        self.prefix_text, rest = rendered.split(_CHUNKS)
-        self.before_question, self.after_question = rest.split(_QUESTION)
+        self.frame = system if isinstance(system, Frame) else rag_frame(generator, system)
 
     @property
     def model(self) -> Any:
@@ -76,7 +95,7 @@ class ChunkKV:
 
     @cached_property
     def prefix_ids(self) -> list[int]:
-        return self._encode(self.prefix_text)
+        return self.generator.tokenizer.encode(self.frame.prefix, add_special_tokens=self.frame.raw)
 
     @cached_property
     def shape(self) -> dict[str, Any]:
@@ -100,7 +119,7 @@ class ChunkKV:
 
     def layout(self, question: str, chunks: Sequence[Chunk]) -> Layout:
         parts = [self.store.get(c.id)[2] for c in chunks]
-        tail = self._encode(f"{self.before_question}{question}{self.after_question}")
+        tail = self._encode(f"{self.frame.before}{question}{self.frame.after}")
         return Layout(ids=[*self.prefix_ids, *(i for p in parts for i in p), *tail],
                       prefix=len(self.prefix_ids), chunk_lengths=[len(p) for p in parts])
 
