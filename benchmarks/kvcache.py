@@ -21,10 +21,15 @@
      bootstrap intervals, of the EM and of the paired per-question EM delta.
    Writes the top-level `summary` (vllm_ttft_speedup_8_chunks, vllm_em_delta,
    vllm_throughput_ratio_8_clients).
+6. Demonstration KV in vLLM (`--demo-model`, tiny as in the selectors benchmark): topic
+   classification by ICL, the selectors benchmark's template and label scoring, 16 demonstrations
+   picked per query by kNN from a pool of `--demo-pool`, each demonstration's cache stored once;
+   TTFT (one request at a time) and accuracy on `--demo-test` queries, against full prefill of the
+   same prompts (summary: demo_kv_ttft_speedup_16_shots, demo_kv_accuracy_delta).
 
     python benchmarks/kvcache.py [--model bench] [--quality-model tiny] [--questions 200]
                                  [--fractions 0.15 0.3 0.5] [--skip ttft prefix vllm]
-                                 [--vllm-questions 500]
+                                 [--vllm-questions 500] [--demo-pool 1000] [--demo-test 500]
 
 A part skipped keeps its rows from the last run that made them.
 """
@@ -47,11 +52,14 @@ from rag.eval.datasets import vital_qa, vital_topics
 from rag.eval.metrics import bootstrap_interval, qa_scores
 from rag.eval.report import write_results
 from rag.kvcache import ChunkKV, ChunkKVStore
+from rag.kvcache.demos import demo_chunks, demo_frame
 from rag.kvcache.prefix import warm_prefix
+from rag.kvcache.reuse import Frame
 from rag.prompts import SHORT_RAG_SYSTEM
 from rag.recipes import document_chunks, hybrid_index
 from rag.registry import build
 from rag.selectors import DemoTemplate
+from rag.selectors.prompt import ordered
 from rag.text import normalize_answer
 from rag.types import Chunk, SamplingParams
 
@@ -176,9 +184,9 @@ def prefix_caching(args: argparse.Namespace) -> list[dict]:
              "cached prompt tokens (mean)": round(float(np.mean(cached)), 1)}]
 
 
-def built(generator, path: Path, chunks: list[Chunk]) -> ChunkKV:  # type: ignore[no-untyped-def]
+def built(generator, path: Path, chunks: list[Chunk], frame: str | Frame = SYSTEM) -> ChunkKV:  # type: ignore[no-untyped-def]
     """A float16 store of these chunks, built once into `path` (kept with `--work`)."""
-    kv = ChunkKV(generator, path, SYSTEM, dtype="float16")
+    kv = ChunkKV(generator, path, frame, dtype="float16")
     if not (path / "manifest.json").exists() or not set(c.id for c in chunks) <= set(kv.store.chunks):
         kv.build(chunks)
     return kv
@@ -262,6 +270,51 @@ def in_vllm(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]]
             "vllm connector quality": quality_rows}, summary
 
 
+def demo_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]], dict]:
+    """Selected demonstrations' caches assembled in vLLM against full prefill: TTFT, accuracy."""
+    data = vital_topics(max_chars=300, seed=0)
+    pool, test = data[: args.demo_pool], data[4000 : 4000 + args.demo_test]  # as benchmarks/selectors.py
+    labels = sorted({d.output for d in data})
+    template = DemoTemplate(instruction=f"Classify the topic of each text as one of: {', '.join(labels)}.",
+                            input_prefix="Text: ", output_prefix="\nTopic:")
+    picks = [ordered(p, "similar_last") for p in build("selector", {"type": "knn"}).fit(pool).select(
+        [t.input for t in test], 16)]
+    hf = build("generator", {"type": "transformers", "model": args.demo_model})
+    engine = build("generator", {"type": "vllm", "model": args.demo_model, "kv_connector": True})
+    used = list({d.id: d for p in picks for d in p}.values())
+    stored = built(hf, work / f"demos-{args.demo_model}", demo_chunks(template, used), demo_frame(template))
+    kv = ChunkKV(engine, stored.store_path, demo_frame(template), "float16")
+    requests = [kv.request(t.input, demo_chunks(template, p)) for t, p in zip(test, picks)]
+    one = SamplingParams(max_tokens=1)
+    for reuse in (True, False):  # warm-up: the instruction prefix and the engine's first steps
+        engine.generate_ids([requests[-1][0].ids], one, [requests[-1][1]] if reuse else None)
+    seconds: dict[str, list[float]] = {"full": [], "connector": []}
+    for layout, transfer in requests[: args.trials]:  # before the accuracy pass caches them
+        seconds["full"].append(timed(engine.generate_ids, [layout.ids], one)[1])
+        seconds["connector"].append(timed(engine.generate_ids, [layout.ids], one, [transfer])[1])
+    ttft_row = {"shots": 16, "prompt tokens": round(float(np.mean([len(l.ids) for l, _ in requests])), 1),
+                **{f"{n} ms": round(1000 * median(v), 1) for n, v in seconds.items()},
+                **{f"{n} ms (min, max)": [round(1000 * min(v), 1), round(1000 * max(v), 1)]
+                   for n, v in seconds.items()},
+                "speed-up": round(median(seconds["full"]) / median(seconds["connector"]), 2)}
+    print(ttft_row, flush=True)
+    ids = [layout.ids for layout, _ in requests]
+    right = {name: [float(labels[int(np.argmax(row))] == t.output) for row, t in zip(scores, test)]
+             for name, scores in (("full", engine.next_token_logprobs_ids(ids, labels)),
+                                  ("connector", engine.next_token_logprobs_ids(
+                                      ids, labels, [t for _, t in requests])))}
+    delta = [b - a for a, b in zip(right["full"], right["connector"])]
+    rows = [{"mode": name, "queries": len(test), "accuracy": round(float(np.mean(v)), 4),
+             "95% interval": [round(x, 4) for x in bootstrap_interval(v)]} for name, v in right.items()]
+    rows[0].update({"delta": None, "delta 95% interval": None})
+    rows[1].update({"delta": round(float(np.mean(delta)), 4),
+                    "delta 95% interval": [round(x, 4) for x in bootstrap_interval(delta)]})
+    print(rows, flush=True)
+    summary = {"demo_kv_ttft_speedup_16_shots": ttft_row["speed-up"],
+               "demo_kv_accuracy_delta": rows[1]["delta"]}
+    return {"demo kv ttft": [ttft_row], "demo kv accuracy": rows}, summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="bench", help="TTFT and prefix-caching model")
@@ -274,7 +327,11 @@ def main() -> None:
                         help="quality: recompute fractions compared with full prefill and reuse")
     parser.add_argument("--vllm-questions", type=int, default=500)
     parser.add_argument("--throughput-requests", type=int, default=4, help="per client")
-    parser.add_argument("--skip", nargs="+", default=[], choices=["ttft", "quality", "prefix", "vllm"],
+    parser.add_argument("--demo-model", default="tiny")
+    parser.add_argument("--demo-pool", type=int, default=1000)
+    parser.add_argument("--demo-test", type=int, default=500)
+    parser.add_argument("--skip", nargs="+", default=[],
+                        choices=["ttft", "quality", "prefix", "vllm", "demos"],
                         help="parts not to run; their rows stay from an earlier run")
     parser.add_argument("--work", default=None, help="folder for the KV stores (default: temp)")
     args = parser.parse_args()
@@ -290,7 +347,12 @@ def main() -> None:
                   f"{args.throughput_requests} requests of 8 chunks, 16 tokens",
                   "vllm connector quality": f"{vllm_setup}; {args.vllm_questions} vital-qa questions, "
                   "hybrid top 4, greedy, 16 tokens; paired bootstrap interval of the EM delta"})
-    sections, summary = {}, None
+    demo_setup = (f"{args.demo_model} in vLLM, topic ICL (selectors benchmark template), 16 kNN "
+                  f"demonstrations from a pool of {args.demo_pool}, {args.demo_test} queries; "
+                  "demonstration caches stored in float16, loaded by the KV connector")
+    setup.update({"demo kv ttft": f"{demo_setup}; median of {args.trials} queries, one at a time",
+                  "demo kv accuracy": f"{demo_setup}; paired bootstrap interval of the delta"})
+    sections, summary = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         if "ttft" not in args.skip:
@@ -300,12 +362,17 @@ def main() -> None:
             sections["quality"], store = quality(args, work)
             sections["kv bytes (quality store)"] = [store]
         if "vllm" not in args.skip:
-            parts, summary = in_vllm(args, work)
+            parts, found = in_vllm(args, work)
             sections.update(parts)
+            summary.update(found)
+        if "demos" not in args.skip:
+            parts, found = demo_kv(args, work)
+            sections.update(parts)
+            summary.update(found)
     if "prefix" not in args.skip:
         sections["prefix caching (vLLM)"] = prefix_caching(args)
     write_results("kvcache", {n: setup[n] for n in sections if n in setup}, sections,
-                  keep_other_sections=True, summary=summary)
+                  keep_other_sections=True, summary=summary or None)
 
 
 if __name__ == "__main__":

@@ -224,12 +224,14 @@ def test_a_benchmark_part_run_alone_keeps_the_other_parts_with_their_provenance(
     from rag.eval.report import write_results
 
     write_results("bench", {"qa": "300 questions", "code": "40 problems", "retired": "gone"},
-                  {"qa": [{"em": 0.5}], "code": [{"pass@1": 0.7}]}, folder=tmp_path)
+                  {"qa": [{"em": 0.5}], "code": [{"pass@1": 0.7}]}, folder=tmp_path,
+                  summary={"qa_em": 0.5, "code_pass1": 0.7})
     first = json.loads((tmp_path / "bench.json").read_text())
     write_results("bench", {"code": "40 problems, new compressor"}, {"code": [{"pass@1": 0.75}]},
-                  folder=tmp_path, keep_other_sections=True)
+                  folder=tmp_path, keep_other_sections=True, summary={"code_pass1": 0.75})
     merged = json.loads((tmp_path / "bench.json").read_text())
     assert merged["results"] == {"qa": [{"em": 0.5}], "code": [{"pass@1": 0.75}]}
+    assert merged["summary"] == {"qa_em": 0.5, "code_pass1": 0.75}  # the kept part's key stays
     assert merged["setup"] == {"qa": "300 questions", "code": "40 problems, new compressor"}
     assert merged["sections"]["qa"]["date"] == first["date"]
     write_results("bench", {"code": "x"}, {"code": [{"pass@1": 0.1}]}, folder=tmp_path)

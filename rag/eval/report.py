@@ -62,8 +62,9 @@ def write_results(
             old_setup = old.get("setup", {})
             record["setup"] = {**{s: old_setup[s] for s in kept if s in old_setup}, **setup}
             record["sections"] = {**{s: before[s] for s in kept if s in before}, **{s: run for s in rows}}
-            if summary is None and "summary" in old:  # made by an earlier run of the kept parts
-                record = {"summary": old["summary"], **record}
+            if "summary" in old:  # keys made by an earlier run of the kept parts stay
+                summary = {**old["summary"], **(summary or {})}
+                record = {"summary": summary, **{k: v for k, v in record.items() if k != "summary"}}
     path.write_text(json.dumps(record, indent=2) + "\n")
     shown = record["results"]
     for section, section_rows in (shown.items() if isinstance(shown, dict) else [("", shown)]):
