@@ -266,3 +266,17 @@ def test_demonstration_kv_assembles_the_plain_icl_prompt(
     expected = torch.log_softmax(reuse.logits, -1)[label_ids]
     assert torch.allclose(torch.tensor(got), expected, atol=0.02)
     assert not torch.allclose(torch.log_softmax(full.logits, -1)[label_ids], expected, atol=0.02)
+
+    # As a pipeline: select -> kv_icl_generate, on either engine, gives the same reuse answer.
+    from rag.kvcache.stage import KVIclGenerate
+    from rag.selectors.stage import Select
+
+    answers = []
+    for engine in (hf_tiny, vllm_kv.generator):
+        stage = KVIclGenerate(store=str(kv.store_path), generator=engine, template=template,
+                              dtype="float32", params=SamplingParams(max_tokens=4))
+        select = Select(build("selector", {"type": "bm25"}).fit(demos), k=4)
+        (state,) = Pipeline([select, stage]).run([query])
+        assert state.answer.usage.cached_prompt_tokens > len(state.demos) * 10
+        answers.append(state.answer.text)
+    assert answers[0] == answers[1]

@@ -1,4 +1,5 @@
-"""The pipeline stage that answers from precomputed chunk caches (or by full prefill)."""
+"""Pipeline stages that answer from precomputed caches (or by full prefill): retrieved chunks
+(`kv_generate`) and selected demonstrations (`kv_icl_generate`)."""
 
 from __future__ import annotations
 
@@ -10,38 +11,35 @@ from pydantic import Field
 
 from rag.errors import ConfigError
 from rag.generators.vllm import VLLMGenerator
-from rag.kvcache.reuse import ChunkKV, Layout, Mode
+from rag.kvcache.demos import demo_chunks, demo_frame
+from rag.kvcache.reuse import ChunkKV, Frame, Layout, Mode
 from rag.kvcache.store import StoreDtype
 from rag.pipeline import Stage, Writes
 from rag.prompts.citations import answer_for
 from rag.prompts.templates import RAG_SYSTEM
 from rag.registry import ComponentConfig, build, register
+from rag.selectors.prompt import DemoTemplate, Order, ordered
 from rag.state import View
-from rag.types import Citation, Generation, Prompt, SamplingParams, Usage
+from rag.types import Chunk, Citation, Generation, Prompt, SamplingParams, Usage
 
 
-@register("stage", "kv_generate")
-class KVGenerate(Stage):
-    """Retrieved chunks' caches from the store, the question prefilled, then decoding.
+class CachedPieces(Stage):
+    """What both stages share: the store, the mode, and the two engines.
 
     `mode` switches between `full` prefill, `reuse` and `recompute` (CacheBlend, with
-    `recompute_fraction` of chunk tokens). The best-ranked chunk goes last, next to the question,
-    as in `rag_prompt`. The trace records prompt tokens, reused tokens and prefill seconds.
-    With a `vllm` generator (`kv_connector: true`) the batch's requests go to the engine together
-    and the chunk caches are loaded by its KV connector (`full` or `reuse`; CacheBlend's per-layer
-    token selection has no hook in vLLM's connector API).
+    `recompute_fraction` of cached tokens). With a `vllm` generator the batch's requests go to the
+    engine together and its KV connector loads the caches (`full` or `reuse`; CacheBlend's
+    per-layer token selection has no hook in vLLM's connector API). The trace records prompt
+    tokens, reused tokens and, on the transformers path, prefill seconds.
     """
 
-    reads = ("query", "hits")
-    writes = ("prompt", "sources", "generation", "answer")
     nested = ("generator",)
 
     class Config(ComponentConfig):
         generator: dict[str, Any] = Field(default_factory=lambda: {"type": "transformers"})
-        store: str = Field(description="chunk KV store folder (built by ChunkKV.build)")
+        store: str = Field(description="KV store folder (built by ChunkKV.build)")
         mode: Mode = "reuse"
         recompute_fraction: float = Field(default=0.15, ge=0, le=1)
-        system: str = RAG_SYSTEM
         dtype: StoreDtype = "float16"
         params: SamplingParams = Field(default_factory=SamplingParams)
 
@@ -50,23 +48,34 @@ class KVGenerate(Stage):
     def __init__(self, store: str, generator: Any = None, **kwargs: Any) -> None:
         spec = generator or {"type": "transformers"}
         if isinstance(spec, dict) and spec.get("type") == "vllm":
-            spec = {**spec, "kv_connector": True}  # the engine must load the chunk caches
+            spec = {**spec, "kv_connector": True}  # the engine must load the caches
         self.generator = build("generator", spec)
         super().__init__(store=store, generator={"type": self.generator.name}, **kwargs)
 
+    def frame(self) -> str | Frame:
+        """The fixed text around the pieces (a RAG system prompt, or a whole `Frame`)."""
+        raise NotImplementedError
+
+    def pieces(self, item: View) -> list[Chunk]:
+        """The cached pieces of this state's prompt, in prompt order."""
+        raise NotImplementedError
+
+    def answer(self, item: View, text: str, usage: Usage) -> Writes:
+        """The writes beside prompt and generation: the answer (and its sources)."""
+        raise NotImplementedError
+
     @cached_property
     def kv(self) -> ChunkKV:
-        return ChunkKV(self.generator, self.config.store, self.config.system, self.config.dtype)
+        return ChunkKV(self.generator, self.config.store, self.frame(), self.config.dtype)
 
     def run(self, batch: list[View]) -> list[Writes]:
         if isinstance(self.generator, VLLMGenerator):
             return self._run_vllm(batch)
         out = []
         for item in batch:
-            hits = item.hits[::-1]
             began = time.perf_counter()
-            prefilled, layout = self.kv.prefill(item.query, [h.chunk for h in hits],
-                                                self.config.mode, self.config.recompute_fraction)
+            prefilled, layout = self.kv.prefill(item.query, self.pieces(item), self.config.mode,
+                                                self.config.recompute_fraction)
             prefill_s = time.perf_counter() - began
             completion = self.kv.decode(prefilled, layout, self.config.params)
             reused = 0 if self.config.mode == "full" else (
@@ -79,10 +88,9 @@ class KVGenerate(Stage):
 
     def _run_vllm(self, batch: list[View]) -> list[Writes]:
         if self.config.mode == "recompute":
-            raise ConfigError("kv_generate with a vllm generator runs mode full or reuse: "
+            raise ConfigError(f"{self.name} with a vllm generator runs mode full or reuse: "
                               "CacheBlend recompute needs the transformers generator")
-        requests = [self.kv.request(item.query, [h.chunk for h in item.hits[::-1]])
-                    for item in batch]
+        requests = [self.kv.request(item.query, self.pieces(item)) for item in batch]
         transfers = None if self.config.mode == "full" else [t for _, t in requests]
         generations = self.generator.generate_ids([layout.ids for layout, _ in requests],
                                                   self.config.params, transfers)
@@ -91,16 +99,64 @@ class KVGenerate(Stage):
 
     def _writes(self, item: View, layout: Layout, generation: Generation,
                 trace: dict[str, Any]) -> Writes:
-        hits = item.hits[::-1]
-        sources = [Citation(number=i, chunk_id=h.chunk.id, doc_id=h.chunk.doc_id,
-                            title=h.chunk.title) for i, h in enumerate(hits, 1)]
         usage = generation.usage
         return {
             "prompt": Prompt(text=self.generator.tokenizer.decode(layout.ids)),
-            "sources": sources,
             "generation": generation,
-            "answer": answer_for(item.query, generation.completions[0].text, sources, item.hits,
-                                 usage),
+            **self.answer(item, generation.completions[0].text, usage),
             "trace": {"mode": self.config.mode, "prompt_tokens": usage.prompt_tokens,
                       "cached_prompt_tokens": usage.cached_prompt_tokens, **trace},
         }
+
+
+@register("stage", "kv_generate")
+class KVGenerate(CachedPieces):
+    """Retrieved chunks' caches from the store, the question prefilled, then decoding.
+
+    The best-ranked chunk goes last, next to the question, as in `rag_prompt`.
+    """
+
+    reads = ("query", "hits")
+    writes = ("prompt", "sources", "generation", "answer")
+
+    class Config(CachedPieces.Config):
+        system: str = RAG_SYSTEM
+
+    config: Config
+
+    def frame(self) -> str:
+        return self.config.system
+
+    def pieces(self, item: View) -> list[Chunk]:
+        return [h.chunk for h in item.hits[::-1]]
+
+    def answer(self, item: View, text: str, usage: Usage) -> Writes:
+        sources = [Citation(number=i, chunk_id=h.chunk.id, doc_id=h.chunk.doc_id, title=h.chunk.title)
+                   for i, h in enumerate(item.hits[::-1], 1)]
+        return {"sources": sources, "answer": answer_for(item.query, text, sources, item.hits, usage)}
+
+
+@register("stage", "kv_icl_generate")
+class KVIclGenerate(CachedPieces):
+    """Selected demonstrations' caches from a store built with `demo_frame(template)`, the query
+    prefilled: `select -> kv_icl_generate` answers as `select -> icl_prompt -> generate` (plain
+    style) does, without prefilling the demonstrations."""
+
+    reads = ("query", "demos")
+    writes = ("prompt", "generation", "answer")
+
+    class Config(CachedPieces.Config):
+        template: DemoTemplate = Field(default_factory=DemoTemplate)
+        order: Order = Field(default="similar_last",
+                             description="similar_last: best demonstration next to the query")
+
+    config: Config
+
+    def frame(self) -> Frame:
+        return demo_frame(self.config.template)
+
+    def pieces(self, item: View) -> list[Chunk]:
+        return demo_chunks(self.config.template, ordered(item.demos, self.config.order))
+
+    def answer(self, item: View, text: str, usage: Usage) -> Writes:
+        return {"answer": answer_for(item.query, text, [], [], usage)}
