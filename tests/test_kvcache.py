@@ -86,6 +86,22 @@ def test_recompute_all_is_full_prefill_and_more_recompute_gets_closer(
     assert kl(reuse) > 0.01  # chunks that never saw each other do differ
 
 
+def test_legolink_and_last_chunk_repairs_recompute_what_they_name(
+    kv: ChunkKV, chunks: list[Chunk]
+) -> None:
+    full, layout = kv.prefill(QUESTION, chunks[:4], "full")
+    linked, _ = kv.prefill(QUESTION, chunks[:4], "reuse", link=3)
+    assert linked.recomputed == 3 * 3  # the first 3 tokens of chunks 2-4; chunk 1 is in place
+    # Every token of chunks 2-4 recomputed: chunk 1 was encoded right after the prefix, as in full.
+    everything, _ = kv.prefill(QUESTION, chunks[:4], "reuse", link=10_000)
+    assert torch.allclose(full.logits, everything.logits, atol=TOL)
+    last, _ = kv.prefill(QUESTION, chunks[:4], "reuse", last=True)
+    assert last.recomputed == layout.chunk_lengths[-1]
+    both, _ = kv.prefill(QUESTION, chunks[:4], "recompute", fraction=0.5, link=3, last=True)
+    others = sum(layout.chunk_lengths[1:-1]) - 3 * 2 + layout.chunk_lengths[0]
+    assert both.recomputed == 3 * 2 + layout.chunk_lengths[-1] + round(0.5 * others)
+
+
 def test_foreign_or_stale_stores_are_refused(kv: ChunkKV, hf_tiny: Generator, tmp_path: Path) -> None:
     with pytest.raises(IndexLoadError, match="stored as float32, asked for float16"):
         ChunkKV(hf_tiny, kv.store_path, SYSTEM, dtype="float16").store
@@ -170,6 +186,11 @@ def test_vllm_connector_answers_as_the_transformers_reuse_path(
         assert out.usage.cached_prompt_tokens == layout.prefix + sum(layout.chunk_lengths)
         changed += expected["reuse"] != expected["full"]
     assert changed  # reuse answers differently somewhere: the engine used the caches, not a prefill
+    # The last chunk prefilled by vLLM over the loaded ones: the transformers `last` repair.
+    layout, transfer = vllm_kv.request(QUESTION, chunks[:4], last=True)
+    (out,) = vllm_kv.generator.generate_ids([layout.ids], params, [transfer])
+    assert out.text == kv.decode(*kv.prefill(QUESTION, chunks[:4], "reuse", last=True), params).text
+    assert out.usage.cached_prompt_tokens == layout.prefix + sum(layout.chunk_lengths[:-1])
 
 
 def test_vllm_connector_and_prefix_caching_work_together(
@@ -186,6 +207,11 @@ def test_vllm_connector_and_prefix_caching_work_together(
         assert reused.text == expected["reuse"]
         # assembled blocks are salted apart: a full-prefill request never gets them
         assert plain.text == expected["full"] != expected["reuse"]
+    # Loading all but the last chunk after loading all four: the last chunk is prefilled, not
+    # taken from the blocks the first request assembled.
+    layout, transfer = vllm_kv.request(QUESTION, first, last=True)
+    (out,) = engine.generate_ids([layout.ids], params, [transfer])
+    assert out.text == kv.decode(*kv.prefill(QUESTION, first, "reuse", last=True), params).text
 
 
 def test_vllm_connector_refuses_foreign_stores_and_prompts(

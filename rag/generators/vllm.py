@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import hashlib
 import itertools
+import json
 import os
 import threading
 from collections.abc import AsyncIterator, Coroutine, Sequence
@@ -196,8 +198,9 @@ class VLLMGenerator(LocalGenerator):
         for ids, transfer in zip(prompts, transfers, strict=True):
             self._check_length(list(ids), 1)
             inputs = TokensPrompt(prompt_token_ids=list(ids))
-            if transfer:  # assembled blocks stay apart from full-prefill ones in the prefix cache
-                inputs["cache_salt"] = "rag-chunk-kv"
+            if transfer:  # blocks hold what was loaded: only requests loading the same share them
+                digest = hashlib.sha256(json.dumps(transfer, sort_keys=True).encode()).hexdigest()
+                inputs["cache_salt"] = f"kv-transfer:{digest[:16]}"
                 sampling = sampling.clone()
                 sampling.extra_args = {**(sampling.extra_args or {}), "kv_transfer_params": transfer}
             requests.append((inputs, sampling))

@@ -65,12 +65,16 @@ def blended_prefill(
     chunk_mask: Any,
     fraction: float,
     check_layer: int = 1,
+    always: Any = None,
 ) -> Prefilled:
     """Prefill the tokens of `ids` after the cached ones, recomputing `fraction` of the chunks.
 
     `keys`/`values` (layers, 1, kv_heads, cached, head_dim) hold the assembled cache of the
     first `cached` ids: the system prefix exactly, chunks re-rotated. `chunk_mask` (cached,)
-    marks the chunk tokens, the only ones that may be recomputed.
+    marks the chunk tokens, the only ones that may be recomputed. `always` (cached,) marks chunk
+    tokens recomputed in every layer whatever the selection: EPIC's LegoLink (the first tokens of
+    each chunk), or a whole chunk (the last one, next to the question); CacheBlend's fraction is
+    taken from the other chunk tokens.
     """
     import torch
 
@@ -82,9 +86,10 @@ def blended_prefill(
         raise RagError("nothing to prefill after the cached tokens")
     check_layer = min(check_layer, len(layers) - 1)
     positions = torch.arange(total)
-    chunk_positions = positions[:cached][chunk_mask]
-    new_positions = positions[cached:]
-    compute = torch.cat([chunk_positions, new_positions]) if fraction > 0 else new_positions
+    always = torch.zeros(cached, dtype=torch.bool) if always is None else always & chunk_mask
+    chunk_positions = positions[:cached][chunk_mask & ~always]  # CacheBlend's candidates
+    fixed = torch.cat([positions[:cached][always], positions[cached:]])
+    compute = torch.cat([chunk_positions, fixed]) if fraction > 0 else fixed
     pad = (*keys.shape[1:3], total - cached, keys.shape[4])
     final_k, final_v, fresh = [], [], []
     with torch.inference_mode():
@@ -98,7 +103,7 @@ def blended_prefill(
             fresh.append(compute)
             final_k.append(layer_k)
             final_v.append(layer_v)
-            if index == check_layer and 0.0 < fraction < 1.0:
+            if index == check_layer and 0.0 < fraction < 1.0 and len(chunk_positions):
                 n = len(chunk_positions)
                 deviation = (v[:, :, :n] - values[index][:, :, chunk_positions]).norm(dim=(1, 3))[0]
                 top = deviation.topk(max(1, round(fraction * n))).indices.sort().values
@@ -110,5 +115,5 @@ def blended_prefill(
             layer_k[:, :, dropped] = keys[index][:, :, dropped]
             layer_v[:, :, dropped] = values[index][:, :, dropped]
         logits = model.lm_head(model.model.norm(hidden[:, -1]))[0]
-    recomputed = len(compute) - len(new_positions)
+    recomputed = len(compute) - (total - cached)
     return Prefilled(keys=final_k, values=final_v, logits=logits, recomputed=recomputed)

@@ -11,8 +11,11 @@ starts with the store's system prefix and those chunks' tokens, in that order:
   backend's business, on CPU and on GPU alike. vLLM then prefills only the question.
 
 Tokens that prefix caching already holds are not loaded again (vLLM asks only beyond them), so
-the two work together; requests carrying chunk caches get their own `cache_salt`, so that
-blocks assembled from chunks that never saw each other never answer a full-prefill request.
+the two work together. A block's keys and values depend on what was loaded, not only on its
+tokens: each request salts its blocks' hashes (`cache_salt`) with the caches it names, so that
+blocks assembled from chunks that never saw each other serve only requests that load the same
+chunks (a repeated question over the same passages), never a full-prefill request and never one
+that prefills a chunk this one loaded.
 A request whose prompt does not match its store (another model, prefix or chunk text) is logged
 and prefilled in full: the engine is shared and must not fail; `ChunkKV` refuses such a store
 with a named error before the request is sent.

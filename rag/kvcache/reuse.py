@@ -123,19 +123,25 @@ class ChunkKV:
         return Layout(ids=[*self.prefix_ids, *(i for p in parts for i in p), *tail],
                       prefix=len(self.prefix_ids), chunk_lengths=[len(p) for p in parts])
 
-    def request(self, question: str, chunks: Sequence[Chunk]) -> tuple[Layout, dict[str, Any]]:
+    def request(self, question: str, chunks: Sequence[Chunk], last: bool = False
+                ) -> tuple[Layout, dict[str, Any]]:
         """The prompt's layout and the KV-connector parameters that load its chunks' caches in
-        vLLM; the prompt is checked against the store here, so a mismatch fails loudly."""
+        vLLM (all but the `last` chunk, which vLLM then prefills in full, if asked); the prompt
+        is checked against the store here, so a mismatch fails loudly."""
         from rag.kvcache.connector import transfer_params
 
         layout = self.layout(question, chunks)
-        ids = [c.id for c in chunks]
+        ids = [c.id for c in chunks][: -1 if last and chunks else None]
         self.store.covered(layout.ids, ids)
         return layout, transfer_params(self.store_path.resolve(), ids)
 
     def prefill(self, question: str, chunks: Sequence[Chunk], mode: Mode = "reuse",
-                fraction: float = 0.15) -> tuple[Prefilled, Layout]:
-        """The whole prompt's cache and next-token logits, by the chosen mode."""
+                fraction: float = 0.15, link: int = 0, last: bool = False
+                ) -> tuple[Prefilled, Layout]:
+        """The whole prompt's cache and next-token logits, by the chosen mode, with optional
+        repairs recomputed in every layer: the first `link` tokens of each chunk after the first
+        (EPIC's LegoLink: each chunk prefilled alone grew its own attention sink there; the first
+        chunk was encoded in place) and the `last` chunk, next to the question, in full."""
         import torch
 
         layout = self.layout(question, chunks)
@@ -151,8 +157,15 @@ class ChunkKV:
                                            next(self.model.parameters()).dtype)
         mask = torch.zeros(keys.shape[3], dtype=torch.bool)
         mask[layout.prefix:] = True
+        always = torch.zeros_like(mask)
+        starts = [layout.prefix + sum(layout.chunk_lengths[:i]) for i in range(len(chunks))]
+        for i, (start, length) in enumerate(zip(starts, layout.chunk_lengths)):
+            if last and i == len(chunks) - 1:
+                always[start : start + length] = True
+            elif i > 0:
+                always[start : start + min(link, length)] = True
         prefilled = blended_prefill(self.model, layout.ids, keys, values, mask,
-                                    fraction if mode == "recompute" else 0.0)
+                                    fraction if mode == "recompute" else 0.0, always=always)
         return prefilled, layout
 
     def decode(self, prefilled: Prefilled, layout: Layout, params: SamplingParams) -> Completion:

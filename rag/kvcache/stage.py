@@ -27,10 +27,12 @@ class CachedPieces(Stage):
     """What both stages share: the store, the mode, and the two engines.
 
     `mode` switches between `full` prefill, `reuse` and `recompute` (CacheBlend, with
-    `recompute_fraction` of cached tokens). With a `vllm` generator the batch's requests go to the
-    engine together and its KV connector loads the caches (`full` or `reuse`; CacheBlend's
-    per-layer token selection has no hook in vLLM's connector API). The trace records prompt
-    tokens, reused tokens and, on the transformers path, prefill seconds.
+    `recompute_fraction` of cached tokens); `link_tokens` (LegoLink) and `recompute_last` add
+    fixed repairs. With a `vllm` generator the batch's requests go to the engine together and its
+    KV connector loads the caches (`full` or `reuse`, with `recompute_last`: the connector loads
+    up to the last piece and vLLM prefills the rest; tokens inside the loaded span cannot be
+    recomputed through vLLM's connector API). The trace records prompt tokens, reused tokens
+    and, on the transformers path, prefill seconds.
     """
 
     nested = ("generator",)
@@ -40,6 +42,10 @@ class CachedPieces(Stage):
         store: str = Field(description="KV store folder (built by ChunkKV.build)")
         mode: Mode = "reuse"
         recompute_fraction: float = Field(default=0.15, ge=0, le=1)
+        link_tokens: int = Field(default=0, ge=0, description="LegoLink: first tokens of each "
+                                 "chunk recomputed (transformers only)")
+        recompute_last: bool = Field(default=False, description="the last piece, next to the "
+                                     "query, prefilled in full")
         dtype: StoreDtype = "float16"
         params: SamplingParams = Field(default_factory=SamplingParams)
 
@@ -74,8 +80,10 @@ class CachedPieces(Stage):
         out = []
         for item in batch:
             began = time.perf_counter()
-            prefilled, layout = self.kv.prefill(item.query, self.pieces(item), self.config.mode,
-                                                self.config.recompute_fraction)
+            cfg = self.config
+            prefilled, layout = self.kv.prefill(item.query, self.pieces(item), cfg.mode,
+                                                cfg.recompute_fraction, cfg.link_tokens,
+                                                cfg.recompute_last)
             prefill_s = time.perf_counter() - began
             completion = self.kv.decode(prefilled, layout, self.config.params)
             reused = 0 if self.config.mode == "full" else (
@@ -87,10 +95,12 @@ class CachedPieces(Stage):
         return out
 
     def _run_vllm(self, batch: list[View]) -> list[Writes]:
-        if self.config.mode == "recompute":
-            raise ConfigError(f"{self.name} with a vllm generator runs mode full or reuse: "
-                              "CacheBlend recompute needs the transformers generator")
-        requests = [self.kv.request(item.query, self.pieces(item)) for item in batch]
+        if self.config.mode == "recompute" or self.config.link_tokens:
+            raise ConfigError(f"{self.name} with a vllm generator runs mode full or reuse (with "
+                              "recompute_last): CacheBlend and LegoLink recompute tokens inside "
+                              "the cached span and need the transformers generator")
+        requests = [self.kv.request(item.query, self.pieces(item), self.config.recompute_last)
+                    for item in batch]
         transfers = None if self.config.mode == "full" else [t for _, t in requests]
         generations = self.generator.generate_ids([layout.ids for layout, _ in requests],
                                                   self.config.params, transfers)
