@@ -4,8 +4,10 @@
    keys and values are stored (safetensors). Query time: the retrieved chunks' caches are
    re-rotated to their place in the prompt and only the question is prefilled; `recompute`
    also recomputes 15% of chunk tokens (CacheBlend). The three modes answer side by side.
-2. vLLM: put the fixed part of the prompt first, warm it once, and read how many prompt tokens
-   each request found in the prefix cache.
+2. The same store inside vLLM: `kv_generate` with a vllm generator, whose KV connector loads the
+   chunks' caches into the engine's blocks; vLLM prefills only the question.
+3. vLLM prefix caching: put the fixed part of the prompt first, warm it once, and read how many
+   prompt tokens each request found in the prefix cache.
 
     python examples/kv_reuse.py
 """
@@ -44,6 +46,12 @@ def main() -> None:
                 print(f"{mode:>9} | {state.query} -> {state.answer.text!r} | prefill "
                       f"{1000 * trace.info['prefill_s']:.0f} ms, {trace.info['cached_prompt_tokens']}"
                       f"/{trace.info['prompt_tokens']} prompt tokens from the store")
+        in_vllm = KVGenerate(store=store, generator={"type": "vllm", "model": "tiny"}, mode="reuse",
+                             system=SYSTEM, params=SamplingParams(max_tokens=16, stop=["\n"]))
+        for state in Pipeline([Retrieve(retriever, k=3), in_vllm]).run(questions):
+            usage = state.answer.usage
+            print(f"     vLLM | {state.query} -> {state.answer.text!r} | {usage.cached_prompt_tokens}"
+                  f"/{usage.prompt_tokens} prompt tokens loaded by the KV connector")
 
     engine = build("generator", {"type": "vllm", "model": "tiny"})
     fixed = "You classify texts by topic.\n" + "\n".join(

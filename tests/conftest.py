@@ -40,6 +40,12 @@ def vllm_tiny():
 
 
 @pytest.fixture(scope="session")
+def vllm_tiny_kv():
+    """The session's engine with the chunk KV connector (what `kv_generate` on vllm builds)."""
+    return build("generator", {"type": "vllm", "model": "tiny", "kv_connector": True})
+
+
+@pytest.fixture(scope="session")
 def hf_tiny():
     return build("generator", {"type": "transformers", "model": "tiny"})
 

@@ -92,11 +92,13 @@ def test_an_example_runs_standalone_and_stops_every_process_it_started():
 
 
 @pytest.mark.parametrize("script", [s for s in EXAMPLES if s.name != STANDALONE], ids=lambda p: p.name)
-def test_example_runs(script: Path, vllm_tiny, capsys, monkeypatch):
+def test_example_runs(script: Path, vllm_tiny, vllm_tiny_kv, capsys, monkeypatch):
     """Runs to completion as `__main__` and stops every process it started (servers, engines)."""
     for name, value in SMALL.items():
         monkeypatch.setenv(name, value)
     vllm_tiny.engine  # started before the snapshot: the examples share it
+    if script.name == "kv_reuse.py":
+        vllm_tiny_kv.engine  # and this one, with the KV connector
     before = descendants(os.getpid())
     runpy.run_path(str(script), run_name="__main__")
     stdout = capsys.readouterr().out
@@ -107,6 +109,9 @@ def test_example_runs(script: Path, vllm_tiny, capsys, monkeypatch):
     assert stdout.strip()
     if script.name == "serve_and_call.py":
         assert "answer: " in stdout and "Mona Lisa" in stdout
+    if script.name == "kv_reuse.py":  # the vLLM rows loaded most of their prompt from the store
+        loaded = [line.split("|")[-1].split()[0] for line in stdout.splitlines() if "KV connector" in line]
+        assert loaded and all(int(n) > int(d) / 2 for n, d in (x.split("/") for x in loaded))
     if script.name == "evaluate.py":
         assert "closed-book: F1" in stdout and "| naive-rag |" in stdout
     if script.name == "rerank_and_verify.py":

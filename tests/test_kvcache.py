@@ -161,9 +161,8 @@ def test_vllm_prefix_cache_is_warmed_and_reported(vllm_tiny: Generator) -> None:
 
 
 @pytest.fixture(scope="module")
-def vllm_kv(kv: ChunkKV) -> ChunkKV:
-    engine = build("generator", {"type": "vllm", "model": "tiny", "kv_connector": True})
-    return ChunkKV(engine, kv.store_path, SYSTEM, dtype="float32")
+def vllm_kv(kv: ChunkKV, vllm_tiny_kv: Generator) -> ChunkKV:
+    return ChunkKV(vllm_tiny_kv, kv.store_path, SYSTEM, dtype="float32")
 
 
 def hf_answers(kv: ChunkKV, chunks: list[Chunk], params: SamplingParams) -> dict[str, str]:
