@@ -102,6 +102,46 @@ def test_legolink_and_last_chunk_repairs_recompute_what_they_name(
     assert both.recomputed == 3 * 2 + layout.chunk_lengths[-1] + round(0.5 * others)
 
 
+def test_ape_attention_is_the_group_merge_of_ape_and_neutral_at_one() -> None:
+    from rag.kvcache.blend import _ape_attention
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1, 4, 3, 8), torch.randn(1, 2, 10, 8), torch.randn(1, 2, 10, 8)
+    mask = torch.ones(3, 10, dtype=torch.bool)
+    mask[0, 9] = False
+    doc = torch.zeros(10, dtype=torch.bool)
+    doc[2:7] = True
+    plain = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.3,
+                                                             enable_gqa=True)
+    assert torch.allclose(_ape_attention(q, k, v, mask, 0.3, doc, (1.0, 1.0)), plain, atol=1e-5)
+    # APE's reference form: softmax within each group, groups merged by their log-sum-exps.
+    t, s_ = 0.6, 0.8
+    kk, vv = k.repeat_interleave(2, 1), v.repeat_interleave(2, 1)
+    logits = ((q @ kk.transpose(-1, -2)) * 0.3).masked_fill(~mask, float("-inf"))
+    other = logits.masked_fill(doc, float("-inf"))
+    docs = (logits / t).masked_fill(~doc, float("-inf"))
+    lse = torch.stack([other.logsumexp(-1), t * docs.logsumexp(-1) + torch.log(torch.tensor(s_))], -1)
+    weights = lse.softmax(-1)
+    expected = (weights[..., :1] * (other.softmax(-1) @ vv) + weights[..., 1:] * (docs.softmax(-1) @ vv))
+    assert torch.allclose(_ape_attention(q, k, v, mask, 0.3, doc, (t, s_)), expected, atol=1e-5)
+
+
+def test_ape_prefill_and_decoding_run_by_hand(kv: ChunkKV, chunks: list[Chunk]) -> None:
+    from rag.kvcache.blend import blended_prefill
+
+    params = SamplingParams(max_tokens=8)
+    reuse, layout = kv.prefill(QUESTION, chunks[:3], "reuse")
+    keys, values = kv.store.assemble([c.id for c in chunks[:3]], inv_freq(kv.model), torch.float32)
+    mask = torch.zeros(keys.shape[3], dtype=torch.bool)
+    mask[layout.prefix:] = True
+    neutral = blended_prefill(kv.model, layout.ids, keys, values, mask, 0.0, ape=(1.0, 1.0))
+    assert torch.allclose(neutral.logits, reuse.logits, atol=TOL)
+    assert kv.decode(neutral, layout, params).text == kv.decode(reuse, layout, params).text
+    sharp, _ = kv.prefill(QUESTION, chunks[:3], "reuse", ape=(0.5, 1.0))
+    assert not torch.allclose(sharp.logits, reuse.logits, atol=0.05)
+    assert kv.decode(sharp, layout, params).token_ids
+
+
 def test_foreign_or_stale_stores_are_refused(kv: ChunkKV, hf_tiny: Generator, tmp_path: Path) -> None:
     with pytest.raises(IndexLoadError, match="stored as float32, asked for float16"):
         ChunkKV(hf_tiny, kv.store_path, SYSTEM, dtype="float16").store

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from rag.errors import RagError
 from rag.generators.base import LocalGenerator, truncate_at_stop
 from rag.generators.transformers import TransformersGenerator
-from rag.kvcache.blend import Prefilled, blended_prefill
+from rag.kvcache.blend import Prefilled, ape_decode_step, blended_prefill
 from rag.kvcache.rope import inv_freq
 from rag.kvcache.store import ChunkKVStore, StoreDtype, build_store, model_shape, stacked_kv
 from rag.types import Chunk, Completion, Message, Prompt, SamplingParams
@@ -136,12 +136,13 @@ class ChunkKV:
         return layout, transfer_params(self.store_path.resolve(), ids)
 
     def prefill(self, question: str, chunks: Sequence[Chunk], mode: Mode = "reuse",
-                fraction: float = 0.15, link: int = 0, last: bool = False
-                ) -> tuple[Prefilled, Layout]:
+                fraction: float = 0.15, link: int = 0, last: bool = False,
+                ape: tuple[float, float] | None = None) -> tuple[Prefilled, Layout]:
         """The whole prompt's cache and next-token logits, by the chosen mode, with optional
         repairs recomputed in every layer: the first `link` tokens of each chunk after the first
         (EPIC's LegoLink: each chunk prefilled alone grew its own attention sink there; the first
-        chunk was encoded in place) and the `last` chunk, next to the question, in full."""
+        chunk was encoded in place) and the `last` chunk, next to the question, in full; and
+        `ape` = (temperature, scale), APE's attention to the chunks for the tokens after them."""
         import torch
 
         layout = self.layout(question, chunks)
@@ -165,7 +166,8 @@ class ChunkKV:
             elif i > 0:
                 always[start : start + min(link, length)] = True
         prefilled = blended_prefill(self.model, layout.ids, keys, values, mask,
-                                    fraction if mode == "recompute" else 0.0, always=always)
+                                    fraction if mode == "recompute" else 0.0, always=always,
+                                    ape=ape if ape and ape != (1.0, 1.0) else None)
         return prefilled, layout
 
     def decode(self, prefilled: Prefilled, layout: Layout, params: SamplingParams) -> Completion:
@@ -190,9 +192,14 @@ class ChunkKV:
             text, stopped = truncate_at_stop(self.generator.tokenizer.decode(tokens), params.stop)
             if stopped:
                 return Completion(text=text, token_ids=tokens, logprob=logprob, finish_reason="stop")
-            with torch.inference_mode():
-                logits = self.model(torch.tensor([[token]]), past_key_values=cache, use_cache=True,
-                                    position_ids=torch.tensor([[position]])).logits[0, -1]
+            if prefilled.ape:  # APE's attention holds for generated tokens too: layers by hand
+                prefilled = ape_decode_step(self.model, [*layout.ids, *tokens], prefilled)
+                logits = prefilled.logits
+            else:
+                with torch.inference_mode():
+                    logits = self.model(torch.tensor([[token]]), past_key_values=cache,
+                                        use_cache=True, position_ids=torch.tensor([[position]])
+                                        ).logits[0, -1]
             position += 1
         return Completion(text=self.generator.tokenizer.decode(tokens), token_ids=tokens,
                           logprob=logprob, finish_reason=finish)

@@ -28,7 +28,7 @@ class CachedPieces(Stage):
 
     `mode` switches between `full` prefill, `reuse` and `recompute` (CacheBlend, with
     `recompute_fraction` of cached tokens); `link_tokens` (LegoLink) and `recompute_last` add
-    fixed repairs. With a `vllm` generator the batch's requests go to the engine together and its
+    fixed repairs, `ape_temperature` and `ape_scale` APE's attention correction. With a `vllm` generator the batch's requests go to the engine together and its
     KV connector loads the caches (`full` or `reuse`, with `recompute_last`: the connector loads
     up to the last piece and vLLM prefills the rest; tokens inside the loaded span cannot be
     recomputed through vLLM's connector API). The trace records prompt tokens, reused tokens
@@ -46,6 +46,10 @@ class CachedPieces(Stage):
                                  "chunk recomputed (transformers only)")
         recompute_last: bool = Field(default=False, description="the last piece, next to the "
                                      "query, prefilled in full")
+        ape_temperature: float = Field(default=1.0, gt=0, description="APE: attention "
+                                       "temperature on the cached pieces (transformers only)")
+        ape_scale: float = Field(default=1.0, gt=0, description="APE: weight of the cached "
+                                 "pieces' attention (transformers only)")
         dtype: StoreDtype = "float16"
         params: SamplingParams = Field(default_factory=SamplingParams)
 
@@ -83,7 +87,8 @@ class CachedPieces(Stage):
             cfg = self.config
             prefilled, layout = self.kv.prefill(item.query, self.pieces(item), cfg.mode,
                                                 cfg.recompute_fraction, cfg.link_tokens,
-                                                cfg.recompute_last)
+                                                cfg.recompute_last,
+                                                (cfg.ape_temperature, cfg.ape_scale))
             prefill_s = time.perf_counter() - began
             completion = self.kv.decode(prefilled, layout, self.config.params)
             reused = 0 if self.config.mode == "full" else (
@@ -95,10 +100,12 @@ class CachedPieces(Stage):
         return out
 
     def _run_vllm(self, batch: list[View]) -> list[Writes]:
-        if self.config.mode == "recompute" or self.config.link_tokens:
+        cfg = self.config
+        if cfg.mode == "recompute" or cfg.link_tokens or (cfg.ape_temperature, cfg.ape_scale) != (1, 1):
             raise ConfigError(f"{self.name} with a vllm generator runs mode full or reuse (with "
                               "recompute_last): CacheBlend and LegoLink recompute tokens inside "
-                              "the cached span and need the transformers generator")
+                              "the cached span, APE changes the attention kernel; they need the "
+                              "transformers generator")
         requests = [self.kv.request(item.query, self.pieces(item), self.config.recompute_last)
                     for item in batch]
         transfers = None if self.config.mode == "full" else [t for _, t in requests]
