@@ -216,14 +216,19 @@ def test_vllm_connector_answers_as_the_transformers_reuse_path(
     params = SamplingParams(max_tokens=16)
     selections = [chunks[:1], chunks[:4], chunks[2:5]]
     requests = [vllm_kv.request(QUESTION, s) for s in selections]
-    outs = vllm_kv.generator.generate_ids([layout.ids for layout, _ in requests], params,
-                                          [transfer for _, transfer in requests])
+    # one batch, each prompt twice: with its caches, then without (a full prefill)
+    outs = vllm_kv.generator.generate_ids(
+        [layout.ids for layout, _ in requests for _ in (0, 1)], params,
+        [t for _, transfer in requests for t in (transfer, None)])
     changed = 0
-    for selected, (layout, _), out in zip(selections, requests, outs):
+    for selected, (layout, _), out, plain in zip(selections, requests, outs[::2], outs[1::2]):
         expected = hf_answers(kv, selected, params)
         assert out.text == expected["reuse"]
         assert out.usage.cached_prompt_tokens == layout.prefix + sum(layout.chunk_lengths)
+        assert plain.usage.cached_prompt_tokens < layout.prefix + sum(layout.chunk_lengths)
         changed += expected["reuse"] != expected["full"]
+        if expected["reuse"] != expected["full"]:
+            assert plain.text == expected["full"]
     assert changed  # reuse answers differently somewhere: the engine used the caches, not a prefill
     # The last chunk prefilled by vLLM over the loaded ones: the transformers `last` repair.
     layout, transfer = vllm_kv.request(QUESTION, chunks[:4], last=True)

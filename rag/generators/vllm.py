@@ -197,13 +197,13 @@ class VLLMGenerator(LocalGenerator):
         requests = []
         for ids, transfer in zip(prompts, transfers, strict=True):
             self._check_length(list(ids), 1)
-            inputs = TokensPrompt(prompt_token_ids=list(ids))
+            inputs, own = TokensPrompt(prompt_token_ids=list(ids)), sampling
             if transfer:  # blocks hold what was loaded: only requests loading the same share them
                 digest = hashlib.sha256(json.dumps(transfer, sort_keys=True).encode()).hexdigest()
                 inputs["cache_salt"] = f"kv-transfer:{digest[:16]}"
-                sampling = sampling.clone()
-                sampling.extra_args = {**(sampling.extra_args or {}), "kv_transfer_params": transfer}
-            requests.append((inputs, sampling))
+                own = sampling.clone()
+                own.extra_args = {**(sampling.extra_args or {}), "kv_transfer_params": transfer}
+            requests.append((inputs, own))
         _ = self.engine
         return requests
 
