@@ -233,7 +233,8 @@ def built(generator, path: Path, chunks: list[Chunk], frame: str | Frame = SYSTE
 def in_vllm(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]], dict]:
     """The connector against the same engine's full prefill: TTFT, throughput, EM."""
     hf = build("generator", {"type": "transformers", "model": args.model})
-    engine = build("generator", {"type": "vllm", "model": args.model, "kv_connector": True})
+    engine = build("generator", {"type": "vllm", "model": args.model, "kv_connector": True,
+                                 "max_model_len": 4096})  # 16 chunks of 200 tokens
     examples, retrieved = retrieved_top4(args.vllm_questions)
     count = args.trials * max(args.sizes) + args.throughput_requests * 8
     timing = built(hf, work / f"vllm-ttft-{args.model}", ttft_chunks(hf.tokenizer, count))
