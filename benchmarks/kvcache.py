@@ -29,10 +29,16 @@
    picked per query by kNN from a pool of `--demo-pool`, each demonstration's cache stored once;
    TTFT (one request at a time) and accuracy on `--demo-test` queries, against full prefill of the
    same prompts (summary: demo_kv_ttft_speedup_16_shots, demo_kv_accuracy_delta).
+7. Compression that keeps KV reuse (`--compressors`, in vLLM): each retrieved chunk compressed
+   alone, without the question, before its cache is built; per store (uncompressed and each
+   compressor) and read (full prefill = compression alone, the connector = reuse, the connector
+   with the last chunk prefilled): stored bytes, TTFT, EM on `--vllm-questions` questions against
+   full prefill of the uncompressed passages (summary: compressed_kv_bytes_ratio and
+   compressed_kv_em_delta, of the first compressor read by the connector).
 
     python benchmarks/kvcache.py [--model bench] [--quality-model bench] [--questions 500]
                                  [--fractions 0.15 0.3] [--repairs reuse last ...] [--ape 0.9 0.9]
-                                 [--skip ttft prefix vllm demos]
+                                 [--skip ttft prefix vllm compressed demos]
                                  [--vllm-questions 500] [--demo-pool 1000] [--demo-test 500]
 
 A part skipped keeps its rows from the last run that made them.
@@ -51,6 +57,7 @@ from statistics import median
 import numpy as np
 from tqdm.auto import tqdm
 
+from rag.compression import Compressor
 from rag.corpus import vital_articles
 from rag.eval.datasets import vital_qa, vital_topics
 from rag.eval.metrics import bootstrap_interval, qa_scores
@@ -222,11 +229,12 @@ def prefix_caching(args: argparse.Namespace) -> list[dict]:
              "cached prompt tokens (mean)": round(float(np.mean(cached)), 1)}]
 
 
-def built(generator, path: Path, chunks: list[Chunk], frame: str | Frame = SYSTEM) -> ChunkKV:  # type: ignore[no-untyped-def]
+def built(generator, path: Path, chunks: list[Chunk], frame: str | Frame = SYSTEM,  # type: ignore[no-untyped-def]
+          compressor: Compressor | None = None) -> ChunkKV:
     """A float16 store of these chunks, built once into `path` (kept with `--work`)."""
     kv = ChunkKV(generator, path, frame, dtype="float16")
     if not (path / "manifest.json").exists() or not set(c.id for c in chunks) <= set(kv.store.chunks):
-        kv.build(chunks)
+        kv.build(chunks, compressor=compressor)
     return kv
 
 
@@ -309,6 +317,67 @@ def in_vllm(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]]
             "vllm connector quality": quality_rows}, summary
 
 
+def compressed_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]], dict]:
+    """Chunks compressed without the question at index time, then cached, in vLLM: bytes, TTFT
+    and EM of each store read by full prefill (compression alone), by the connector (reuse) and
+    by the connector with the last chunk prefilled, against full prefill of the passages as
+    retrieved."""
+    examples, retrieved = retrieved_top4(args.vllm_questions)
+    unique = list({h.chunk.id: h.chunk for hits in retrieved for h in hits}.values())
+    hf = build("generator", {"type": "transformers", "model": args.model})
+    caches = {"uncompressed": built(hf, work / f"vllm-qa-{args.model}", unique)}
+    for name in args.compressors:
+        scorer = {"generator": {"type": "transformers", "model": "tiny"}} if name == "llmlingua" else {}
+        compressor = build("compressor", {"type": name, "ratio": args.compress_ratio, **scorer})
+        caches[name] = built(hf, work / f"compressed-{name}-{args.model}", unique, compressor=compressor)
+    stores = {name: kv.store for name, kv in caches.items()}
+    del hf, caches  # the engine below needs the memory
+    engine = build("generator", {"type": "vllm", "model": args.model, "kv_connector": True})
+    readers = {name: ChunkKV(engine, store.path, SYSTEM, "float16") for name, store in stores.items()}
+    reads = {"full prefill": None, "reuse": False, "reuse + last chunk": True}
+    runs = {f"{store}, {read}": (store, last) for store in readers for read, last in reads.items()}
+    requests = {run: [readers[store].request(e.question, [h.chunk for h in hits[::-1]], last=bool(last))
+                      for e, hits in zip(examples, retrieved)] for run, (store, last) in runs.items()}
+    one, sixteen = SamplingParams(max_tokens=1), SamplingParams(max_tokens=16)
+
+    def send(run: str, at: slice, params: SamplingParams):  # type: ignore[no-untyped-def]
+        layouts, transfers = zip(*requests[run][at])
+        loads = None if runs[run][1] is None else list(transfers)
+        return engine.generate_ids([layout.ids for layout in layouts], params, loads)
+
+    for run in runs:  # warm-up on the last question, which the TTFT trials do not use
+        send(run, slice(-1, None), one)
+    seconds: dict[str, list[float]] = {run: [] for run in runs}
+    for q in range(args.compressed_trials):  # each question's prompts are new to the prefix cache
+        for run in runs:
+            seconds[run].append(timed(send, run, slice(q, q + 1), one)[1])
+    answers = {run: send(run, slice(None), sixteen) for run in runs}
+    em = {run: [qa_scores(g.text, e.answers)["em"] for g, e in zip(gens, examples)]
+          for run, gens in answers.items()}
+    reference = em["uncompressed, full prefill"]
+    rows = []
+    for run, (store, _) in runs.items():
+        delta = [b - a for a, b in zip(reference, em[run])]
+        tokens = np.mean([len(layout.ids) for layout, _ in requests[run]])
+        rows.append({"store": store, "read": run.split(", ", 1)[1], "questions": len(examples),
+                     "prompt tokens": round(float(tokens), 1),
+                     "stored bytes ratio": round(stores[store].nbytes / stores["uncompressed"].nbytes, 3),
+                     "ttft ms": round(1000 * median(seconds[run]), 1),
+                     "ttft ms (min, max)": [round(1000 * min(seconds[run]), 1), round(1000 * max(seconds[run]), 1)],
+                     "em": round(float(np.mean(em[run])), 4),
+                     "em 95% interval": [round(x, 4) for x in bootstrap_interval(em[run])],
+                     "em delta": round(float(np.mean(delta)), 4),
+                     "em delta 95% interval": [round(x, 4) for x in bootstrap_interval(delta)]})
+        print(rows[-1], flush=True)
+    first = args.compressors[0]  # fixed in advance, not chosen by the outcome
+    chosen = next(r for r in rows if r["store"] == first and r["read"] == "reuse")
+    summary = {"compressed_kv_bytes_ratio": chosen["stored bytes ratio"],
+               "compressed_kv_em_delta": chosen["em delta"]}
+    sizes = [store_size(args.model, store, 0.0) | {"store": name, "compression": store.manifest.get(
+        "compression")} for name, store in stores.items()]
+    return {"compressed kv": rows, "compressed kv bytes": sizes}, summary
+
+
 def demo_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]], dict]:
     """Selected demonstrations' caches assembled in vLLM against full prefill: TTFT, accuracy."""
     data = vital_topics(max_chars=300, seed=0)
@@ -370,11 +439,16 @@ def main() -> None:
                         metavar=("TEMPERATURE", "SCALE"))
     parser.add_argument("--vllm-questions", type=int, default=500)
     parser.add_argument("--throughput-requests", type=int, default=4, help="per client")
+    parser.add_argument("--compressors", nargs="+", default=["llmlingua", "extractive"],
+                        choices=["llmlingua", "extractive"],
+                        help="question-free compression before caching (the first gives the summary)")
+    parser.add_argument("--compress-ratio", type=float, default=2.0)
+    parser.add_argument("--compressed-trials", type=int, default=10, help="TTFT questions")
     parser.add_argument("--demo-model", default="tiny")
     parser.add_argument("--demo-pool", type=int, default=1000)
     parser.add_argument("--demo-test", type=int, default=500)
     parser.add_argument("--skip", nargs="+", default=[],
-                        choices=["ttft", "quality", "prefix", "vllm", "demos"],
+                        choices=["ttft", "quality", "prefix", "vllm", "compressed", "demos"],
                         help="parts not to run; their rows stay from an earlier run")
     parser.add_argument("--work", default=None, help="folder for the KV stores (default: temp)")
     args = parser.parse_args()
@@ -393,6 +467,14 @@ def main() -> None:
     demo_setup = (f"{args.demo_model} in vLLM, topic ICL (selectors benchmark template), 16 kNN "
                   f"demonstrations from a pool of {args.demo_pool}, {args.demo_test} queries; "
                   "demonstration caches stored in float16, loaded by the KV connector")
+    compressed_setup = (f"{args.model} in vLLM (prefix caching on), {args.vllm_questions} vital-qa "
+                        f"questions, hybrid top 4, greedy, 16 tokens; each chunk compressed alone, "
+                        f"without the question, to 1/{args.compress_ratio:g} of its tokens before "
+                        "its float16 cache is built (llmlingua: question-free token pruning "
+                        "scored by tiny; extractive: lead sentences); TTFT: median of "
+                        f"{args.compressed_trials} questions, one at a time; EM delta against full "
+                        "prefill of the uncompressed passages, paired bootstrap interval")
+    setup.update({"compressed kv": compressed_setup, "compressed kv bytes": compressed_setup})
     setup.update({"demo kv ttft": f"{demo_setup}; median of {args.trials} queries, one at a time",
                   "demo kv accuracy": f"{demo_setup}; paired bootstrap interval of the delta"})
     sections, summary = {}, {}
@@ -408,6 +490,10 @@ def main() -> None:
             summary.update(best_mode(sections["ttft"], sections["quality"]))
         if "vllm" not in args.skip:
             parts, found = in_vllm(args, work)
+            sections.update(parts)
+            summary.update(found)
+        if "compressed" not in args.skip:
+            parts, found = compressed_kv(args, work)
             sections.update(parts)
             summary.update(found)
         if "demos" not in args.skip:

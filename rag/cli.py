@@ -108,6 +108,9 @@ def init(
     model: Annotated[str, typer.Option(help="Generator model.")] = "tiny",
     store: Annotated[Path | None, typer.Option(
         help="kv: the chunk KV store folder to build for the index (default: OUT's stem + -kv).")] = None,
+    compress: Annotated[str | None, typer.Option(
+        help="kv: compress each chunk to 1/2 of its tokens before caching it "
+             "('extractive': lead sentences, 'llmlingua': question-free token pruning).")] = None,
 ) -> None:
     """Write a starter pipeline that runs as written: QA over an index, code generation with
     verification, ICL topic classification with a kNN selector, or answers from chunk KV caches."""
@@ -137,7 +140,8 @@ def init(
         store = store or out.with_name(f"{out.stem}-kv")
         transformers = build("generator", {"type": "transformers", "model": model})
         chunks = open_index(index_dir).chunks  # type: ignore[attr-defined]
-        ChunkKV(transformers, store, SHORT_RAG_SYSTEM).build(chunks)
+        compressor = build("compressor", {"type": compress}) if compress else None
+        ChunkKV(transformers, store, SHORT_RAG_SYSTEM).build(chunks, compressor=compressor)
         pipeline = kv_reuse(index_dir, store, transformers.spec())
     else:
         raise ConfigError(f"unknown starter {kind!r}; choose one of {', '.join(STARTERS)}")

@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 
+from rag.chunkers.sentence import sentence_spans
 from rag.compression import CodeCompressor, ExtractiveCompressor, LLMLinguaCompressor
 from rag.compression.stage import Compress
 from rag.errors import ConfigError
@@ -45,6 +46,38 @@ def test_llmlingua_meets_the_ratio_within_10_percent(vllm_tiny, vital_slice, rat
     for result in results:
         assert result.ratio == pytest.approx(ratio, rel=0.10)
         assert result.hits and all(h.chunk.text.strip() for h in result.hits)
+
+
+def as_chunks(docs) -> list[Chunk]:
+    return [h.chunk for h in article_hits(docs, 0, len(docs))]
+
+
+def test_question_free_extractive_keeps_each_passages_lead_within_its_budget(encoder, vital_slice):
+    extractive = ExtractiveCompressor(encoder=encoder, ratio=2.0)
+    chunks = as_chunks(vital_slice[:20])
+    compressed = extractive.compress_passages(chunks, progress=False)
+    assert [c.id for c in compressed] == [c.id for c in chunks]
+    shrunk = 0
+    for before, after in zip(chunks, compressed):
+        sentences = [before.text[a:b] for a, b in sentence_spans(extractive.segmenter, before.text)]
+        budget = extractive.budget([Hit(chunk=before, score=0.0, retriever="test")])[1]
+        if extractive.count(sentences[0]) <= budget:  # the lead fits: it is what is kept first
+            assert after.text.startswith(sentences[0])
+            assert extractive.count(after.text) <= budget + len(sentences)  # joining spaces
+            shrunk += 1
+    assert shrunk >= 10
+    # a passage compressed alone is what it is in any batch: the cache can be built once
+    assert extractive.compress_passages(chunks[3:4], progress=False) == compressed[3:4]
+
+
+@pytest.mark.slow
+def test_question_free_llmlingua_meets_the_ratio_on_each_passage_alone(vllm_tiny, vital_slice):
+    compressor = LLMLinguaCompressor(generator=vllm_tiny, ratio=2.0)
+    chunks = as_chunks(vital_slice[40:46])
+    compressed = compressor.compress_passages(chunks, progress=False)
+    for before, after in zip(chunks, compressed):
+        assert compressor.count(before.text) / compressor.count(after.text) == pytest.approx(2.0, rel=0.15)
+    assert compressor.compress_passages(chunks[2:3], progress=False) == compressed[2:3]
 
 
 def test_the_question_and_instructions_reach_the_prompt_untouched(encoder, dense_dir):

@@ -11,7 +11,9 @@ import torch
 from rag.corpus import vital_articles
 from rag.errors import IndexLoadError, RagError
 from rag.generators.base import Generator
+from rag.compression import ExtractiveCompressor
 from rag.kvcache import ChunkKV
+from rag.kvcache.reuse import chunk_text
 from rag.kvcache.prefix import shared_prefix, warm_prefix
 from rag.kvcache.rope import inv_freq, rerotate
 from rag.kvcache.stage import KVGenerate
@@ -166,6 +168,30 @@ def test_foreign_or_stale_stores_are_refused(kv: ChunkKV, hf_tiny: Generator, tm
         truncated.prefill(QUESTION, [stored], "reuse")
     with pytest.raises(RagError, match="not in the KV store"):
         kv.prefill(QUESTION, [Chunk(id="unknown", doc_id="x", text="t", start=0, end=1)], "reuse")
+
+
+def test_a_compressed_store_caches_and_prompts_the_compressed_text(
+        kv: ChunkKV, hf_tiny: Generator, encoder, chunks: list[Chunk], tmp_path: Path) -> None:
+    compressor = ExtractiveCompressor(encoder=encoder, ratio=2.0)
+    small = ChunkKV(hf_tiny, tmp_path / "compressed", SYSTEM, dtype="float32")
+    small.build(chunks, progress=False, compressor=compressor)
+    compressed = compressor.compress_passages(chunks, progress=False)
+    record = small.store.manifest["compression"]
+    assert record["compressor"]["type"] == "extractive" and record["compressor"]["ratio"] == 2.0
+    assert record["kept_tokens"] == sum(len(e["ids"]) for e in small.store.chunks.values())
+    assert 1.6 < record["original_tokens"] / record["kept_tokens"] < 2.5
+    assert 1.6 < kv.store.nbytes / small.store.nbytes < 2.5
+    assert kv.store.manifest["compression"] is None
+    # prompts show the compressed text, whatever text the retrieved chunk carries
+    layout, p = small.layout(QUESTION, chunks[:2]), len(small.prefix_ids)
+    assert layout.ids[:p] == small.prefix_ids
+    assert layout.ids[p : p + sum(layout.chunk_lengths)] == [
+        i for c in compressed[:2] for i in small._encode(chunk_text(c))]
+    assert sum(layout.chunk_lengths) < sum(kv.layout(QUESTION, chunks[:2]).chunk_lengths)
+    # a single compressed chunk's cache is exactly the full prefill of the compressed prompt
+    full, _ = small.prefill(QUESTION, chunks[:1], "full")
+    reused, _ = small.prefill(QUESTION, chunks[:1], "reuse")
+    assert torch.allclose(full.logits, reused.logits, atol=TOL)
 
 
 def test_kv_generate_stage_switches_modes_by_config(kv: ChunkKV, hf_tiny: Generator,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,15 @@ def test_ask_runs_the_best_measured_pipeline_on_a_hybrid_index(small_index, vllm
     result = runner.invoke(app, ["ask", str(small_index), "Who painted the Mona Lisa?"])
     assert result.exit_code == 0, result.output
     assert "A: " in result.output and "cited: " in result.output
+
+
+def test_the_kv_starter_can_cache_compressed_chunks(small_index, tmp_path):
+    out = tmp_path / "kv.yaml"
+    result = runner.invoke(app, ["init", "kv", "--out", str(out), "--index", str(small_index),
+                                 "--compress", "extractive"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "kv-kv" / "manifest.json").read_text())
+    assert manifest["compression"]["compressor"]["type"] == "extractive"
+    assert manifest["compression"]["kept_tokens"] < manifest["compression"]["original_tokens"]
+    answer = Pipeline.load(out).ask(QUERIES["kv"])
+    assert answer.text.strip() and answer.usage.cached_prompt_tokens > 0

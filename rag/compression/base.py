@@ -1,7 +1,9 @@
 """The compressor interface: shrink each query's passages to 1/ratio of their tokens.
 
 Compressors return the same hits (ids, titles, scores kept, so citations still resolve) with
-shorter text. Only passages are compressed: the instructions and the question are built later
+shorter text. With an empty question a compressor works on the passage alone
+(`compress_passages`): the form that can be compressed once at index time and then have its KV
+cache precomputed, since it no longer depends on the query. Only passages are compressed: the instructions and the question are built later
 by the prompt stage and never touched. Tokens are counted with one tokenizer (`tokenizer`, by
 default the `tiny` generator's) before and after, so the reported ratio is exact.
 """
@@ -15,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from rag.registry import Component, ComponentConfig
-from rag.types import Hit
+from rag.types import Chunk, Hit
 
 
 class CompressorConfig(ComponentConfig):
@@ -71,3 +73,17 @@ class Compressor(Component):
 
     def compress(self, queries: Sequence[str], hits: Sequence[Sequence[Hit]]) -> list[Compressed]:
         raise NotImplementedError
+
+    def compress_passages(self, chunks: Sequence[Chunk], batch_size: int = 256,
+                          progress: bool = True) -> list[Chunk]:
+        """Each chunk compressed on its own, without a question, to 1/ratio of its tokens: index
+        time work whose result serves every query (and can be cached as KV)."""
+        from tqdm.auto import tqdm
+
+        out: list[Chunk] = []
+        for start in tqdm(range(0, len(chunks), batch_size), desc="compressing chunks",
+                          disable=not progress or len(chunks) <= batch_size):
+            batch = chunks[start : start + batch_size]
+            done = self.compress([""] * len(batch), [[Hit(chunk=c, score=0.0, retriever="index")] for c in batch])
+            out += [c.hits[0].chunk if c.hits else chunk for c, chunk in zip(done, batch)]
+        return out

@@ -2,7 +2,9 @@
 
 RECOMP trains its dual encoder on the end task; here the retrieval encoder scores the sentences
 (no training data for the task exists offline). The best sentences are kept until the budget,
-then shown in their original order inside their passage.
+then shown in their original order inside their passage. With an empty question (index time,
+`compress_passages`) the leading sentences are kept: the lead of an encyclopedic passage is its
+summary, and nothing else ranks sentences without a query.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ class ExtractiveCompressor(Compressor):
         query_vectors = self.encoder.encode_queries(list(queries))
         out, start = [], 0
         for q, (hs, per_query) in enumerate(zip(hits, sentences)):
-            scores = vectors[start : start + len(per_query)] @ query_vectors[q]
+            scores = (vectors[start : start + len(per_query)] @ query_vectors[q] if queries[q]
+                      else -np.arange(len(per_query), dtype=float))  # no question: the lead
             start += len(per_query)
             original, budget = self.budget(hs)
             lengths = [self.count(text) for _, text in per_query]

@@ -11,6 +11,9 @@ least, spread over +/- `rank_spread`.
 Simplified to fit a CPU: self-information is computed once per passage on the original text,
 not re-conditioned on the already-compressed prefix segment by segment as LLMLingua's iterative
 compression does.
+
+With an empty question (`compress_passages`, index time) this is LLMLingua's own, question-free
+token pruning: no coarse ranking, self-information -log p(x_i | x_<i) of the passage alone.
 """
 
 from __future__ import annotations
@@ -48,14 +51,14 @@ class LLMLinguaCompressor(Compressor):
         return self.generator.tokenizer
 
     def compress(self, queries: Sequence[str], hits: Sequence[Sequence[Hit]]) -> list[Compressed]:
-        pairs = [(q, h) for q, hs in zip(queries, hits) for h in hs]
+        pairs = [(q, h) for q, hs in zip(queries, hits) for h in hs if q]
         relevance = self.generator.score([h.chunk.text + "\n\n" for _, h in pairs],
                                          [q + QUESTION_SUFFIX for q, _ in pairs]) if pairs else []
         mean = [sum(r) / len(r) for r in relevance]
         plans, start = [], 0
         for q, hs in zip(queries, hits):
-            order = sorted(range(len(hs)), key=lambda i: -mean[start + i])
-            start += len(hs)
+            order = sorted(range(len(hs)), key=lambda i: -mean[start + i]) if q else range(len(hs))
+            start += len(hs) if q else 0
             original, budget = self.budget(hs)
             kept, used = [], 0
             for i in order:
@@ -66,7 +69,7 @@ class LLMLinguaCompressor(Compressor):
             plans.append((q, hs, kept, original, budget))
         # Fine step: one scoring call for every kept passage of the batch.
         jobs = [(q, hs[i]) for q, hs, kept, _, _ in plans for i in kept]
-        info = self.generator.score([f"Question: {q}\n\n" for q, _ in jobs],
+        info = self.generator.score([f"Question: {q}\n\n" if q else "\n\n" for q, _ in jobs],
                                     [h.chunk.text for _, h in jobs]) if jobs else []
         out, cursor = [], 0
         for q, hs, kept, original, budget in plans:

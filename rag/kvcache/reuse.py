@@ -24,6 +24,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
+from rag.compression.base import Compressor
 from rag.errors import RagError
 from rag.generators.base import LocalGenerator, truncate_at_stop
 from rag.generators.transformers import TransformersGenerator
@@ -104,12 +105,23 @@ class ChunkKV:
         path = self.generator.model_path
         return model_shape(AutoConfig.from_pretrained(path), str(path))
 
-    def build(self, chunks: Sequence[Chunk], progress: bool = True) -> ChunkKVStore:
-        """Precompute and save the cache of every chunk (index time)."""
+    def build(self, chunks: Sequence[Chunk], progress: bool = True,
+              compressor: Compressor | None = None) -> ChunkKVStore:
+        """Precompute and save the cache of every chunk (index time). With a `compressor` each
+        chunk is first compressed on its own, without a question, and its compressed text is what
+        is cached and what every prompt then shows (the manifest records the compression)."""
         frequencies = inv_freq(self.model)  # refuses unsupported models before the long part
+        compression = None
+        if compressor is not None:
+            original = sum(len(self._encode(chunk_text(c))) for c in chunks)
+            chunks = compressor.compress_passages(chunks, progress=progress)
         ids = {c.id: self._encode(chunk_text(c)) for c in chunks}
+        if compressor is not None:
+            compression = {"compressor": compressor.spec(), "original_tokens": original,
+                           "kept_tokens": sum(len(i) for i in ids.values())}
         store = build_store(self.model, frequencies, self.shape, self.prefix_ids, list(ids.items()),
-                            self.store_path, dtype=self.dtype, progress=progress)
+                            self.store_path, dtype=self.dtype, progress=progress,
+                            compression=compression)
         self.__dict__["store"] = store
         return store
 

@@ -160,8 +160,10 @@ def build_store(
     shard_size: int = 256,
     batch_size: int = 8,
     progress: bool = True,
+    compression: dict[str, Any] | None = None,
 ) -> ChunkKVStore:
-    """Run every chunk after the prefix, alone, and save its keys and values."""
+    """Run every chunk after the prefix, alone, and save its keys and values (`compression`:
+    how the chunks' texts were compressed before, recorded in the manifest)."""
     import torch
     from safetensors.torch import save_file
     from transformers import DynamicCache
@@ -206,6 +208,6 @@ def build_store(
             save_file(tensors, str(tmp), metadata=meta)
     atomic_write_json(path / MANIFEST, {
         "format": FORMAT, "shape": shape, "dtype": dtype, "prefix": prefix_digest(prefix_ids),
-        "prefix_tokens": p, "bytes": total, "chunks": entries,
+        "prefix_tokens": p, "bytes": total, "compression": compression, "chunks": entries,
     })
     return ChunkKVStore(path, shape, dtype, prefix_ids)
