@@ -6,6 +6,11 @@ encoder (on a GPU each where the cluster has them). The driver gathers chunks an
 corpus order and writes the same hybrid folder as the in-process path (`rag.recipes`), so
 everything that opens an index opens this one. Rows travel as JSON strings: documents' metadata
 differ in shape, which Arrow columns would not accept.
+
+Documents enter the dataset longest first, so that each batch an actor embeds holds chunks of
+similar length: the in-process encoder sorts the whole corpus by length before batching, and
+batches of mixed lengths spend most of their time on padding. Each row carries its document's
+position, which puts the chunks back in corpus order at the end.
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ class ChunkDocuments:
     def __init__(self, chunk_size: int, overlap: int, tokenizer: str) -> None:
         self.chunker = FixedTokenChunker(size=chunk_size, overlap=overlap, tokenizer=tokenizer)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
-        docs = [Document.model_validate_json(d) for d in batch["doc"]]
-        return {"chunk": [c.model_dump_json() for d in docs for c in self.chunker.chunk(d)]}
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+        rows = [(int(at), c.model_dump_json()) for at, d in zip(batch["at"], batch["doc"])
+                for c in self.chunker.chunk(Document.model_validate_json(d))]
+        return {"at": [at for at, _ in rows], "chunk": [c for _, c in rows]}
 
 
 class EmbedChunks:
@@ -43,7 +49,7 @@ class EmbedChunks:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         chunks = [Chunk.model_validate_json(c) for c in batch["chunk"]]
-        return {"chunk": batch["chunk"],
+        return {"at": batch["at"], "chunk": batch["chunk"],
                 "vector": self.encoder.encode_documents([embed_text(c) for c in chunks])}
 
 
@@ -62,19 +68,20 @@ def ray_chunk_and_embed(
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # the in-process path's chunk order
     context.enable_progress_bars = False
-    dataset = ray.data.from_items([{"doc": d.model_dump_json()} for d in docs])
+    longest_first = sorted(range(len(docs)), key=lambda i: -len(docs[i].text))
+    dataset = ray.data.from_items([{"at": i, "doc": docs[i].model_dump_json()} for i in longest_first])
     pool = ray.data.ActorPoolStrategy(size=actors)
     chunked = dataset.map_batches(ChunkDocuments, fn_constructor_kwargs={
         "chunk_size": chunk_size, "overlap": overlap, "tokenizer": encoder.get("model", "encoder")},
         batch_size=batch_size, compute=pool)
     embedded = chunked.map_batches(EmbedChunks, fn_constructor_kwargs={"encoder": encoder},
                                    batch_size=batch_size, compute=pool, num_gpus=gpus_per_actor)
-    chunks: list[Chunk] = []
-    vectors: list[np.ndarray] = []
+    rows: list[tuple[int, str, np.ndarray]] = []
     for batch in embedded.iter_batches(batch_size=None):
-        chunks.extend(Chunk.model_validate_json(c) for c in batch["chunk"])
-        vectors.append(np.asarray(batch["vector"], dtype=np.float32))
-    return chunks, np.vstack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
+        rows += zip(batch["at"].tolist(), batch["chunk"], np.asarray(batch["vector"], dtype=np.float32))
+    rows.sort(key=lambda row: row[0])  # stable: a document's chunks stay in their order
+    chunks = [Chunk.model_validate_json(c) for _, c, _ in rows]
+    return chunks, np.vstack([v for _, _, v in rows]) if rows else np.zeros((0, 0), dtype=np.float32)
 
 
 def ray_index_corpus(
