@@ -30,11 +30,12 @@
    TTFT (one request at a time) and accuracy on `--demo-test` queries, against full prefill of the
    same prompts (summary: demo_kv_ttft_speedup_16_shots, demo_kv_accuracy_delta).
 7. Compression that keeps KV reuse (`--compressors`, in vLLM): each retrieved chunk compressed
-   alone, without the question, before its cache is built; per store (uncompressed and each
-   compressor) and read (full prefill = compression alone, the connector = reuse, the connector
-   with the last chunk prefilled): stored bytes, TTFT, EM on `--vllm-questions` questions against
-   full prefill of the uncompressed passages (summary: compressed_kv_bytes_ratio and
-   compressed_kv_em_delta, of the first compressor read by the connector).
+   alone, without the question, before its cache is built; per compressor and read (full
+   prefill = compression alone, the connector = compression + reuse, the connector with the last
+   chunk prefilled): stored bytes over the uncompressed chunks' (KV bytes are proportional to
+   tokens), TTFT, EM on `--vllm-questions` questions against full prefill of the uncompressed
+   passages (summary: compressed_kv_bytes_ratio and compressed_kv_em_delta, of the first
+   compressor read by the connector). Reuse alone is part 5's connector row.
 
     python benchmarks/kvcache.py [--model bench] [--quality-model bench] [--questions 500]
                                  [--fractions 0.15 0.3] [--repairs reuse last ...] [--ape 0.9 0.9]
@@ -319,13 +320,13 @@ def in_vllm(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]]
 
 def compressed_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]], dict]:
     """Chunks compressed without the question at index time, then cached, in vLLM: bytes, TTFT
-    and EM of each store read by full prefill (compression alone), by the connector (reuse) and
-    by the connector with the last chunk prefilled, against full prefill of the passages as
-    retrieved."""
+    and EM of each compressed store read by full prefill (compression alone), by the connector
+    (compression + reuse) and by the connector with the last chunk prefilled, against full
+    prefill of the passages as retrieved. Reuse alone, uncompressed, is part 5's connector row."""
     examples, retrieved = retrieved_top4(args.vllm_questions)
     unique = list({h.chunk.id: h.chunk for hits in retrieved for h in hits}.values())
     hf = build("generator", {"type": "transformers", "model": args.model})
-    caches = {"uncompressed": built(hf, work / f"vllm-qa-{args.model}", unique)}
+    caches = {}
     for name in args.compressors:
         scorer = {"generator": {"type": "transformers", "model": "tiny"}} if name == "llmlingua" else {}
         compressor = build("compressor", {"type": name, "ratio": args.compress_ratio, **scorer})
@@ -334,34 +335,40 @@ def compressed_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[
     del hf, caches  # the engine below needs the memory
     engine = build("generator", {"type": "vllm", "model": args.model, "kv_connector": True})
     readers = {name: ChunkKV(engine, store.path, SYSTEM, "float16") for name, store in stores.items()}
-    reads = {"full prefill": None, "reuse": False, "reuse + last chunk": True}
-    runs = {f"{store}, {read}": (store, last) for store in readers for read, last in reads.items()}
-    requests = {run: [readers[store].request(e.question, [h.chunk for h in hits[::-1]], last=bool(last))
-                      for e, hits in zip(examples, retrieved)] for run, (store, last) in runs.items()}
+    ordered_chunks = [[h.chunk for h in hits[::-1]] for hits in retrieved]  # best last
+    reference = next(iter(readers.values()))
+    requests = {"uncompressed, full prefill": [
+        (reference.text_layout(e.question, c), None) for e, c in zip(examples, ordered_chunks)]}
+    for store, reader in readers.items():
+        for read, last in (("full prefill", None), ("reuse", False), ("reuse + last chunk", True)):
+            requests[f"{store}, {read}"] = [
+                (layout, None if last is None else transfer) for layout, transfer in (
+                    reader.request(e.question, c, last=bool(last)) for e, c in zip(examples, ordered_chunks))]
     one, sixteen = SamplingParams(max_tokens=1), SamplingParams(max_tokens=16)
 
     def send(run: str, at: slice, params: SamplingParams):  # type: ignore[no-untyped-def]
         layouts, transfers = zip(*requests[run][at])
-        loads = None if runs[run][1] is None else list(transfers)
+        loads = None if transfers[0] is None else list(transfers)
         return engine.generate_ids([layout.ids for layout in layouts], params, loads)
 
-    for run in runs:  # warm-up on the last question, which the TTFT trials do not use
+    for run in requests:  # warm-up on the last question, which the TTFT trials do not use
         send(run, slice(-1, None), one)
-    seconds: dict[str, list[float]] = {run: [] for run in runs}
+    seconds: dict[str, list[float]] = {run: [] for run in requests}
     for q in range(args.compressed_trials):  # each question's prompts are new to the prefix cache
-        for run in runs:
+        for run in requests:
             seconds[run].append(timed(send, run, slice(q, q + 1), one)[1])
-    answers = {run: send(run, slice(None), sixteen) for run in runs}
+    answers = {run: send(run, slice(None), sixteen) for run in tqdm(requests, desc="EM passes")}
     em = {run: [qa_scores(g.text, e.answers)["em"] for g, e in zip(gens, examples)]
           for run, gens in answers.items()}
-    reference = em["uncompressed, full prefill"]
     rows = []
-    for run, (store, _) in runs.items():
-        delta = [b - a for a, b in zip(reference, em[run])]
-        tokens = np.mean([len(layout.ids) for layout, _ in requests[run]])
-        rows.append({"store": store, "read": run.split(", ", 1)[1], "questions": len(examples),
-                     "prompt tokens": round(float(tokens), 1),
-                     "stored bytes ratio": round(stores[store].nbytes / stores["uncompressed"].nbytes, 3),
+    for run in requests:
+        store, read = run.split(", ", 1)
+        delta = [b - a for a, b in zip(em["uncompressed, full prefill"], em[run])]
+        record = stores[store].manifest["compression"] if store in stores else None
+        rows.append({"store": store, "read": read, "questions": len(examples),
+                     "prompt tokens": round(float(np.mean([len(l.ids) for l, _ in requests[run]])), 1),
+                     "stored bytes ratio": round(record["kept_tokens"] / record["original_tokens"], 3)
+                     if record else None,
                      "ttft ms": round(1000 * median(seconds[run]), 1),
                      "ttft ms (min, max)": [round(1000 * min(seconds[run]), 1), round(1000 * max(seconds[run]), 1)],
                      "em": round(float(np.mean(em[run])), 4),
@@ -373,8 +380,8 @@ def compressed_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[
     chosen = next(r for r in rows if r["store"] == first and r["read"] == "reuse")
     summary = {"compressed_kv_bytes_ratio": chosen["stored bytes ratio"],
                "compressed_kv_em_delta": chosen["em delta"]}
-    sizes = [store_size(args.model, store, 0.0) | {"store": name, "compression": store.manifest.get(
-        "compression")} for name, store in stores.items()]
+    sizes = [store_size(args.model, store, 0.0) | {"store": name, "compression": store.manifest["compression"]}
+             for name, store in stores.items()]
     return {"compressed kv": rows, "compressed kv bytes": sizes}, summary
 
 

@@ -130,7 +130,15 @@ class ChunkKV:
         return ChunkKVStore(self.store_path, self.shape, self.dtype, self.prefix_ids)
 
     def layout(self, question: str, chunks: Sequence[Chunk]) -> Layout:
-        parts = [self.store.get(c.id)[2] for c in chunks]
+        """The prompt of these chunks as the store holds them (compressed, if it was built so)."""
+        return self._layout(question, [self.store.get(c.id)[2] for c in chunks])
+
+    def text_layout(self, question: str, chunks: Sequence[Chunk]) -> Layout:
+        """The same prompt with the chunks' own texts, no store needed: what a full prefill of
+        the passages as retrieved reads (the reference for a compressed store)."""
+        return self._layout(question, [self._encode(chunk_text(c)) for c in chunks])
+
+    def _layout(self, question: str, parts: list[list[int]]) -> Layout:
         tail = self._encode(f"{self.frame.before}{question}{self.frame.after}")
         return Layout(ids=[*self.prefix_ids, *(i for p in parts for i in p), *tail],
                       prefix=len(self.prefix_ids), chunk_lengths=[len(p) for p in parts])
