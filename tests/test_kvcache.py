@@ -188,6 +188,8 @@ def test_a_compressed_store_caches_and_prompts_the_compressed_text(
     assert layout.ids[p : p + sum(layout.chunk_lengths)] == [
         i for c in compressed[:2] for i in small._encode(chunk_text(c))]
     assert sum(layout.chunk_lengths) < sum(kv.layout(QUESTION, chunks[:2]).chunk_lengths)
+    # the reference prompt, the passages as retrieved, is what an uncompressed store lays out
+    assert small.text_layout(QUESTION, chunks[:2]) == kv.layout(QUESTION, chunks[:2])
     # a single compressed chunk's cache is exactly the full prefill of the compressed prompt
     full, _ = small.prefill(QUESTION, chunks[:1], "full")
     reused, _ = small.prefill(QUESTION, chunks[:1], "reuse")
