@@ -188,6 +188,8 @@ def lail_selectors(args: argparse.Namespace, pool: list[CodeTask], pool_file: Pa
     """Two LAIL selectors, each trained on one half of the problems with the target model's
     feedback; the one trained on half h picks demonstrations for half 1 - h."""
     work = args.work / f"lail-{args.model}-{args.demo_dtype}"
+    # kept with the results: scoring is the long part (about 95 min here), so a fresh clone resumes
+    scores = args.out / "humaneval" / f"lail-{args.model}-{args.demo_dtype}-llm-scores.jsonl"
     halves = [pool[0::2], pool[1::2]]
     specs = []
     for half, anchors in enumerate(halves):
@@ -197,7 +199,7 @@ def lail_selectors(args: argparse.Namespace, pool: list[CodeTask], pool_file: Pa
                 "lail", [t.as_demo() for t in pool], [t.as_demo() for t in anchors],
                 build("generator", generator), folder, template=CODE_COMPLETION,
                 candidates=args.lail_candidates, pool_path=str(pool_file),
-                scores_cache=work / "llm_scores.jsonl")
+                scores_cache=scores)
             print(f"LAIL half {half}: {trained.llm_scored} scorings in {trained.scoring_seconds:.0f} s, "
                   f"training {trained.training_seconds:.0f} s", flush=True)
         specs.append(load_selector(folder).spec())
