@@ -3,8 +3,8 @@
 Compressors return the same hits (ids, titles, scores kept, so citations still resolve) with
 shorter text. With an empty question a compressor works on the passage alone
 (`compress_passages`): the form that can be compressed once at index time and then have its KV
-cache precomputed, since it no longer depends on the query. Only passages are compressed: the instructions and the question are built later
-by the prompt stage and never touched. Tokens are counted with one tokenizer (`tokenizer`, by
+cache precomputed, since it no longer depends on the query. Only passages are compressed: the
+instructions and the question are built later by the prompt stage and never touched. Tokens are counted with one tokenizer (`tokenizer`, by
 default the `tiny` generator's) before and after, so the reported ratio is exact.
 """
 
@@ -84,6 +84,7 @@ class Compressor(Component):
         for start in tqdm(range(0, len(chunks), batch_size), desc="compressing chunks",
                           disable=not progress or len(chunks) <= batch_size):
             batch = chunks[start : start + batch_size]
-            done = self.compress([""] * len(batch), [[Hit(chunk=c, score=0.0, retriever="index")] for c in batch])
+            alone = [[Hit(chunk=c, score=0.0, retriever="index")] for c in batch]
+            done = self.compress([""] * len(batch), alone)
             out += [c.hits[0].chunk if c.hits else chunk for c, chunk in zip(done, batch)]
         return out
