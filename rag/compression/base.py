@@ -4,8 +4,9 @@ Compressors return the same hits (ids, titles, scores kept, so citations still r
 shorter text. With an empty question a compressor works on the passage alone
 (`compress_passages`): the form that can be compressed once at index time and then have its KV
 cache precomputed, since it no longer depends on the query. Only passages are compressed: the
-instructions and the question are built later by the prompt stage and never touched. Tokens are counted with one tokenizer (`tokenizer`, by
-default the `tiny` generator's) before and after, so the reported ratio is exact.
+instructions and the question are built later by the prompt stage and never touched. Tokens
+are counted with one tokenizer (`tokenizer`, by default the `tiny` generator's) before and after,
+so the reported ratio is exact.
 """
 
 from __future__ import annotations
