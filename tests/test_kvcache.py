@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from rag.compression import ExtractiveCompressor
 from rag.corpus import vital_articles
 from rag.errors import IndexLoadError, RagError
 from rag.generators.base import Generator
-from rag.compression import ExtractiveCompressor
 from rag.kvcache import ChunkKV
-from rag.kvcache.reuse import chunk_text
 from rag.kvcache.prefix import shared_prefix, warm_prefix
+from rag.kvcache.reuse import chunk_text
 from rag.kvcache.rope import inv_freq, rerotate
 from rag.kvcache.stage import KVGenerate
 from rag.kvcache.store import stacked_kv

@@ -43,21 +43,26 @@ class ExtractiveCompressor(Compressor):
         return pysbd.Segmenter(language="en", clean=False)
 
     def compress(self, queries: Sequence[str], hits: Sequence[Sequence[Hit]]) -> list[Compressed]:
-        # sentences[q] = [(hit index, text)], embedded together for the whole batch
+        # sentences[q] = [(hit index, text)]; a query's sentence scores: similarity to it, or,
+        # with no question, the lead first (no sentence is embedded for those)
         sentences = [[(i, h.chunk.text[a:b]) for i, h in enumerate(hs)
                       for a, b in sentence_spans(self.segmenter, h.chunk.text)] for hs in hits]
-        flat = [text for per_query in sentences for _, text in per_query]
-        vectors = self.encoder.encode_documents(flat) if flat else np.zeros((0, 1))
-        query_vectors = self.encoder.encode_queries(list(queries))
-        out, start = [], 0
+        scores = [-np.arange(len(per_query), dtype=float) for per_query in sentences]
+        asked = [q for q, query in enumerate(queries) if query]
+        flat = [text for q in asked for _, text in sentences[q]]
+        if flat:  # embedded together for the whole batch
+            vectors = self.encoder.encode_documents(flat)
+            query_vectors = self.encoder.encode_queries([queries[q] for q in asked])
+            start = 0
+            for row, q in enumerate(asked):
+                scores[q] = vectors[start : start + len(sentences[q])] @ query_vectors[row]
+                start += len(sentences[q])
+        out = []
         for q, (hs, per_query) in enumerate(zip(hits, sentences)):
-            scores = (vectors[start : start + len(per_query)] @ query_vectors[q] if queries[q]
-                      else -np.arange(len(per_query), dtype=float))  # no question: the lead
-            start += len(per_query)
             original, budget = self.budget(hs)
             lengths = [self.count(text) for _, text in per_query]
             kept, used = set(), 0
-            for j in np.argsort(-scores, kind="stable"):
+            for j in np.argsort(-scores[q], kind="stable"):
                 if used + lengths[j] <= budget:
                     kept.add(int(j))
                     used += lengths[j]
