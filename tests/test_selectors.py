@@ -237,6 +237,43 @@ def test_lail_scores_the_ground_truth_program_of_humaneval_tasks(
     assert tasks[0].id not in {d.id for d in chosen}  # leave-one-out over one pool
 
 
+class Preferring(Generator):
+    """A fake target LLM whose log P(program | example, task) depends only on the example's
+    length: `sign` +1 favours long examples, -1 short ones. Records the prompts it scored."""
+
+    def __init__(self, sign: int) -> None:
+        self.sign, self.prompts = sign, []
+
+    def spec(self) -> dict:
+        return {"type": "preferring", "sign": self.sign}
+
+    def score(self, prompts, continuations):  # type: ignore[no-untyped-def]
+        self.prompts += list(prompts)
+        return [[self.sign * len(p) / 1000.0] for p in prompts]
+
+
+def test_lail_feedback_comes_from_the_generator_it_is_given(tmp_path: Path) -> None:
+    tasks = [Demo(id=t.id, input=t.prompt, output=t.canonical_solution) for t in humaneval(20)]
+    code = DemoTemplate(instruction="Complete each Python function.", input_prefix="",
+                        output_prefix="", output_lead="")
+    anchors, shared = tasks[:4], tmp_path / "llm_scores.jsonl"
+    mined = mine_candidates(BM25Selector().fit(tasks), tasks, anchors, 3)
+    likes_long, likes_short = Preferring(+1), Preferring(-1)
+    long_scores = FeedbackScorer(likes_long, code, cache=shared).score(anchors, mined)
+    short_scores = FeedbackScorer(likes_short, code, cache=shared).score(anchors, mined)
+    assert len(likes_short.prompts) == 4 * 3  # the first generator's cached scores are not its own
+    for cands, high, low in zip(mined, long_scores, short_scores):
+        lengths = [len(c.input) + len(c.output) for c in cands]
+        assert int(np.argmax(high)) == int(np.argmax(lengths))
+        assert int(np.argmax(low)) == int(np.argmin(lengths))
+    for fake in (Preferring(+1), Preferring(-1)):
+        trained = train_selector("lail", tasks, anchors, fake, tmp_path / f"lail{fake.sign}",
+                                 template=code, candidates=3, scores_cache=tmp_path / "fresh.jsonl",
+                                 settings={"epochs": 1, "batch_size": 4}, progress=False)
+        assert trained.llm_scored == len(fake.prompts) == 4 * 3
+        assert all(p.startswith(code.instruction) for p in fake.prompts)
+
+
 def test_train_selector_command_resumes(feedback: dict, pool: list[Demo], vllm_tiny: Generator,
                                         tmp_path: Path) -> None:
     def write(path: Path, demos: list[Demo]) -> Path:
