@@ -214,16 +214,19 @@ def code_demos(args: argparse.Namespace, tasks: list[CodeTask]) -> dict[str, lis
     lail = lail_selectors(args, pool, pool_file, generator)
     halves = [tasks[1::2], tasks[0::2]]  # tasks picked for by the selector of half 0, of half 1
     rows = []
-    for style in ("chat", "completion"):
+    batch = args.demo_batch
+    for style in args.demo_formats:
         common = {"max_tokens": MAX_TOKENS, "style": style}
-        zero = evaluate_code({f"zero-shot-{style}": code_generation(generator, **common)}, tasks, out)
+        zero = evaluate_code({f"zero-shot-{style}": code_generation(generator, **common)}, tasks, out,
+                             batch_size=batch)
         knn = evaluate_code({f"knn-{style}": code_generation(
-            generator, pool=pool_file, shots=SHOTS, **common)}, tasks, out)
+            generator, pool=pool_file, shots=SHOTS, **common)}, tasks, out, batch_size=batch)
         lail_predictions = []
         for half, selector in enumerate(lail):
             pipeline = code_generation(generator, pool=pool_file, selector=selector, shots=SHOTS,
                                        **common)
-            lail_predictions += run_code(pipeline, halves[half], out / f"lail-{style}" / f"half-{half}")
+            lail_predictions += run_code(pipeline, halves[half], out / f"lail-{style}" / f"half-{half}",
+                                         batch)
         for name, value in (("zero-shot", zero[f"zero-shot-{style}"]["answer_pass"]),
                             ("kNN (MiniLM)", knn[f"knn-{style}"]["answer_pass"]),
                             (f"LAIL ({args.model}'s own feedback)", share(lail_predictions))):
@@ -275,6 +278,11 @@ def main() -> None:
     parser.add_argument("--code-problems", type=int, default=164, help="first N HumanEval problems")
     parser.add_argument("--code-parts", nargs="+", choices=["greedy", "pickers", "demos"],
                         default=["greedy", "pickers", "demos"])
+    parser.add_argument("--demo-formats", nargs="+", choices=["chat", "completion"],
+                        default=["chat", "completion"], help="demonstration formats, run in this order")
+    parser.add_argument("--demo-batch", type=int, default=16,
+                        help="problems handed to vLLM at once in the demos part; a larger batch "
+                             "keeps the engine busy while the longest answers finish")
     parser.add_argument("--lail-candidates", type=int, default=6, help="BM25 candidates LLM-scored per anchor")
     parser.add_argument("--skip", choices=["qa", "code"], default=None)
     parser.add_argument("--out", type=Path, default=RESULTS / "end_to_end", help="report folder")
