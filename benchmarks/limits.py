@@ -22,6 +22,7 @@ bfloat16` writes.
 
     python benchmarks/limits.py [--repeat 3] [--chats 32] [--max-tokens 128] [--skip-generation]
                                 [--documents N]
+    python benchmarks/limits.py --quality-only   # refresh only the bfloat16 quality check
 """
 
 from __future__ import annotations
@@ -184,24 +185,28 @@ def hnsw_search(vectors: np.ndarray, repeat: int, queries: int = 500) -> dict[st
             "index_bytes": int(vectors.nbytes)}
 
 
-def quality_deltas(path: Path) -> dict[str, float | None]:
-    """bfloat16 minus float32, from the end-to-end results (None until both runs exist there)."""
-    if not path.exists():
-        return {"bf16_em_delta": None, "bf16_pass1_delta": None}
-    results = json.loads(path.read_text())["results"]
-
-    def best_em(section: str) -> float | None:
-        rows = [r for r in results.get(section, []) if r.get("configuration") == BEST_QA]
-        return rows[0]["em"] if rows else None
-
-    def greedy(section: str) -> float | None:
-        return results[section][0]["pass@1"] if section in results else None
-
-    def delta(bf16: float | None, fp32: float | None) -> float | None:
-        return None if bf16 is None or fp32 is None else round(bf16 - fp32, 4)
-
-    return {"bf16_em_delta": delta(best_em("qa_bfloat16"), best_em("qa")),
-            "bf16_pass1_delta": delta(greedy("code_greedy_bfloat16"), greedy("code_greedy"))}
+def quality(path: Path) -> tuple[list[dict[str, Any]], dict[str, float | None]]:
+    """bfloat16 against float32 from the end-to-end results: a row per check that has both runs
+    (with each run's commit), and the summary deltas (None until both runs exist there)."""
+    record = json.loads(path.read_text()) if path.exists() else {"results": {}}
+    results, runs = record["results"], record.get("sections", {})
+    checks = {"EM, 500 vital-qa, " + BEST_QA: ("qa", "em", "bf16_em_delta"),
+              "HumanEval greedy pass@1, 164 problems": ("code_greedy", "pass@1", "bf16_pass1_delta")}
+    rows, deltas = [], {}
+    for check, (section, column, key) in checks.items():
+        found = {}
+        for dtype, name in (("float32", section), ("bfloat16", f"{section}_bfloat16")):
+            matching = [r for r in results.get(name, [])
+                        if section != "qa" or r.get("configuration") == BEST_QA]
+            if matching:
+                found[dtype] = (matching[0][column], runs.get(name, {}).get("commit", "?")[:7])
+        deltas[key] = (round(found["bfloat16"][0] - found["float32"][0], 4)
+                       if len(found) == 2 else None)
+        if len(found) == 2:
+            rows.append({"check": check, "float32": found["float32"][0],
+                         "bfloat16": found["bfloat16"][0], "delta": deltas[key],
+                         "commits (fp32, bf16)": f"{found['float32'][1]}, {found['bfloat16'][1]}"})
+    return rows, deltas
 
 
 def main() -> None:
@@ -212,7 +217,16 @@ def main() -> None:
     parser.add_argument("--skip-generation", action="store_true")
     parser.add_argument("--documents", type=int, default=None, help="first N articles (default all)")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--quality-only", action="store_true",
+                        help="only refresh the bfloat16 quality rows and deltas, keeping the rest")
     args = parser.parse_args()
+    if args.quality_only:  # after an end_to_end.py --dtype bfloat16 run: no speed re-measured
+        path = args.results / "limits.json"
+        setup = json.loads(path.read_text()).get("setup", {}) if path.exists() else {}
+        quality_rows, deltas = quality(args.results / "end_to_end.json")
+        write_results("limits", setup, {"quality": quality_rows}, folder=args.results,
+                      keep_other_sections=True, summary=deltas)
+        return
     dtype = auto_dtype("cpu")
     flags = cpu_flags()
     bench, minilm = config_of("bench"), config_of("encoder")
@@ -255,7 +269,9 @@ def main() -> None:
                        "exact search (queries/s)": search["exact_qps"]["median"],
                        "exact search's bandwidth bound (queries/s)": round(bound, 1),
                        "HNSW over that bound": round(search["hnsw_qps"]["median"] / bound, 1)}]
-    summary |= quality_deltas(args.results / "end_to_end.json")
+    quality_rows, deltas = quality(args.results / "end_to_end.json")
+    rows["quality"] = quality_rows
+    summary |= deltas
     write_results("limits", {
         "repeat": args.repeat, "threads": torch.get_num_threads(), "auto_dtype": dtype,
         "limit_of_generation": "the decode-shaped matmul in the dtype used, best of the repeats",
