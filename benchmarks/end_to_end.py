@@ -42,6 +42,7 @@ from rag.corpus import vital_articles
 from rag.errors import RagError
 from rag.eval.datasets import CodeTask, humaneval, vital_qa
 from rag.eval.harness import QA_COLUMNS, evaluate_code, evaluate_qa
+from rag.eval.metrics import bootstrap_interval
 from rag.eval.runner import CodePrediction, load_cache, run_code, summarize_code
 from rag.eval.report import write_results
 from rag.generators.stage import Generate
@@ -227,11 +228,17 @@ def code_demos(args: argparse.Namespace, tasks: list[CodeTask]) -> dict[str, lis
                                        **common)
             lail_predictions += run_code(pipeline, halves[half], out / f"lail-{style}" / f"half-{half}",
                                          batch)
-        for name, value in (("zero-shot", zero[f"zero-shot-{style}"]["answer_pass"]),
-                            ("kNN (MiniLM)", knn[f"knn-{style}"]["answer_pass"]),
-                            (f"LAIL ({args.model}'s own feedback)", share(lail_predictions))):
+        knn_passed = {i: p.answer_passed for i, p in
+                      load_cache(out / f"knn-{style}" / "predictions.jsonl", CodePrediction).items()}
+        paired = [float(p.answer_passed) - knn_passed[p.id] for p in lail_predictions]
+        versus_knn = [round(x, 4) for x in bootstrap_interval(paired)]
+        for name, value, interval in (("zero-shot", zero[f"zero-shot-{style}"]["answer_pass"], ""),
+                                      ("kNN (MiniLM)", knn[f"knn-{style}"]["answer_pass"], ""),
+                                      (f"LAIL ({args.model}'s own feedback)", share(lail_predictions),
+                                       versus_knn)):
             rows.append({"demonstrations": name, "format": style, "shots": 0 if name == "zero-shot" else SHOTS,
-                         "problems": len(tasks), "pass@1": round(value, 4), "dtype": args.demo_dtype})
+                         "problems": len(tasks), "pass@1": round(value, 4), "dtype": args.demo_dtype,
+                         "LAIL minus kNN, paired 95% interval": interval})
     return {"code_demos": rows}
 
 
