@@ -39,6 +39,7 @@ from typing import Any
 
 from rag.compression.stage import Compress
 from rag.corpus import vital_articles
+from rag.dtypes import resolve_device, resolve_dtype
 from rag.errors import RagError
 from rag.eval.datasets import CodeTask, humaneval, vital_qa
 from rag.eval.harness import QA_COLUMNS, evaluate_code, evaluate_qa
@@ -215,7 +216,7 @@ def code_demos(args: argparse.Namespace, tasks: list[CodeTask]) -> dict[str, lis
     lail = lail_selectors(args, pool, pool_file, generator)
     halves = [tasks[1::2], tasks[0::2]]  # tasks picked for by the selector of half 0, of half 1
     rows = []
-    batch = args.demo_batch
+    batch, dtype = args.demo_batch, resolve_dtype(args.demo_dtype, resolve_device("auto"))
     for style in args.demo_formats:
         common = {"max_tokens": MAX_TOKENS, "style": style}
         zero = evaluate_code({f"zero-shot-{style}": code_generation(generator, **common)}, tasks, out,
@@ -237,7 +238,7 @@ def code_demos(args: argparse.Namespace, tasks: list[CodeTask]) -> dict[str, lis
                                       (f"LAIL ({args.model}'s own feedback)", share(lail_predictions),
                                        versus_knn)):
             rows.append({"demonstrations": name, "format": style, "shots": 0 if name == "zero-shot" else SHOTS,
-                         "problems": len(tasks), "pass@1": round(value, 4), "dtype": args.demo_dtype,
+                         "problems": len(tasks), "pass@1": round(value, 4), "dtype": dtype,
                          "LAIL minus kNN, paired 95% interval": interval})
     return {"code_demos": rows}
 
@@ -311,7 +312,7 @@ def main() -> None:
                          "checks": "docstring examples + CodeT tests (2 replies x 5 asserts, T=0.8)",
                          "lever": f"{LEVER_FOLDS}-fold cross-validation by problem"},
         "code_demos": {"problems": args.code_problems, "model": args.model, "dtype": args.demo_dtype,
-                       "shots": SHOTS, "pool": "the other 163 HumanEval problems (leave-one-out)",
+                       "shots": SHOTS, "batch": args.demo_batch, "pool": "the other 163 HumanEval problems (leave-one-out)",
                        "lail": f"trained with {args.model}'s feedback (the target model), "
                                f"{args.lail_candidates} BM25 candidates per anchor, cross-fitted halves"},
     }
