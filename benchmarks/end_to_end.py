@@ -45,7 +45,7 @@ from rag.eval.datasets import CodeTask, humaneval, vital_qa
 from rag.eval.harness import QA_COLUMNS, evaluate_code, evaluate_qa
 from rag.eval.metrics import bootstrap_interval
 from rag.eval.runner import CodePrediction, load_cache, run_code, summarize_code
-from rag.eval.report import write_results
+from rag.eval.report import git_commit, write_results
 from rag.generators.stage import Generate
 from rag.pipeline import Pipeline
 from rag.prompts import SHORT_CLOSED_BOOK_SYSTEM, SHORT_RAG_SYSTEM, RagPrompt
@@ -103,8 +103,22 @@ def qa(args: argparse.Namespace) -> dict[str, list[dict]]:
     chosen = {n: p for n, p in pipelines.items() if not args.qa_pipelines or n in args.qa_pipelines}
     section = dtype_section("qa", args.dtype)
     summaries = evaluate_qa(chosen, vital_qa(args.questions), args.out / section, dataset="vital-qa")
-    return {section: [{"configuration": name, **{c: round(s[c], 4) for c in QA_COLUMNS}}
-                      for name, s in summaries.items()]}
+    rows = [{"configuration": name, **{c: round(s[c], 4) for c in QA_COLUMNS}}
+            for name, s in summaries.items()]
+    if args.qa_pipelines:
+        rows = merged_rows(args.results / "end_to_end.json", section, rows)
+    return {section: rows}
+
+
+def merged_rows(path: Path, section: str, fresh: list[dict]) -> list[dict]:
+    """A run of some pipelines replaces their rows and keeps the section's others; every row
+    then names the commit that made it, since the section no longer comes from one run."""
+    record = json.loads(path.read_text()) if path.exists() else {"results": {}}
+    before = record.get("sections", {}).get(section, record).get("commit", "unknown")[:7]
+    now = {r["configuration"]: {**r, "commit": git_commit()[:7]} for r in fresh}
+    kept = [now.pop(r["configuration"], {**r, "commit": r.get("commit", before)})
+            for r in record["results"].get(section, [])]
+    return kept + list(now.values())
 
 
 # ---- code ---------------------------------------------------------------------------------
