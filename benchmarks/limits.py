@@ -199,7 +199,8 @@ def quality(path: Path) -> tuple[list[dict[str, Any]], dict[str, float | None]]:
             matching = [r for r in results.get(name, [])
                         if section != "qa" or r.get("configuration") == BEST_QA]
             if matching:
-                found[dtype] = (matching[0][column], runs.get(name, {}).get("commit", "?")[:7])
+                commit = matching[0].get("commit") or runs.get(name, {}).get("commit", "?")[:7]
+                found[dtype] = (matching[0][column], commit)
         deltas[key] = (round(found["bfloat16"][0] - found["float32"][0], 4)
                        if len(found) == 2 else None)
         if len(found) == 2:
