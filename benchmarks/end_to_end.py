@@ -326,7 +326,8 @@ def main() -> None:
                          "checks": "docstring examples + CodeT tests (2 replies x 5 asserts, T=0.8)",
                          "lever": f"{LEVER_FOLDS}-fold cross-validation by problem"},
         "code_demos": {"problems": args.code_problems, "model": args.model, "dtype": args.demo_dtype,
-                       "shots": SHOTS, "batch": args.demo_batch, "pool": "the other 163 HumanEval problems (leave-one-out)",
+                       "shots": SHOTS, "batch": args.demo_batch,
+                       "pool": "the other 163 HumanEval problems (leave-one-out)",
                        "lail": f"trained with {args.model}'s feedback (the target model), "
                                f"{args.lail_candidates} BM25 candidates per anchor, cross-fitted halves"},
     }
