@@ -233,24 +233,23 @@ def code_demos(args: argparse.Namespace, tasks: list[CodeTask]) -> dict[str, lis
     batch, dtype = args.demo_batch, resolve_dtype(args.demo_dtype, resolve_device("auto"))
     for style in args.demo_formats:
         common = {"max_tokens": MAX_TOKENS, "style": style}
-        zero = evaluate_code({f"zero-shot-{style}": code_generation(generator, **common)}, tasks, out,
-                             batch_size=batch)
+        zero = evaluate_code({f"zero-shot-{style}": code_generation(generator, **common)}, tasks,
+                             out, batch_size=batch)
         knn = evaluate_code({f"knn-{style}": code_generation(
             generator, pool=pool_file, shots=SHOTS, **common)}, tasks, out, batch_size=batch)
         lail_predictions = []
         for half, selector in enumerate(lail):
             pipeline = code_generation(generator, pool=pool_file, selector=selector, shots=SHOTS,
                                        **common)
-            lail_predictions += run_code(pipeline, halves[half], out / f"lail-{style}" / f"half-{half}",
-                                         batch)
-        knn_passed = {i: p.answer_passed for i, p in
-                      load_cache(out / f"knn-{style}" / "predictions.jsonl", CodePrediction).items()}
-        paired = [float(p.answer_passed) - knn_passed[p.id] for p in lail_predictions]
+            folder = out / f"lail-{style}" / f"half-{half}"
+            lail_predictions += run_code(pipeline, halves[half], folder, batch)
+        knn_passed = load_cache(out / f"knn-{style}" / "predictions.jsonl", CodePrediction)
+        paired = [float(p.answer_passed) - knn_passed[p.id].answer_passed for p in lail_predictions]
         versus_knn = [round(x, 4) for x in bootstrap_interval(paired)]
-        for name, value, interval in (("zero-shot", zero[f"zero-shot-{style}"]["answer_pass"], ""),
-                                      ("kNN (MiniLM)", knn[f"knn-{style}"]["answer_pass"], ""),
-                                      (f"LAIL ({args.model}'s own feedback)", share(lail_predictions),
-                                       versus_knn)):
+        for name, value, interval in (
+                ("zero-shot", zero[f"zero-shot-{style}"]["answer_pass"], ""),
+                ("kNN (MiniLM)", knn[f"knn-{style}"]["answer_pass"], ""),
+                (f"LAIL ({args.model}'s own feedback)", share(lail_predictions), versus_knn)):
             rows.append({"demonstrations": name, "format": style, "shots": 0 if name == "zero-shot" else SHOTS,
                          "problems": len(tasks), "pass@1": round(value, 4), "dtype": dtype,
                          "LAIL minus kNN, paired 95% interval": interval})
@@ -301,7 +300,8 @@ def main() -> None:
     parser.add_argument("--code-parts", nargs="+", choices=["greedy", "pickers", "demos"],
                         default=["greedy", "pickers", "demos"])
     parser.add_argument("--demo-formats", nargs="+", choices=["chat", "completion"],
-                        default=["chat", "completion"], help="demonstration formats, run in this order")
+                        default=["chat", "completion"],
+                        help="demonstration formats, run in this order")
     parser.add_argument("--demo-batch", type=int, default=16,
                         help="problems handed to vLLM at once in the demos part; a larger batch "
                              "keeps the engine busy while the longest answers finish")

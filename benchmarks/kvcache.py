@@ -330,8 +330,9 @@ def compressed_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[
     for name in args.compressors:
         scorer = {"generator": {"type": "transformers", "model": "tiny"}} if name == "llmlingua" else {}
         compressor = build("compressor", {"type": name, "ratio": args.compress_ratio, **scorer})
-        caches[name], build_s[name] = timed(built, hf, work / f"compressed-{name}-{args.model}", unique,
-                                            compressor=compressor)  # ~0 s when reused from --work
+        folder = work / f"compressed-{name}-{args.model}"
+        # ~0 s when the store is reused from --work
+        caches[name], build_s[name] = timed(built, hf, folder, unique, compressor=compressor)
     stores = {name: kv.store for name, kv in caches.items()}
     del hf, caches  # the engine below needs the memory
     engine = build("generator", {"type": "vllm", "model": args.model, "kv_connector": True})
@@ -381,7 +382,8 @@ def compressed_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[
     chosen = next(r for r in rows if r["store"] == first and r["read"] == "reuse")
     summary = {"compressed_kv_bytes_ratio": chosen["stored bytes ratio"],
                "compressed_kv_em_delta": chosen["em delta"]}
-    sizes = [store_size(args.model, store, build_s[name]) | {"store": name, "compression": store.manifest["compression"]}
+    sizes = [store_size(args.model, store, build_s[name])
+             | {"store": name, "compression": store.manifest["compression"]}
              for name, store in stores.items()]
     return {"compressed kv": rows, "compressed kv bytes": sizes}, summary
 

@@ -191,7 +191,8 @@ def quality(path: Path) -> tuple[list[dict[str, Any]], dict[str, float | None]]:
     record = json.loads(path.read_text()) if path.exists() else {"results": {}}
     results, runs = record["results"], record.get("sections", {})
     checks = {"EM, 500 vital-qa, " + BEST_QA: ("qa", "em", "bf16_em_delta"),
-              "HumanEval greedy pass@1, 164 problems": ("code_greedy", "pass@1", "bf16_pass1_delta")}
+              "HumanEval greedy pass@1, 164 problems":
+                  ("code_greedy", "pass@1", "bf16_pass1_delta")}
     rows, deltas = [], {}
     for check, (section, column, key) in checks.items():
         found = {}

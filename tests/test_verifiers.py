@@ -24,7 +24,13 @@ from rag.verifiers import (
     program_for,
     run_unit_tests,
 )
-from rag.verifiers.code import CodeCheck, Program, doctest_examples, example_checks, generated_checks
+from rag.verifiers.code import (
+    CodeCheck,
+    Program,
+    doctest_examples,
+    example_checks,
+    generated_checks,
+)
 from rag.verifiers.lever import FEATURES, agreement_shares, features
 from rag.verifiers.pick import pick
 
@@ -112,18 +118,22 @@ def test_each_picker_chooses_the_program_known_to_be_right(sandbox):
     tests and the probes."""
     bodies = ["a * b", "a + b", "b + a", "a - b"]
     codes = [f"def add(a, b):\n    return {body}\n" for body in bodies]
-    programs = [Program(code=c, logprob=lp, tokens=10) for c, lp in zip(codes, [-1.0, -5.0, -6.0, -3.0])]
+    logprobs = [-1.0, -5.0, -6.0, -3.0]
+    programs = [Program(code=c, logprob=lp, tokens=10) for c, lp in zip(codes, logprobs)]
     generated = ["assert add(1, 2) == 3", "assert add(0, 5) == 5", "assert add(2, 2) == 4",
                  "assert add(3, 3) == 9", "assert add(4, 4) == 16", "assert add(5, 5) == 25",
                  "assert add(1, 1) == 1"]
     checks = [CodeCheck(source="assert add(2, 3) == 5", origin="example"),
               *(CodeCheck(source=s, origin="generated") for s in generated)]
     runs = execute(sandbox, codes, [c.source for c in checks], ["add(2, 3)", "add(-1, 4)"])
-    chosen = {m: pick(m, programs, checks, runs) for m in ("first", "logprob", "examples", "codet", "mbr_exec")}
+    methods = ("first", "logprob", "examples", "codet", "mbr_exec")
+    chosen = {m: pick(m, programs, checks, runs) for m in methods}
     assert chosen == {"first": 0, "logprob": 0, "examples": 1, "codet": 1, "mbr_exec": 1}
-    draws = [pick("random", programs, checks, runs, seed=f"HumanEval/{i}") for i in range(20)]
-    assert set(draws) == {0, 1, 2, 3}  # seeded by the task, spread over the samples
-    assert draws == [pick("random", programs, checks, runs, seed=f"HumanEval/{i}") for i in range(20)]
+    def draws() -> list[int]:
+        return [pick("random", programs, checks, runs, seed=f"HumanEval/{i}") for i in range(20)]
+
+    assert set(draws()) == {0, 1, 2, 3}  # seeded by the task, spread over the samples
+    assert draws() == draws()
     with pytest.raises(RagError, match="execute"):
         pick("codet", programs, checks, [])
     with pytest.raises(RagError, match="trained verifier"):
