@@ -230,7 +230,8 @@ def code_demos(args: argparse.Namespace, tasks: list[CodeTask]) -> dict[str, lis
     lail = lail_selectors(args, pool, pool_file, generator)
     halves = [tasks[1::2], tasks[0::2]]  # tasks picked for by the selector of half 0, of half 1
     rows = []
-    batch, dtype = args.demo_batch, resolve_dtype(args.demo_dtype, resolve_device("auto"))
+    batch = args.demo_batch
+    dtype = resolve_dtype(args.demo_dtype, resolve_device("auto"), "generator")
     for style in args.demo_formats:
         common = {"max_tokens": MAX_TOKENS, "style": style}
         zero = evaluate_code({f"zero-shot-{style}": code_generation(generator, **common)}, tasks,

