@@ -27,8 +27,13 @@ from rag.registry import build
 from rag.types import Hit
 
 
+def llm(args: argparse.Namespace) -> dict[str, Any]:
+    """The generator of the LLM rerankers: one engine, shared through the registry."""
+    return {"type": "vllm", "model": args.model, "max_model_len": 4096}
+
+
 def rerankers(args: argparse.Namespace) -> dict[str, tuple[str, dict[str, Any]]]:
-    generator = {"type": "vllm", "model": args.model, "max_model_len": 4096}
+    generator = llm(args)
     return {
         "cross-encoder": (f"cross-encoder ({args.cross_encoder})",
                           {"type": "cross-encoder", "model": str(args.cross_encoder)}),
@@ -95,6 +100,7 @@ def main() -> None:
         "queries": f"first {args.queries} known-item test queries (rag.eval.datasets.known_items)",
         "first_stage": f"hybrid convex, BM25 weight 0.3, top {args.depth}",
         "model": args.model, "passage_words": "60 per passage (LLM rerankers)",
+        "dtype": build("generator", llm(args)).dtype,  # `auto` resolved; the engine starts later
     }
 
     def save(rows: list[dict]) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 
 import httpx
@@ -11,6 +12,7 @@ from rag.generators import OpenAIGenerator
 from rag.generators.base import Generator
 from rag.generators.openai import OpenAIError
 from rag.generators.vllm import SMALL_MACHINE_CORES, VLLMGenerator, environment, reserved_cpu_cores
+from rag.registry import build
 from rag.types import Prompt, SamplingParams
 
 CAPITAL = Prompt.chat("What is the capital of France? Answer in one sentence.")
@@ -87,6 +89,22 @@ def test_next_token_logprobs_match_scoring_each_option(generator):
 def test_vllm_refuses_a_prompt_longer_than_its_window(vllm_tiny):
     with pytest.raises(RagError, match="max_model_len"):
         vllm_tiny.generate(["word " * 5000])
+
+
+def test_a_closed_vllm_engine_stops_its_process_and_restarts_on_the_next_call():
+    def children() -> set[int]:
+        return {p.pid for p in multiprocessing.active_children()}
+
+    before = children()
+    generator = build("generator", {"type": "vllm", "model": "tiny", "max_num_seqs": 2})
+    first = generator.generate(["The capital of France is"], SamplingParams(max_tokens=4))[0].text
+    started = children() - before
+    assert started  # the engine's process
+    generator.close()
+    assert not started & children()
+    again = generator.generate(["The capital of France is"], SamplingParams(max_tokens=4))[0].text
+    assert again == first  # a new engine, same greedy answer (float32 in the tests)
+    generator.close()
 
 
 def test_small_machines_reserve_no_core_for_vllms_scheduler():
