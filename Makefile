@@ -55,7 +55,8 @@ demo: models
 test: models
 	$(BIN)/python -m pytest -q
 
-bench: models
+bench: models-bench
+	$(BIN)/python benchmarks/limits.py --repeat 3
 	$(BIN)/python benchmarks/generation.py
 	$(BIN)/python benchmarks/retrieval.py
 	$(BIN)/python benchmarks/chunking.py
