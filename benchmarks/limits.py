@@ -135,7 +135,8 @@ def limits(repeat: int, bench: dict[str, Any], encoder: dict[str, Any], chats: i
     return {"matmul_gflops": table, "copy_gb_per_s": spread(copy_gb_per_s(repeat), 2)}
 
 
-VLLM_SETTINGS = {  # the knobs measured against the defaults: (label, generator options)
+VLLM_SETTINGS = {  # the defaults, then each knob set back: (label, generator options)
+    "vllm": ("the defaults", {}),
     "reserved": ("vLLM's own binding (1 core kept for its scheduler), float32",
                  {"cpu_reserved_cores": 1, "dtype": "float32"}),
     "float32": ("no core reserved, float32", {"cpu_reserved_cores": 0, "dtype": "float32"}),
@@ -161,13 +162,13 @@ def decode_runs(generator: Any, prompts: list[Prompt], args: argparse.Namespace,
 
 
 def generation(args: argparse.Namespace, dtype: str, config: dict[str, Any]) -> dict[str, Any]:
-    """vLLM with the defaults, then with each knob of `VLLM_SETTINGS` changed (one engine at a
-    time), then transformers: every configuration in the same invocation."""
+    """vLLM in each of `VLLM_SETTINGS` (the defaults first; one engine at a time), then
+    transformers: every configuration in the same invocation."""
     titles = [d.title for d in vital_articles()[:: 10_000 // args.chats]][: args.chats]
     prompts = [Prompt.chat(f"Tell me about {t} in three sentences.") for t in titles]
     vllm = {"type": "vllm", "model": "bench", "dtype": dtype}
     runs: dict[str, list[dict[str, float]]] = {}
-    for name, options in {"vllm": {}, **{k: v for k, (_, v) in VLLM_SETTINGS.items()}}.items():
+    for name, (_, options) in VLLM_SETTINGS.items():
         generator = build("generator", {**vllm, **options})
         runs[name] = decode_runs(generator, prompts, args, config)
         generator.close()  # one engine in memory at a time
@@ -286,7 +287,7 @@ def main() -> None:
                         "unit": "tokens/s", **columns("fraction of limit", spread(fractions))})
         summary["vllm_decode_fraction_of_limit"] = hot[0]["fraction of limit"]
         rows["vllm_settings"] = []  # each default's worth: the defaults over each knob set back
-        for name, (label, options) in {"vllm": ("the defaults", {}), **VLLM_SETTINGS}.items():
+        for name, (label, options) in VLLM_SETTINGS.items():
             runs, used = gen["runs"][name], options.get("dtype", dtype)
             rows["vllm_settings"].append({
                 "vllm, bench": label, "dtype": used,
