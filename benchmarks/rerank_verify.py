@@ -3,16 +3,19 @@
 Known-item queries over all 10,033 vital articles (`rag.eval.datasets.known_items`, the test
 split the retrieval benchmark uses): the top `--depth` of the hybrid retriever (BM25 + MiniLM,
 convex, BM25 weight 0.3), then each reranker through the `rerank` stage's component. R@1,
-nDCG@10 and reranking seconds per query. The code verifiers (CodeT, MBR-exec, LEVER, ...) are
+nDCG@10 and reranking seconds per query; the queries are reranked in `--slices` equal slices, each
+timed on its own, so every speed is a median with min and max of repeated runs in one invocation
+(quality is scored on all queries together). The code verifiers (CodeT, MBR-exec, LEVER, ...) are
 pickers of code pipelines and are measured in `benchmarks/end_to_end.py`.
 
-    python benchmarks/rerank_verify.py [--queries 500] [--depth 20] [--model bench]
+    python benchmarks/rerank_verify.py [--queries 500] [--depth 20] [--model bench] [--slices 5]
                                        [--rerankers cross-encoder pointwise rankgpt first]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,10 +49,30 @@ def rerankers(args: argparse.Namespace) -> dict[str, tuple[str, dict[str, Any]]]
     }
 
 
-def ranking_row(name: str, hits: list[list[Hit]], golds: list[str], seconds: float) -> dict:
+def ranking_row(name: str, hits: list[list[Hit]], golds: list[str],
+                slices: list[tuple[float, int]]) -> dict:
+    """Quality over all queries; speed over all slices, and the median/min/max slice's."""
     scores = ranking_scores(hits, golds, depths=(1, 20))
+    per_query = [seconds / count for seconds, count in slices]
+    total = sum(seconds for seconds, _ in slices)
     return {"system": name, "queries": len(golds), "R@1": scores["R@1"], "nDCG@10": scores["nDCG@10"],
-            "R@20": scores["R@20"], "s_per_query": round(seconds / len(golds), 3)}
+            "R@20": scores["R@20"], "s_per_query": round(total / len(golds), 3),
+            "s_per_query_median": round(statistics.median(per_query), 3),
+            "s_per_query_min": round(min(per_query), 3), "s_per_query_max": round(max(per_query), 3),
+            "slices": len(slices)}
+
+
+def timed_slices(run: Callable[[list[str], list[list[Hit]]], list[list[Hit]]], queries: list[str],
+                 first: list[list[Hit]], slices: int) -> tuple[list[list[Hit]], list[tuple[float, int]]]:
+    """`run` over `slices` equal slices of the queries, each timed on its own: (seconds, queries)."""
+    size = -(-len(queries) // slices)
+    hits: list[list[Hit]] = []
+    timings: list[tuple[float, int]] = []
+    for begin in range(0, len(queries), size):
+        began = time.perf_counter()
+        hits += run(queries[begin : begin + size], first[begin : begin + size])
+        timings.append((time.perf_counter() - began, len(queries[begin : begin + size])))
+    return hits, timings
 
 
 def reranking(args: argparse.Namespace, save: Callable[[list[dict]], None]) -> list[dict]:
@@ -57,17 +80,16 @@ def reranking(args: argparse.Namespace, save: Callable[[list[dict]], None]) -> l
     test = known_items("test")[: args.queries]
     queries, golds = [q.query for q in test], [q.gold for q in test]
     hybrid = hybrid_index(document_chunks(vital_articles()), out=args.work / "vital-hybrid")
-    began = time.perf_counter()
-    first = hybrid.search(queries, k=args.depth)
-    rows = [ranking_row("hybrid first stage", first, golds, time.perf_counter() - began)]
+    first, seconds = timed_slices(lambda q, _: hybrid.search(q, k=args.depth), queries,
+                                  [[] for _ in queries], args.slices)
+    rows = [ranking_row("hybrid first stage", first, golds, seconds)]
     save(rows)
     chosen = rerankers(args)
     for key in args.rerankers:
         name, spec = chosen[key]
         reranker = build("reranker", spec)
-        began = time.perf_counter()
-        reranked = reranker.rerank(queries, first)
-        rows.append(ranking_row(name, reranked, golds, time.perf_counter() - began))
+        reranked, seconds = timed_slices(reranker.rerank, queries, first, args.slices)
+        rows.append(ranking_row(name, reranked, golds, seconds))
         save(rows)
     return rows
 
@@ -87,6 +109,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--depth", type=int, default=20, help="first-stage hits each reranker reorders")
+    parser.add_argument("--slices", type=int, default=5,
+                        help="equal slices of the queries, each timed on its own (median, min, max)")
     parser.add_argument("--model", default="bench", help="generator of the LLM rerankers")
     parser.add_argument("--cross-encoder", type=Path, default=Path(".cache/reranker"),
                         help="folder written by `rag train-reranker`")
