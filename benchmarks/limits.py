@@ -42,7 +42,7 @@ import torch
 
 from rag.corpus import vital_articles
 from rag.dtypes import auto_dtype, cpu_flags
-from rag.eval.report import write_results
+from rag.eval.report import spread, write_results
 from rag.models import resolve_model
 from rag.registry import build
 from rag.types import Prompt, SamplingParams
@@ -51,11 +51,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8")
 BEST_QA = "hybrid-k3-extractive-2x"
 ENCODER_BATCH_TOKENS = 64 * 128  # rows of one encoder matmul: a batch of 64 texts of ~128 tokens
-
-
-def spread(values: list[float], digits: int = 3) -> dict[str, float]:
-    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
-            "max": round(max(values), digits)}
 
 
 def columns(name: str, figures: dict[str, float]) -> dict[str, float]:

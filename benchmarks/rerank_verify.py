@@ -15,7 +15,6 @@ pickers of code pipelines and are measured in `benchmarks/end_to_end.py`.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 from rag.corpus import vital_articles
 from rag.eval.datasets import known_items
 from rag.eval.metrics import ranking_scores
-from rag.eval.report import write_results
+from rag.eval.report import spread, write_results
 from rag.recipes import document_chunks, hybrid_index
 from rag.registry import build
 from rag.types import Hit
@@ -57,8 +56,7 @@ def ranking_row(name: str, hits: list[list[Hit]], golds: list[str],
     total = sum(seconds for seconds, _ in slices)
     return {"system": name, "queries": len(golds), "R@1": scores["R@1"], "nDCG@10": scores["nDCG@10"],
             "R@20": scores["R@20"], "s_per_query": round(total / len(golds), 3),
-            "s_per_query_median": round(statistics.median(per_query), 3),
-            "s_per_query_min": round(min(per_query), 3), "s_per_query_max": round(max(per_query), 3),
+            **{f"s_per_query_{name}": value for name, value in spread(per_query).items()},
             "slices": len(slices)}
 
 
