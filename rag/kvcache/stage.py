@@ -44,8 +44,10 @@ class CachedPieces(Stage):
         recompute_fraction: float = Field(default=0.15, ge=0, le=1)
         link_tokens: int = Field(default=0, ge=0, description="LegoLink: first tokens of each "
                                  "chunk recomputed (transformers only)")
-        recompute_last: bool = Field(default=False, description="the last piece, next to the "
-                                     "query, prefilled in full")
+        recompute_last: bool = Field(default=True, description="the last piece, next to the "
+                                     "query, prefilled in full: the default, since pieces that "
+                                     "never saw each other lose answers and the best-ranked one "
+                                     "read in place wins most of them back (docs/benchmarks.md)")
         ape_temperature: float = Field(default=1.0, gt=0, description="APE: attention "
                                        "temperature on the cached pieces (transformers only)")
         ape_scale: float = Field(default=1.0, gt=0, description="APE: weight of the cached "
