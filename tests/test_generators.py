@@ -11,7 +11,13 @@ from rag.errors import RagError
 from rag.generators import OpenAIGenerator
 from rag.generators.base import Generator
 from rag.generators.openai import OpenAIError
-from rag.generators.vllm import SMALL_MACHINE_CORES, VLLMGenerator, environment, reserved_cpu_cores
+from rag.generators.vllm import (
+    SMALL_MACHINE_CORES,
+    VLLMGenerator,
+    engine_processes,
+    environment,
+    reserved_cpu_cores,
+)
 from rag.registry import build
 from rag.types import Prompt, SamplingParams
 
@@ -100,6 +106,7 @@ def test_a_closed_vllm_engine_stops_its_process_and_restarts_on_the_next_call():
     first = generator.generate(["The capital of France is"], SamplingParams(max_tokens=4))[0].text
     started = children() - before
     assert started  # the engine's process
+    assert {p.pid for p in engine_processes(generator.engine)} == started  # close() waits on it
     generator.close()
     assert not started & children()
     again = generator.generate(["The capital of France is"], SamplingParams(max_tokens=4))[0].text

@@ -37,6 +37,7 @@ from rag.types import Completion, Generation, SamplingParams, TextDelta, Usage
 T = TypeVar("T")
 SMALL_MACHINE_CORES = 4  # at most this many: no core reserved for vLLM's scheduler
 _REQUEST_IDS = itertools.count()
+PROCESS_EXIT_TIMEOUT_S = 30  # after vLLM's own 5 s grace and SIGKILL, the exit is prompt
 
 
 def _on_gpu() -> bool:
@@ -73,6 +74,13 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def engine_processes(engine: Any) -> list[Any]:
+    """The engine-core processes vLLM started for `engine` (none for an in-process core)."""
+    core = getattr(engine, "engine_core", None)
+    manager = getattr(getattr(core, "resources", None), "engine_manager", None)
+    return list(getattr(manager, "processes", None) or [])
+
+
 class EngineLoop:
     """An event loop on a daemon thread, owning the engine built on it."""
 
@@ -90,7 +98,12 @@ class EngineLoop:
 
     def close(self, engine: Any) -> None:
         """Stop the engine's output handler first, so it does not report the engine process's
-        shutdown as a crash, then shut the engine down and stop the loop."""
+        shutdown as a crash, then shut the engine down, wait for its processes and stop the loop.
+
+        vLLM's shutdown sends SIGTERM, waits 5 s, then SIGKILLs survivors without waiting for
+        them: on a loaded machine the process can outlive `shutdown` (and its memory with it).
+        """
+        processes = engine_processes(engine)
 
         async def stop() -> None:
             handler = getattr(engine, "output_handler", None)
@@ -104,6 +117,8 @@ class EngineLoop:
             self.call(stop())
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
+            for process in processes:
+                process.join(PROCESS_EXIT_TIMEOUT_S)
 
 
 @register("generator", "vllm")
