@@ -433,7 +433,8 @@ def compressed_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[
                      **paired("em", em[run], em["uncompressed, full prefill"])})
         print(rows[-1], flush=True)
     first = args.compressors[0]  # fixed in advance, not chosen by the outcome
-    chosen = next(r for r in rows if r["store"] == first and r["read"] == "reuse")
+    default_read = "reuse + last chunk" if default_vllm_mode() == LAST else "reuse"
+    chosen = next(r for r in rows if r["store"] == first and r["read"] == default_read)
     summary = {"compressed_kv_bytes_ratio": chosen["stored bytes ratio"],
                "compressed_kv_em_delta": chosen["em delta"]}
     sizes = [store_size(args.model, store, build_s[name])
