@@ -166,16 +166,7 @@ def ttft(args: argparse.Namespace, work: Path) -> tuple[list[dict], dict]:
 
 def default_mode(args: argparse.Namespace) -> str:
     """The row of `modes` that `kv_generate` runs by default with the transformers generator."""
-    cfg = {name: field.default for name, field in CachedPieces.Config.model_fields.items()}
-    kwargs: dict = {"mode": cfg["mode"]}
-    if cfg["mode"] == "recompute":
-        kwargs["fraction"] = cfg["recompute_fraction"]
-    if cfg["link_tokens"]:
-        kwargs["link"] = cfg["link_tokens"]
-    if cfg["recompute_last"]:
-        kwargs["last"] = True
-    if (cfg["ape_temperature"], cfg["ape_scale"]) != (1.0, 1.0):
-        kwargs["ape"] = (cfg["ape_temperature"], cfg["ape_scale"])
+    kwargs = CachedPieces.Config.model_construct().prefill_kwargs()  # the defaults
     found = [name for name, run in modes(args).items() if run == kwargs]
     if not found:
         raise SystemExit(f"the kv stages' default {kwargs} is not among --repairs {args.repairs}")

@@ -216,6 +216,14 @@ def test_kv_generate_stage_switches_modes_by_config(kv: ChunkKV, hf_tiny: Genera
     assert all(answers.values())
 
 
+def test_kv_stage_config_names_only_the_repairs_it_turns_on() -> None:
+    assert KVGenerate.Config(store="s").prefill_kwargs() == {"mode": "reuse", "last": True}
+    spelled = KVGenerate.Config(store="s", mode="recompute", recompute_fraction=0.3, link_tokens=16,
+                                recompute_last=False, ape_temperature=0.9)
+    assert spelled.prefill_kwargs() == {"mode": "recompute", "fraction": 0.3, "link": 16,
+                                        "ape": (0.9, 1.0)}
+
+
 def test_vllm_prefix_cache_is_warmed_and_reported(vllm_tiny: Generator) -> None:
     fixed = "You classify texts. " + " ".join(f"Example {i}: a text about topic {i}." for i in range(60))
     prompts = [f"{fixed}\nText: {q}\nTopic:" for q in ("a red bird", "a new law", "a mountain")]

@@ -55,6 +55,20 @@ class CachedPieces(Stage):
         dtype: StoreDtype = "float16"
         params: SamplingParams = Field(default_factory=SamplingParams)
 
+        def prefill_kwargs(self) -> dict[str, Any]:
+            """`ChunkKV.prefill` keyword arguments for this configuration, naming only the
+            repairs it turns on (so a benchmark row can be matched to a configuration)."""
+            kwargs: dict[str, Any] = {"mode": self.mode}
+            if self.mode == "recompute":
+                kwargs["fraction"] = self.recompute_fraction
+            if self.link_tokens:
+                kwargs["link"] = self.link_tokens
+            if self.recompute_last:
+                kwargs["last"] = True
+            if (self.ape_temperature, self.ape_scale) != (1.0, 1.0):
+                kwargs["ape"] = (self.ape_temperature, self.ape_scale)
+            return kwargs
+
     config: Config
 
     def __init__(self, store: str, generator: Any = None, **kwargs: Any) -> None:
@@ -86,11 +100,8 @@ class CachedPieces(Stage):
         out = []
         for item in batch:
             began = time.perf_counter()
-            cfg = self.config
-            prefilled, layout = self.kv.prefill(item.query, self.pieces(item), cfg.mode,
-                                                cfg.recompute_fraction, cfg.link_tokens,
-                                                cfg.recompute_last,
-                                                (cfg.ape_temperature, cfg.ape_scale))
+            prefilled, layout = self.kv.prefill(item.query, self.pieces(item),
+                                                **self.config.prefill_kwargs())
             prefill_s = time.perf_counter() - began
             completion = self.kv.decode(prefilled, layout, self.config.params)
             reused = 0 if self.config.mode == "full" else (
