@@ -277,8 +277,12 @@ def built(generator, path: Path, chunks: list[Chunk], frame: str | Frame = SYSTE
 def qa_store(generator, work: Path, model: str, retrieved: list) -> ChunkKV:  # type: ignore[no-untyped-def,type-arg]
     """The store of every retrieved chunk of the QA questions, shared by the transformers and
     vLLM parts (~0 s to open when --work kept it)."""
-    return built(generator, work / f"qa-{model}",
-                 list({h.chunk.id: h.chunk for hits in retrieved for h in hits}.values()))
+    return built(generator, work / f"qa-{model}", unique_chunks(retrieved))
+
+
+def unique_chunks(retrieved: list) -> list[Chunk]:  # type: ignore[type-arg]
+    """Every chunk retrieved for any question, once."""
+    return list({h.chunk.id: h.chunk for hits in retrieved for h in hits}.values())
 
 
 def in_vllm(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]], dict]:
@@ -373,7 +377,7 @@ def compressed_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[
     (compression + reuse) and by the connector with the last chunk prefilled, against full
     prefill of the passages as retrieved. Reuse alone, uncompressed, is part 5's connector row."""
     examples, retrieved = retrieved_top4(args.vllm_questions)
-    unique = list({h.chunk.id: h.chunk for hits in retrieved for h in hits}.values())
+    unique = unique_chunks(retrieved)
     hf = build("generator", {"type": "transformers", "model": args.model})
     caches, build_s = {}, {}
     for name in args.compressors:
