@@ -115,10 +115,10 @@ class EngineLoop:
 
         try:
             self.call(stop())
+            for process in processes:  # only once vLLM has stopped them
+                process.join(PROCESS_EXIT_TIMEOUT_S)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
-            for process in processes:
-                process.join(PROCESS_EXIT_TIMEOUT_S)
 
 
 @register("generator", "vllm")
