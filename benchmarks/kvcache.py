@@ -126,6 +126,18 @@ def timed(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
     return out, time.perf_counter() - began
 
 
+def timing(seconds: dict[str, list[float]], reference: str = "full") -> dict:
+    """Each mode's median time to first token with its (min, max), and each other mode's
+    speed-up: the reference's median over its own."""
+    row: dict = {}
+    for mode, runs in seconds.items():
+        row |= {f"{mode} ms": round(1000 * median(runs), 1),
+                f"{mode} ms (min, max)": [round(1000 * min(runs), 1), round(1000 * max(runs), 1)]}
+    base = median(seconds[reference])
+    return row | {f"{mode} speed-up": round(base / median(runs), 2)
+                  for mode, runs in seconds.items() if mode != reference}
+
+
 def store_size(model: str, store: ChunkKVStore, build_s: float) -> dict:
     return {"model": model, "chunks": len(store.chunks), "bytes": store.nbytes,
             "bytes per 1000 chunks": round(store.nbytes / len(store.chunks) * 1000),
@@ -156,10 +168,8 @@ def ttft(args: argparse.Namespace, work: Path) -> tuple[list[dict], dict]:
             picked = chunks[trial * size : (trial + 1) * size]
             for name, kwargs in runs.items():
                 seconds[name].append(timed(kv.prefill, QUESTION, picked, **kwargs)[1])
-        full = median(seconds["full"])
         rows.append({"chunks": size, "prompt tokens": len(kv.layout(QUESTION, picked).ids),
-                     **{f"{n} ms": round(1000 * median(s), 1) for n, s in seconds.items()},
-                     **{f"{n} speed-up": round(full / median(s), 2) for n, s in seconds.items() if n != "full"}})
+                     **timing(seconds)})
         print(rows[-1], flush=True)
     return rows, store_size(args.model, store, build_s)
 
@@ -293,9 +303,9 @@ def in_vllm(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]]
                                  "max_model_len": 4096})  # 16 chunks of 200 tokens
     examples, retrieved = retrieved_top4(args.vllm_questions)
     count = args.trials * max(args.sizes) + args.throughput_repeat * args.throughput_requests * 8
-    timing = built(hf, work / f"vllm-ttft-{args.model}", ttft_chunks(hf.tokenizer, count))
+    ttft_kv = built(hf, work / f"vllm-ttft-{args.model}", ttft_chunks(hf.tokenizer, count))
     qa = qa_store(hf, work, args.model, retrieved)
-    timing, qa = (ChunkKV(engine, kv.store_path, SYSTEM, "float16") for kv in (timing, qa))
+    ttft_kv, qa = (ChunkKV(engine, kv.store_path, SYSTEM, "float16") for kv in (ttft_kv, qa))
     chunks = ttft_chunks(hf.tokenizer, count)
     one, sixteen = SamplingParams(max_tokens=1), SamplingParams(max_tokens=16)
 
@@ -305,20 +315,16 @@ def in_vllm(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]]
         return engine.generate_ids([layout.ids], params, None if mode == "full" else [transfer])[0]
 
     for mode in VLLM_MODES:
-        send(timing, "warm-up?", chunks[:2], mode, one)
+        send(ttft_kv, "warm-up?", chunks[:2], mode, one)
     ttft_rows = []
     for size in args.sizes:  # each trial's chunks are new to the prefix cache, in every mode
         seconds: dict[str, list[float]] = {mode: [] for mode in VLLM_MODES}
         for trial in range(args.trials):
             picked = chunks[trial * size : (trial + 1) * size]
             for mode in seconds:
-                seconds[mode].append(timed(send, timing, QUESTION, picked, mode, one)[1])
-        row = {"chunks": size, "prompt tokens": len(timing.layout(QUESTION, picked).ids)}
-        for mode, runs in seconds.items():
-            row |= {f"{mode} ms": round(1000 * median(runs), 1),
-                    f"{mode} ms (min, max)": [round(1000 * x, 1) for x in (min(runs), max(runs))]}
-        for mode in VLLM_MODES[1:]:
-            row[f"{mode} speed-up"] = round(median(seconds["full"]) / median(seconds[mode]), 2)
+                seconds[mode].append(timed(send, ttft_kv, QUESTION, picked, mode, one)[1])
+        row = {"chunks": size, "prompt tokens": len(ttft_kv.layout(QUESTION, picked).ids),
+               **timing(seconds)}
         ttft_rows.append(row)
         print(row, flush=True)
 
@@ -331,7 +337,7 @@ def in_vllm(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]]
             def client(c: int, mode: str = name) -> None:
                 for r in range(args.throughput_requests):
                     start = (c * args.throughput_requests + r) % max(1, len(rest) - 8)
-                    send(timing, QUESTION, rest[start : start + 8], mode, sixteen)
+                    send(ttft_kv, QUESTION, rest[start : start + 8], mode, sixteen)
             began = time.perf_counter()
             with ThreadPoolExecutor(8) as pool:
                 list(pool.map(client, range(8)))
@@ -469,11 +475,7 @@ def demo_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]]
             at = slice(q, q + 1)
             seconds[mode].append(timed(engine.generate_ids, ids[at], one, loads(mode, at))[1])
     ttft_row = {"shots": 16, "prompt tokens": round(float(np.mean([len(i) for i in ids])), 1),
-                **{f"{n} ms": round(1000 * median(v), 1) for n, v in seconds.items()},
-                **{f"{n} ms (min, max)": [round(1000 * min(v), 1), round(1000 * max(v), 1)]
-                   for n, v in seconds.items()},
-                **{f"{n} speed-up": round(median(seconds["full"]) / median(seconds[n]), 2)
-                   for n in VLLM_MODES[1:]}}
+                **timing(seconds)}
     print(ttft_row, flush=True)
     right = {mode: [float(labels[int(np.argmax(row))] == t.output) for row, t in zip(
                  engine.next_token_logprobs_ids(ids, labels, loads(mode, slice(None))), test)]
