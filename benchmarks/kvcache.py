@@ -31,9 +31,9 @@
    classification by ICL, the selectors benchmark's template and label scoring, 16 demonstrations
    picked per query by kNN from a pool of `--demo-pool`, each demonstration's cache stored once;
    TTFT (one request at a time) and accuracy on `--demo-test` queries, loading every
-   demonstration or all but the last (the most similar, which vLLM prefills), against full
-   prefill of the same prompts (summary: demo_kv_ttft_speedup_16_shots, demo_kv_accuracy_delta,
-   of the default mode).
+   demonstration or all but the last N of `--demo-last` (the most similar, which vLLM prefills),
+   against full prefill of the same prompts (summary: demo_kv_ttft_speedup_16_shots,
+   demo_kv_accuracy_delta, of kv_icl_generate's default).
 7. Compression that keeps KV reuse (`--compressors`, in vLLM): each retrieved chunk compressed
    alone, without the question, before its cache is built; per compressor and read (full
    prefill = compression alone, the connector = compression + reuse, the connector with the last
@@ -46,6 +46,7 @@
                                  [--fractions 0.15 0.3] [--repairs reuse last ...] [--ape 0.9 0.9]
                                  [--skip ttft prefix vllm compressed demos]
                                  [--vllm-questions 500] [--demo-pool 1000] [--demo-test 500]
+                                 [--demo-last 1 2 3 4]
 
 A part skipped keeps its rows from the last run that made them.
 """
@@ -72,7 +73,7 @@ from rag.kvcache import ChunkKV, ChunkKVStore
 from rag.kvcache.demos import demo_chunks, demo_frame
 from rag.kvcache.prefix import warm_prefix
 from rag.kvcache.reuse import Frame
-from rag.kvcache.stage import CachedPieces
+from rag.kvcache.stage import KVGenerate, KVIclGenerate
 from rag.prompts import SHORT_RAG_SYSTEM
 from rag.recipes import document_chunks, hybrid_index
 from rag.registry import build
@@ -92,7 +93,7 @@ REPAIRS = ("reuse", "cacheblend", "legolink", "last", "ape", "cacheblend+last", 
 def modes(args: argparse.Namespace) -> dict[str, dict]:
     """`ChunkKV.prefill` keyword arguments by row name: full prefill, then the asked repairs."""
     ape = tuple(args.ape)
-    parts = {"reuse": {}, "legolink": {"link": LINK}, "last": {"last": True}, "ape": {"ape": ape}}
+    parts = {"reuse": {}, "legolink": {"link": LINK}, "last": {"last": 1}, "ape": {"ape": ape}}
     names = {"legolink": f"LegoLink {LINK}", "last": "last chunk", "ape": f"APE T={ape[0]} S={ape[1]}"}
     rows: dict[str, dict] = {"full": {"mode": "full"}}
     for repair in args.repairs:
@@ -115,9 +116,12 @@ VLLM_MODES = ("full", "connector", LAST)
 
 
 def default_vllm_mode() -> str:
-    """What `kv_generate` and `kv_icl_generate` with a vllm generator do by default: the mode
-    each summary reports."""
-    return LAST if CachedPieces.Config.model_fields["recompute_last"].default else "connector"
+    """What `kv_generate` with a vllm generator does by default: the QA mode each summary
+    reports."""
+    last = KVGenerate.Config.model_fields["recompute_last"].default
+    if last not in (0, 1):
+        raise SystemExit(f"kv_generate's default recompute_last={last} has no row here")
+    return LAST if last else "connector"
 
 
 def timed(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -176,7 +180,7 @@ def ttft(args: argparse.Namespace, work: Path) -> tuple[list[dict], dict]:
 
 def default_mode(args: argparse.Namespace) -> str:
     """The row of `modes` that `kv_generate` runs by default with the transformers generator."""
-    kwargs = CachedPieces.Config.model_construct().prefill_kwargs()  # the defaults
+    kwargs = KVGenerate.Config.model_construct().prefill_kwargs()  # the defaults
     found = [name for name, run in modes(args).items() if run == kwargs]
     if not found:
         raise SystemExit(f"the kv stages' default {kwargs} is not among --repairs {args.repairs}")
@@ -444,9 +448,14 @@ def compressed_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[
     return {"compressed kv": rows, "compressed kv bytes": sizes}, summary
 
 
+def demo_mode(last: int) -> str:
+    """The demonstration table's row that loads all but the `last` demonstrations."""
+    return f"connector + last {last}" if last else "connector"
+
+
 def demo_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]], dict]:
-    """Selected demonstrations' caches assembled in vLLM (all, or all but the last) against full
-    prefill: TTFT, accuracy."""
+    """Selected demonstrations' caches assembled in vLLM, all of them or all but the last
+    `--demo-last` ones, against full prefill: TTFT, accuracy."""
     data = vital_topics(max_chars=300, seed=0)
     pool, test = data[: args.demo_pool], data[4000 : 4000 + args.demo_test]  # as benchmarks/selectors.py
     labels = sorted({d.output for d in data})
@@ -459,19 +468,21 @@ def demo_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]]
     used = list({d.id: d for p in picks for d in p}.values())
     stored = built(hf, work / f"demos-{args.demo_model}", demo_chunks(template, used), demo_frame(template))
     kv = ChunkKV(engine, stored.store_path, demo_frame(template), "float16")
-    requests = {mode: [kv.request(t.input, demo_chunks(template, p), last=mode == LAST)
-                       for t, p in zip(test, picks)] for mode in VLLM_MODES}
+    lasts = sorted({0, *args.demo_last})
+    requests = {demo_mode(last): [kv.request(t.input, demo_chunks(template, p), last=last)
+                                  for t, p in zip(test, picks)] for last in lasts}
+    modes = ["full", *requests]
 
     def loads(mode: str, at: slice) -> list[dict] | None:
         return None if mode == "full" else [transfer for _, transfer in requests[mode][at]]
 
-    ids = [layout.ids for layout, _ in requests["full"]]  # the same prompt in every mode
+    ids = [layout.ids for layout, _ in requests["connector"]]  # the same prompt in every mode
     one = SamplingParams(max_tokens=1)
-    for mode in VLLM_MODES:  # warm-up: the instruction prefix and the engine's first steps
+    for mode in modes:  # warm-up: the instruction prefix and the engine's first steps
         engine.generate_ids(ids[-1:], one, loads(mode, slice(-1, None)))
-    seconds: dict[str, list[float]] = {mode: [] for mode in VLLM_MODES}
+    seconds: dict[str, list[float]] = {mode: [] for mode in modes}
     for q in range(args.trials):  # before the accuracy pass caches them
-        for mode in VLLM_MODES:
+        for mode in modes:
             at = slice(q, q + 1)
             seconds[mode].append(timed(engine.generate_ids, ids[at], one, loads(mode, at))[1])
     ttft_row = {"shots": 16, "prompt tokens": round(float(np.mean([len(i) for i in ids])), 1),
@@ -479,11 +490,13 @@ def demo_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]]
     print(ttft_row, flush=True)
     right = {mode: [float(labels[int(np.argmax(row))] == t.output) for row, t in zip(
                  engine.next_token_logprobs_ids(ids, labels, loads(mode, slice(None))), test)]
-             for mode in VLLM_MODES}
+             for mode in modes}
     rows = [{"mode": mode, "queries": len(test), **paired("accuracy", hits, right["full"])}
             for mode, hits in right.items()]
     print(rows, flush=True)
-    default = default_vllm_mode()
+    default = demo_mode(KVIclGenerate.Config.model_fields["recompute_last"].default)
+    if default not in modes:
+        raise SystemExit(f"kv_icl_generate's default ({default}) is not among --demo-last")
     summary = {"demo_kv_ttft_speedup_16_shots": ttft_row[f"{default} speed-up"],
                "demo_kv_accuracy_delta": next(r["accuracy delta"] for r in rows if r["mode"] == default)}
     return {"demo kv ttft": [ttft_row], "demo kv accuracy": rows}, summary
@@ -515,6 +528,8 @@ def main() -> None:
     parser.add_argument("--demo-model", default="tiny")
     parser.add_argument("--demo-pool", type=int, default=1000)
     parser.add_argument("--demo-test", type=int, default=500)
+    parser.add_argument("--demo-last", type=int, nargs="+", default=[1, 2, 3, 4],
+                        help="rows that prefill the last N demonstrations over the loaded rest")
     parser.add_argument("--skip", nargs="+", default=[],
                         choices=["ttft", "quality", "prefix", "vllm", "compressed", "demos"],
                         help="parts not to run; their rows stay from an earlier run")

@@ -97,9 +97,14 @@ def test_legolink_and_last_chunk_repairs_recompute_what_they_name(
     # Every token of chunks 2-4 recomputed: chunk 1 was encoded right after the prefix, as in full.
     everything, _ = kv.prefill(QUESTION, chunks[:4], "reuse", link=10_000)
     assert torch.allclose(full.logits, everything.logits, atol=TOL)
-    last, _ = kv.prefill(QUESTION, chunks[:4], "reuse", last=True)
+    last, _ = kv.prefill(QUESTION, chunks[:4], "reuse", last=1)
     assert last.recomputed == layout.chunk_lengths[-1]
-    both, _ = kv.prefill(QUESTION, chunks[:4], "recompute", fraction=0.5, link=3, last=True)
+    two, _ = kv.prefill(QUESTION, chunks[:4], "reuse", last=2)
+    assert two.recomputed == sum(layout.chunk_lengths[-2:])
+    # The last 3 of 4 recomputed: every chunk as in full prefill (chunk 1 is in place).
+    three, _ = kv.prefill(QUESTION, chunks[:4], "reuse", last=3)
+    assert torch.allclose(full.logits, three.logits, atol=TOL)
+    both, _ = kv.prefill(QUESTION, chunks[:4], "recompute", fraction=0.5, link=3, last=1)
     others = sum(layout.chunk_lengths[1:-1]) - 3 * 2 + layout.chunk_lengths[0]
     assert both.recomputed == 3 * 2 + layout.chunk_lengths[-1] + round(0.5 * others)
 
@@ -217,9 +222,9 @@ def test_kv_generate_stage_switches_modes_by_config(kv: ChunkKV, hf_tiny: Genera
 
 
 def test_kv_stage_config_names_only_the_repairs_it_turns_on() -> None:
-    assert KVGenerate.Config(store="s").prefill_kwargs() == {"mode": "reuse", "last": True}
+    assert KVGenerate.Config(store="s").prefill_kwargs() == {"mode": "reuse", "last": 1}
     spelled = KVGenerate.Config(store="s", mode="recompute", recompute_fraction=0.3, link_tokens=16,
-                                recompute_last=False, ape_temperature=0.9)
+                                recompute_last=0, ape_temperature=0.9)
     assert spelled.prefill_kwargs() == {"mode": "recompute", "fraction": 0.3, "link": 16,
                                         "ape": (0.9, 1.0)}
 
@@ -266,11 +271,13 @@ def test_vllm_connector_answers_as_the_transformers_reuse_path(
         if expected["reuse"] != expected["full"]:
             assert plain.text == expected["full"]
     assert changed  # reuse answers differently somewhere: the engine used the caches, not a prefill
-    # The last chunk prefilled by vLLM over the loaded ones: the transformers `last` repair.
-    layout, transfer = vllm_kv.request(QUESTION, chunks[:4], last=True)
-    (out,) = vllm_kv.generator.generate_ids([layout.ids], params, [transfer])
-    assert out.text == kv.decode(*kv.prefill(QUESTION, chunks[:4], "reuse", last=True), params).text
-    assert out.usage.cached_prompt_tokens == layout.prefix + sum(layout.chunk_lengths[:-1])
+    # The last chunks prefilled by vLLM over the loaded ones: the transformers `last` repair.
+    for last in (1, 2):
+        layout, transfer = vllm_kv.request(QUESTION, chunks[:4], last=last)
+        (out,) = vllm_kv.generator.generate_ids([layout.ids], params, [transfer])
+        expected = kv.decode(*kv.prefill(QUESTION, chunks[:4], "reuse", last=last), params)
+        assert out.text == expected.text
+        assert out.usage.cached_prompt_tokens == layout.prefix + sum(layout.chunk_lengths[:-last])
 
 
 def test_vllm_connector_and_prefix_caching_work_together(
@@ -289,9 +296,9 @@ def test_vllm_connector_and_prefix_caching_work_together(
         assert plain.text == expected["full"] != expected["reuse"]
     # Loading all but the last chunk after loading all four: the last chunk is prefilled, not
     # taken from the blocks the first request assembled.
-    layout, transfer = vllm_kv.request(QUESTION, first, last=True)
+    layout, transfer = vllm_kv.request(QUESTION, first, last=1)
     (out,) = engine.generate_ids([layout.ids], params, [transfer])
-    assert out.text == kv.decode(*kv.prefill(QUESTION, first, "reuse", last=True), params).text
+    assert out.text == kv.decode(*kv.prefill(QUESTION, first, "reuse", last=1), params).text
 
 
 def test_vllm_connector_refuses_foreign_stores_and_prompts(

@@ -143,25 +143,25 @@ class ChunkKV:
         return Layout(ids=[*self.prefix_ids, *(i for p in parts for i in p), *tail],
                       prefix=len(self.prefix_ids), chunk_lengths=[len(p) for p in parts])
 
-    def request(self, question: str, chunks: Sequence[Chunk], last: bool = False
+    def request(self, question: str, chunks: Sequence[Chunk], last: int = 0
                 ) -> tuple[Layout, dict[str, Any]]:
         """The prompt's layout and the KV-connector parameters that load its chunks' caches in
-        vLLM (all but the `last` chunk, which vLLM then prefills in full, if asked); the prompt
-        is checked against the store here, so a mismatch fails loudly."""
+        vLLM (all but the `last` chunks, which vLLM then prefills in full); the prompt is
+        checked against the store here, so a mismatch fails loudly."""
         from rag.kvcache.connector import transfer_params
 
         layout = self.layout(question, chunks)
-        ids = [c.id for c in chunks][: -1 if last and chunks else None]
+        ids = [c.id for c in chunks][: max(0, len(chunks) - last)]
         self.store.covered(layout.ids, ids)
         return layout, transfer_params(self.store_path.resolve(), ids)
 
     def prefill(self, question: str, chunks: Sequence[Chunk], mode: Mode = "reuse",
-                fraction: float = 0.15, link: int = 0, last: bool = False,
+                fraction: float = 0.15, link: int = 0, last: int = 0,
                 ape: tuple[float, float] | None = None) -> tuple[Prefilled, Layout]:
         """The whole prompt's cache and next-token logits, by the chosen mode, with optional
         repairs recomputed in every layer: the first `link` tokens of each chunk after the first
         (EPIC's LegoLink: each chunk prefilled alone grew its own attention sink there; the first
-        chunk was encoded in place) and the `last` chunk, next to the question, in full; and
+        chunk was encoded in place) and the `last` chunks, next to the question, in full; and
         `ape` = (temperature, scale), APE's attention to the chunks for the tokens after them."""
         import torch
 
@@ -181,7 +181,7 @@ class ChunkKV:
         always = torch.zeros_like(mask)
         starts = [layout.prefix + sum(layout.chunk_lengths[:i]) for i in range(len(chunks))]
         for i, (start, length) in enumerate(zip(starts, layout.chunk_lengths)):
-            if last and i == len(chunks) - 1:
+            if i >= len(chunks) - last:
                 always[start : start + length] = True
             elif i > 0:
                 always[start : start + min(link, length)] = True

@@ -28,10 +28,11 @@ class CachedPieces(Stage):
 
     `mode` switches between `full` prefill, `reuse` and `recompute` (CacheBlend, with
     `recompute_fraction` of cached tokens); `link_tokens` (LegoLink) and `recompute_last` add
-    fixed repairs, `ape_temperature` and `ape_scale` APE's attention correction. With a `vllm` generator the batch's requests go to the engine together and its
-    KV connector loads the caches (`full` or `reuse`, with `recompute_last`: the connector loads
-    up to the last piece and vLLM prefills the rest; tokens inside the loaded span cannot be
-    recomputed through vLLM's connector API). The trace records prompt tokens, reused tokens
+    fixed repairs, `ape_temperature` and `ape_scale` APE's attention correction. With a `vllm`
+    generator the batch's requests go to the engine together and its KV connector loads the
+    caches (`full` or `reuse`, with `recompute_last`: the connector loads all pieces but the
+    last ones and vLLM prefills the rest; tokens inside the loaded span cannot be recomputed
+    through vLLM's connector API). The trace records prompt tokens, reused tokens
     and, on the transformers path, prefill seconds.
     """
 
@@ -44,10 +45,10 @@ class CachedPieces(Stage):
         recompute_fraction: float = Field(default=0.15, ge=0, le=1)
         link_tokens: int = Field(default=0, ge=0, description="LegoLink: first tokens of each "
                                  "chunk recomputed (transformers only)")
-        recompute_last: bool = Field(default=True, description="the last piece, next to the "
-                                     "query, prefilled in full: the default, since pieces that "
-                                     "never saw each other lose answers and the best-ranked one "
-                                     "read in place wins most of them back (docs/benchmarks.md)")
+        recompute_last: int = Field(default=1, ge=0, description="how many of the last pieces, "
+                                    "next to the query, are prefilled in full: pieces that never "
+                                    "saw each other lose answers, and the best-ranked ones read "
+                                    "in place win most of them back (docs/benchmarks.md)")
         ape_temperature: float = Field(default=1.0, gt=0, description="APE: attention "
                                        "temperature on the cached pieces (transformers only)")
         ape_scale: float = Field(default=1.0, gt=0, description="APE: weight of the cached "
@@ -64,7 +65,7 @@ class CachedPieces(Stage):
             if self.link_tokens:
                 kwargs["link"] = self.link_tokens
             if self.recompute_last:
-                kwargs["last"] = True
+                kwargs["last"] = self.recompute_last
             if (self.ape_temperature, self.ape_scale) != (1.0, 1.0):
                 kwargs["ape"] = (self.ape_temperature, self.ape_scale)
             return kwargs
@@ -179,6 +180,9 @@ class KVIclGenerate(CachedPieces):
         template: DemoTemplate = Field(default_factory=DemoTemplate)
         order: Order = Field(default="similar_last",
                              description="similar_last: best demonstration next to the query")
+        recompute_last: int = Field(default=3, ge=0, description="how many of the last "
+                                    "demonstrations are prefilled in full: a label rests on all "
+                                    "of them, so one wins back little (docs/benchmarks.md)")
 
     config: Config
 
