@@ -387,7 +387,7 @@ def test_demonstration_kv_assembles_the_plain_icl_prompt(
     answers = []
     for engine in (hf_tiny, vllm_kv.generator):
         stage = KVIclGenerate(store=str(kv.store_path), generator=engine, template=template,
-                              dtype="float32", params=SamplingParams(max_tokens=4))
+                              recompute_last=1, dtype="float32", params=SamplingParams(max_tokens=4))
         select = Select(build("selector", {"type": "bm25"}).fit(demos), k=4)
         (state,) = Pipeline([select, stage]).run([query])
         assert state.answer.usage.cached_prompt_tokens > len(state.demos) * 10
