@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 
@@ -201,18 +202,32 @@ def test_a_hundred_concurrent_requests_all_get_their_own_answer(server, vllm_tin
 
 
 def test_requests_beyond_the_in_flight_limit_get_429(served):
+    """A request whose body never finishes holds the one slot, however soon a model would stop."""
     running = Running(create_app(ServeConfig(models={"tiny": {}}, max_in_flight=1), served))
+    host, port = running.url.removeprefix("http://").split(":")
+    held = socket.create_connection((host, int(port)))
     try:
-        with httpx.Client(base_url=running.url, timeout=120) as http:
-            body = {"model": "tiny", "messages": [{"role": "user", "content": "Tell a long story."}],
-                    "max_tokens": 200, "stream": True}
-            with http.stream("POST", "/v1/chat/completions", json=body) as first:
-                next(first.iter_lines())  # the first request is now in flight
-                second = http.get("/v1/models")
-                assert second.status_code == 429 and second.json()["error"]["type"] == "rate_limit_error"
-            assert http.get("/v1/models").status_code == 200
+        held.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        with httpx.Client(base_url=running.url, timeout=30) as http:
+            second = poll(lambda: http.get("/v1/models"), until=lambda r: r.status_code == 429)
+            assert second.status_code == 429 and second.json()["error"]["type"] == "rate_limit_error"
+            held.close()  # the held request ends, so its slot frees
+            freed = poll(lambda: http.get("/v1/models"), until=lambda r: r.status_code == 200)
+            assert freed.status_code == 200
     finally:
+        held.close()
         running.stop()
+
+
+def poll(request, until, seconds: float = 20.0) -> httpx.Response:
+    """The first response that satisfies `until`, or the last one once `seconds` have passed."""
+    deadline = time.monotonic() + seconds
+    response = request()
+    while not until(response) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        response = request()
+    return response
 
 
 def test_config_errors_name_the_field_and_public_binding_needs_a_key(tmp_path, monkeypatch):
