@@ -58,6 +58,16 @@ def test_rerotated_keys_equal_keys_encoded_at_the_target_position(kv: ChunkKV) -
         assert not torch.allclose(base, keys_at(delta), atol=TOL)  # the rotation did matter
 
 
+def test_an_assembled_cache_in_bfloat16_is_the_float32_one_rounded_once(
+        kv: ChunkKV, chunks: list[Chunk]) -> None:
+    ids = [c.id for c in chunks[:4]]
+    exact_k, exact_v = kv.store.assemble(ids, inv_freq(kv.model), torch.float32)
+    keys, values = kv.store.assemble(ids, inv_freq(kv.model), torch.bfloat16)
+    assert keys.dtype == values.dtype == torch.bfloat16
+    assert torch.equal(keys, exact_k.to(torch.bfloat16))  # rotated in float32, not in bfloat16
+    assert torch.equal(values, exact_v.to(torch.bfloat16))
+
+
 def test_single_chunk_reuse_gives_the_full_prefill_logits(kv: ChunkKV, chunks: list[Chunk]) -> None:
     full, layout = kv.prefill(QUESTION, chunks[:1], "full")
     reuse, _ = kv.prefill(QUESTION, chunks[:1], "reuse")

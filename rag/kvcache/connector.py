@@ -151,12 +151,13 @@ class ChunkKVConnector(KVConnectorBase_V1):
             store = self._store(load.store)
             dtype = layers[0][1].kv_cache.dtype
             keys, values = store.assemble(load.chunks, store.inv_freq(), dtype)
-            slots = torch.tensor(load.slots, dtype=torch.int64, device=layers[0][1].kv_cache.device)
-            for index, layer in layers:  # (tokens, kv_heads, head_dim), as the backend writes them
-                k = keys[index, 0, :, load.start : load.end].transpose(0, 1).contiguous()
-                v = values[index, 0, :, load.start : load.end].transpose(0, 1).contiguous()
-                layer.impl.do_kv_cache_update(layer, k.to(slots.device), v.to(slots.device),
-                                              layer.kv_cache, slots)
+            device = layers[0][1].kv_cache.device
+            slots = torch.tensor(load.slots, dtype=torch.int64, device=device)
+            # (layers, tokens, kv_heads, head_dim), as the backend writes them: one copy for all
+            keys = keys[:, 0, :, load.start : load.end].transpose(1, 2).contiguous().to(device)
+            values = values[:, 0, :, load.start : load.end].transpose(1, 2).contiguous().to(device)
+            for index, layer in layers:
+                layer.impl.do_kv_cache_update(layer, keys[index], values[index], layer.kv_cache, slots)
 
     def wait_for_layer_load(self, layer_name: str) -> None:
         return  # start_load_kv writes every layer before the forward pass

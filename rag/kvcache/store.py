@@ -126,13 +126,15 @@ class ChunkKVStore:
 
         prefix_k, prefix_v = self.prefix_kv()
         cached = [self.get(c) for c in chunk_ids]
-        keys = torch.cat([prefix_k, *(k for k, _, _ in cached)], dim=3).to(dtype)
+        stored = torch.cat([prefix_k, *(k for k, _, _ in cached)], dim=3)
         values = torch.cat([prefix_v, *(v for _, v, _ in cached)], dim=3).to(dtype)
-        lengths = torch.tensor([len(ids) for _, _, ids in cached])
-        if len(cached):
+        keys = torch.empty(stored.shape, dtype=dtype)
+        start = prefix_k.shape[3]
+        keys[..., :start, :] = stored[..., :start, :]
+        if cached:  # rotated in float32, cast once
+            lengths = torch.tensor([len(ids) for _, _, ids in cached])
             delta = torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
-            start = prefix_k.shape[3]
-            keys[..., start:, :] = rerotate(keys[..., start:, :], delta, frequencies)
+            keys[..., start:, :] = rerotate(stored[..., start:, :], delta, frequencies)
         return keys, values
 
     def get(self, chunk_id: str) -> tuple[Any, Any, list[int]]:
