@@ -33,20 +33,21 @@ def rotate_half(x: Any) -> Any:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def rerotate(keys: Any, delta: Any, frequencies: Any) -> Any:
-    """Keys (..., tokens, head_dim) moved by `delta` positions (one shift per token), in float32
-    whatever the keys' dtype: a rotation computed in bfloat16 is off by up to 4% of a key, and on
-    CPUs bfloat16 arithmetic outside matmuls is slower than float32. Each half of head_dim is
-    written once (x1·cos - x2·sin, x2·cos + x1·sin), with no concatenated `rotate_half` copy."""
+def rerotate(keys: Any, delta: Any, frequencies: Any, out: Any = None) -> Any:
+    """Keys (..., tokens, head_dim) moved by `delta` positions (one shift per token), written into
+    `out` (of any dtype; a new float32 tensor by default). Computed in float32 whatever the keys'
+    dtype: a rotation in bfloat16 is off by up to 4% of a key, and on CPUs bfloat16 arithmetic
+    outside matmuls is slow. One leading slice (a layer) at a time, so that the float32
+    temporaries stay in cache even for a prompt of thousands of tokens."""
     import torch
 
     angles = delta.to(torch.float32)[:, None] * frequencies.float()[None, :]  # (tokens, head_dim/2)
     cos, sin = angles.cos(), angles.sin()
-    x = keys.float()
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    out = torch.empty_like(x)
-    first, second = out[..., :half], out[..., half:]
-    torch.mul(x1, cos, out=first).addcmul_(x2, sin, value=-1)
-    torch.mul(x2, cos, out=second).addcmul_(x1, sin)
+    out = torch.empty(keys.shape, dtype=torch.float32) if out is None else out
+    half = keys.shape[-1] // 2
+    for block, target in zip(keys, out) if keys.dim() > 2 else [(keys, out)]:
+        x = block.float()
+        x1, x2 = x[..., :half], x[..., half:]
+        target[..., :half] = torch.mul(x1, cos).addcmul_(x2, sin, value=-1)
+        target[..., half:] = torch.mul(x2, cos).addcmul_(x1, sin)
     return out

@@ -134,7 +134,7 @@ class ChunkKVStore:
         if cached:  # rotated in float32, cast once
             lengths = torch.tensor([len(ids) for _, _, ids in cached])
             delta = torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
-            keys[..., start:, :] = rerotate(stored[..., start:, :], delta, frequencies)
+            rerotate(stored[..., start:, :], delta, frequencies, out=keys[..., start:, :])
         return keys, values
 
     def get(self, chunk_id: str) -> tuple[Any, Any, list[int]]:
