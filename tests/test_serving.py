@@ -211,7 +211,8 @@ def test_requests_beyond_the_in_flight_limit_get_429(served):
                      b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
         with httpx.Client(base_url=running.url, timeout=30) as http:
             second = poll(lambda: http.get("/v1/models"), until=lambda r: r.status_code == 429)
-            assert second.status_code == 429 and second.json()["error"]["type"] == "rate_limit_error"
+            assert second.status_code == 429
+            assert second.json()["error"]["type"] == "rate_limit_error"
             held.close()  # the held request ends, so its slot frees
             freed = poll(lambda: http.get("/v1/models"), until=lambda r: r.status_code == 200)
             assert freed.status_code == 200

@@ -157,7 +157,8 @@ class ChunkKVConnector(KVConnectorBase_V1):
             keys = keys[:, 0, :, load.start : load.end].transpose(1, 2).contiguous().to(device)
             values = values[:, 0, :, load.start : load.end].transpose(1, 2).contiguous().to(device)
             for index, layer in layers:
-                layer.impl.do_kv_cache_update(layer, keys[index], values[index], layer.kv_cache, slots)
+                layer.impl.do_kv_cache_update(layer, keys[index], values[index], layer.kv_cache,
+                                              slots)
 
     def wait_for_layer_load(self, layer_name: str) -> None:
         return  # start_load_kv writes every layer before the forward pass

@@ -1,8 +1,9 @@
 """Moving cached keys to new positions: RoPE is a rotation, so a shift is one more rotation.
 
 A key cached at position p holds R(p)·k. Placed at p + Δ it must hold R(p + Δ)·k = R(Δ)·R(p)·k,
-so re-rotating by Δ is exact, whatever p was. Rotations of all layers and all tokens are applied
-in one fused operation (a per-layer Python loop costs most of the gain; DESIGN.md §8).
+so re-rotating by Δ is exact, whatever p was. All tokens of a layer move in a few tensor
+operations; layers go one at a time, so that float32 temporaries stay in cache (a Python loop
+per token or chunk would cost most of the gain; DESIGN.md §8).
 """
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ class ChunkKVStore:
     def assemble(self, chunk_ids: Sequence[str], frequencies: Any, dtype: Any) -> tuple[Any, Any]:
         """Keys and values (layers, 1, kv_heads, tokens, head_dim) of the prefix followed by
         these chunks, each chunk's keys re-rotated from where it was encoded (right after the
-        prefix) to where it sits now: all chunks and layers in one operation."""
+        prefix) to where it sits now: all chunks at once, in float32, rounded to `dtype` once."""
         import torch
 
         from rag.kvcache.rope import rerotate
