@@ -37,9 +37,8 @@ def rotate_half(x: Any) -> Any:
 def rerotate(keys: Any, delta: Any, frequencies: Any, out: Any = None) -> Any:
     """Keys (..., tokens, head_dim) moved by `delta` positions (one shift per token), written into
     `out` (of any dtype; a new float32 tensor by default). Computed in float32 whatever the keys'
-    dtype: a rotation in bfloat16 is off by up to 4% of a key, and on CPUs bfloat16 arithmetic
-    outside matmuls is slow. One leading slice (a layer) at a time, so that the float32
-    temporaries stay in cache even for a prompt of thousands of tokens."""
+    dtype: a rotation in bfloat16 is off by up to 4% of a key. One leading slice (a layer) at a
+    time, so that the float32 temporaries stay in cache even for a prompt of thousands of tokens."""
     import torch
 
     angles = delta.to(torch.float32)[:, None] * frequencies.float()[None, :]  # (tokens, head_dim/2)
