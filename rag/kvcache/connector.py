@@ -147,11 +147,10 @@ class ChunkKVConnector(KVConnectorBase_V1):
         layers = [(extract_layer_index(name), layer)
                   for name, layer in forward_context.no_compile_layers.items()
                   if getattr(layer, "kv_cache", None) is not None and hasattr(layer, "impl")]
+        dtype, device = layers[0][1].kv_cache.dtype, layers[0][1].kv_cache.device
         for load in meta.loads:
             store = self._store(load.store)
-            dtype = layers[0][1].kv_cache.dtype
             keys, values = store.assemble(load.chunks, store.inv_freq(), dtype)
-            device = layers[0][1].kv_cache.device
             slots = torch.tensor(load.slots, dtype=torch.int64, device=device)
             # (layers, tokens, kv_heads, head_dim), as the backend writes them: one copy for all
             keys = keys[:, 0, :, load.start : load.end].transpose(1, 2).contiguous().to(device)
