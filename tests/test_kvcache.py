@@ -403,3 +403,41 @@ def test_demonstration_kv_assembles_the_plain_icl_prompt(
         assert state.answer.usage.cached_prompt_tokens > len(state.demos) * 10
         answers.append(state.answer.text)
     assert answers[0] == answers[1]
+
+
+def test_a_situated_cache_is_its_piece_encoded_after_its_context(
+    hf_tiny: Generator, tmp_path: Path
+) -> None:
+    from rag.eval.datasets import vital_topics
+    from rag.kvcache.demos import demo_chunks, demo_frame, situated_context
+    from rag.kvcache.stage import KVIclGenerate
+    from rag.selectors import DemoTemplate
+
+    template = DemoTemplate(instruction="Classify the topic of each text.", input_prefix="Text: ",
+                            output_prefix="\nTopic:")
+    demos = vital_topics(max_chars=200)[:6]
+    selector = build("selector", {"type": "bm25"})
+    context = situated_context(template, demos, k=2, selector=selector)
+    for demo, near in zip(demos, selector.select([d.input for d in demos], 3)):
+        expected = [n.id for n in near if n.id != demo.id][:2][::-1]  # most similar last
+        assert [c.id for c in context[demo.id]] == expected
+
+    # B encoded after A, A alone: the prompt [A, B] assembled is exactly its full prefill.
+    a, b, *rest = demo_chunks(template, demos)
+    situated = ChunkKV(hf_tiny, tmp_path / "situated", demo_frame(template), dtype="float32")
+    situated.build([a, b, *rest], progress=False, context={b.id: [a], **{c.id: [a, b] for c in rest}})
+    assert situated.store.manifest["situated"] == {"context_pieces": 2}
+    query = "The Nile is the longest river in Africa."
+    full, _ = situated.prefill(query, [a, b], "full")
+    reuse, _ = situated.prefill(query, [a, b], "reuse")
+    assert torch.allclose(full.logits, reuse.logits, atol=TOL)
+    plain = ChunkKV(hf_tiny, tmp_path / "plain", demo_frame(template), dtype="float32")
+    plain.build([a, b, *rest], progress=False)
+    alone, _ = plain.prefill(query, [a, b], "reuse")
+    assert not torch.allclose(full.logits, alone.logits, atol=0.05)
+
+    # The stage prefills no demonstration over a situated store, the last 3 over a plain one.
+    for kv, last in ((situated, 0), (plain, 3)):
+        stage = KVIclGenerate(store=str(kv.store_path), generator=hf_tiny, template=template,
+                              dtype="float32")
+        assert stage.recompute_last() == last

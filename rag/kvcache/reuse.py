@@ -18,7 +18,7 @@ gives the prompt's token ids and the KV-connector parameters that load its chunk
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -106,10 +106,13 @@ class ChunkKV:
         return model_shape(AutoConfig.from_pretrained(path), str(path))
 
     def build(self, chunks: Sequence[Chunk], progress: bool = True,
-              compressor: Compressor | None = None) -> ChunkKVStore:
+              compressor: Compressor | None = None,
+              context: Mapping[str, Sequence[Chunk]] | None = None) -> ChunkKVStore:
         """Precompute and save the cache of every chunk (index time). With a `compressor` each
         chunk is first compressed on its own, without a question, and its compressed text is what
-        is cached and what every prompt then shows (the manifest records the compression)."""
+        is cached and what every prompt then shows (the manifest records the compression). With
+        a `context`, a chunk is encoded after the pieces it names for it (a situated cache:
+        `rag.kvcache.demos.situated_context`); only the chunk's own keys and values are kept."""
         frequencies = inv_freq(self.model)  # refuses unsupported models before the long part
         compression = None
         if compressor is not None:
@@ -119,9 +122,14 @@ class ChunkKV:
         if compressor is not None:
             compression = {"compressor": compressor.spec(), "original_tokens": original,
                            "kept_tokens": sum(len(i) for i in ids.values())}
+        contexts = situated = None
+        if context:
+            contexts = {c: [i for piece in context.get(c, []) for i in self._encode(chunk_text(piece))]
+                        for c in ids}
+            situated = {"context_pieces": max(len(pieces) for pieces in context.values())}
         store = build_store(self.model, frequencies, self.shape, self.prefix_ids, list(ids.items()),
                             self.store_path, dtype=self.dtype, progress=progress,
-                            compression=compression)
+                            compression=compression, contexts=contexts, situated=situated)
         self.__dict__["store"] = store
         return store
 

@@ -56,16 +56,18 @@ class CachedPieces(Stage):
         dtype: StoreDtype = "float16"
         params: SamplingParams = Field(default_factory=SamplingParams)
 
-        def prefill_kwargs(self) -> dict[str, Any]:
+        def prefill_kwargs(self, last: int | None = None) -> dict[str, Any]:
             """`ChunkKV.prefill` keyword arguments for this configuration, naming only the
-            repairs it turns on (so a benchmark row can be matched to a configuration)."""
+            repairs it turns on (so a benchmark row can be matched to a configuration); `last`
+            stands for a `recompute_last` the stage resolved from its store."""
             kwargs: dict[str, Any] = {"mode": self.mode}
             if self.mode == "recompute":
                 kwargs["fraction"] = self.recompute_fraction
             if self.link_tokens:
                 kwargs["link"] = self.link_tokens
-            if self.recompute_last:
-                kwargs["last"] = self.recompute_last
+            last = self.recompute_last if last is None else last
+            if last:
+                kwargs["last"] = last
             if (self.ape_temperature, self.ape_scale) != (1.0, 1.0):
                 kwargs["ape"] = (self.ape_temperature, self.ape_scale)
             return kwargs
@@ -95,6 +97,10 @@ class CachedPieces(Stage):
     def kv(self) -> ChunkKV:
         return ChunkKV(self.generator, self.config.store, self.frame(), self.config.dtype)
 
+    def recompute_last(self) -> int:
+        """How many of the last pieces are prefilled in full."""
+        return self.config.recompute_last
+
     def run(self, batch: list[View]) -> list[Writes]:
         if isinstance(self.generator, VLLMGenerator):
             return self._run_vllm(batch)
@@ -102,7 +108,7 @@ class CachedPieces(Stage):
         for item in batch:
             began = time.perf_counter()
             prefilled, layout = self.kv.prefill(item.query, self.pieces(item),
-                                                **self.config.prefill_kwargs())
+                                                **self.config.prefill_kwargs(self.recompute_last()))
             prefill_s = time.perf_counter() - began
             completion = self.kv.decode(prefilled, layout, self.config.params)
             reused = 0 if self.config.mode == "full" else (
@@ -120,7 +126,7 @@ class CachedPieces(Stage):
                               "recompute_last): CacheBlend and LegoLink recompute tokens inside "
                               "the cached span, APE changes the attention kernel; they need the "
                               "transformers generator")
-        requests = [self.kv.request(item.query, self.pieces(item), self.config.recompute_last)
+        requests = [self.kv.request(item.query, self.pieces(item), self.recompute_last())
                     for item in batch]
         transfers = None if self.config.mode == "full" else [t for _, t in requests]
         generations = self.generator.generate_ids([layout.ids for layout, _ in requests],
@@ -169,9 +175,10 @@ class KVGenerate(CachedPieces):
 
 @register("stage", "kv_icl_generate")
 class KVIclGenerate(CachedPieces):
-    """Selected demonstrations' caches from a store built with `demo_frame(template)`, the query
-    prefilled: `select -> kv_icl_generate` answers as `select -> icl_prompt -> generate` (plain
-    style) does, without prefilling the demonstrations."""
+    """Selected demonstrations' caches from a store built with `demo_frame(template)` (situated
+    by `situated_context`, best), the query prefilled: `select -> kv_icl_generate` answers as
+    `select -> icl_prompt -> generate` (plain style) does, without prefilling the
+    demonstrations."""
 
     reads = ("query", "demos")
     writes = ("prompt", "generation", "answer")
@@ -180,11 +187,19 @@ class KVIclGenerate(CachedPieces):
         template: DemoTemplate = Field(default_factory=DemoTemplate)
         order: Order = Field(default="similar_last",
                              description="similar_last: best demonstration next to the query")
-        recompute_last: int = Field(default=3, ge=0, description="how many of the last "
-                                    "demonstrations are prefilled in full: a label rests on all "
-                                    "of them, so one wins back little (docs/benchmarks.md)")
+        recompute_last: int | None = Field(default=None, ge=0, description="how many of the "
+                                           "last demonstrations are prefilled in full; by default "
+                                           "0 over a situated store, 3 over a plain one, where a "
+                                           "label rests on all of them (docs/benchmarks.md)")
 
     config: Config
+    #: `recompute_last` when the configuration leaves it out, by the kind of store
+    DEFAULT_LAST = {"situated": 0, "plain": 3}
+
+    def recompute_last(self) -> int:
+        if self.config.recompute_last is not None:
+            return self.config.recompute_last
+        return self.DEFAULT_LAST["situated" if self.kv.store.manifest.get("situated") else "plain"]
 
     def frame(self) -> Frame:
         return demo_frame(self.config.template)

@@ -1,8 +1,9 @@
 """A store of per-chunk keys and values, computed once at index time.
 
 Each chunk runs through the model alone, right after the fixed system prefix it will follow in
-every prompt (so that a single retrieved chunk is exactly what a full prefill computes), and its
-per-layer keys and values are saved: safetensors shards of up to `shard_size` chunks, opened
+every prompt (so that a single retrieved chunk is exactly what a full prefill computes), or
+situated: after the prefix and a context of its own (a demonstration's nearest neighbours in the
+pool), whose caches are not kept. Its per-layer keys and values are saved: safetensors shards of up to `shard_size` chunks, opened
 memory-mapped on load, with a JSON manifest naming the model, its shape, the dtype and the
 prefix, and the model's RoPE frequencies (so that a reader without the model, vLLM's KV
 connector, can move keys to new positions). A store built by another model, with another layer
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -118,8 +119,9 @@ class ChunkKVStore:
 
     def assemble(self, chunk_ids: Sequence[str], frequencies: Any, dtype: Any) -> tuple[Any, Any]:
         """Keys and values (layers, 1, kv_heads, tokens, head_dim) of the prefix followed by
-        these chunks, each chunk's keys re-rotated from where it was encoded (right after the
-        prefix) to where it sits now: all chunks at once, in float32, rounded to `dtype` once."""
+        these chunks, each chunk's keys re-rotated from where it was encoded (after the prefix
+        and its own context, if it had one) to where it sits now: all chunks at once, in float32,
+        rounded to `dtype` once."""
         import torch
 
         from rag.kvcache.rope import rerotate
@@ -133,7 +135,8 @@ class ChunkKVStore:
         keys[..., :start, :] = stored[..., :start, :]
         if cached:  # rotated in float32, cast once
             lengths = torch.tensor([len(ids) for _, _, ids in cached])
-            delta = torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
+            context = torch.tensor([self.chunks[c].get("context_tokens", 0) for c in chunk_ids])
+            delta = torch.repeat_interleave(lengths.cumsum(0) - lengths - context, lengths)
             rerotate(stored[..., start:, :], delta, frequencies, out=keys[..., start:, :])
         return keys, values
 
@@ -163,9 +166,12 @@ def build_store(
     batch_size: int = 8,
     progress: bool = True,
     compression: dict[str, Any] | None = None,
+    contexts: Mapping[str, list[int]] | None = None,
+    situated: dict[str, Any] | None = None,
 ) -> ChunkKVStore:
-    """Run every chunk after the prefix, alone, and save its keys and values (`compression`:
-    how the chunks' texts were compressed before, recorded in the manifest)."""
+    """Run every chunk after the prefix, alone or after its own `contexts` tokens (which are not
+    stored), and save its keys and values. `compression` and `situated` say how the texts were
+    compressed and how the contexts were chosen; the manifest records both."""
     import torch
     from safetensors.torch import save_file
     from transformers import DynamicCache
@@ -190,8 +196,10 @@ def build_store(
         part = chunks[start : start + shard_size]
         for b in range(0, len(part), batch_size):
             batch = part[b : b + batch_size]
-            width = max(len(ids) for _, ids in batch)
-            rows = torch.tensor([ids + [0] * (width - len(ids)) for _, ids in batch])
+            before = [list(contexts.get(chunk_id, [])) if contexts else [] for chunk_id, _ in batch]
+            width = max(len(c) + len(ids) for c, (_, ids) in zip(before, batch))
+            rows = torch.tensor([c + ids + [0] * (width - len(c) - len(ids))
+                                 for c, (_, ids) in zip(before, batch)])
             past = DynamicCache(ddp_cache_data=[
                 (k[0].expand(len(batch), -1, -1, -1), v[0].expand(len(batch), -1, -1, -1))
                 for k, v in zip(prefix_k, prefix_v)])
@@ -201,15 +209,18 @@ def build_store(
                               ).past_key_values
             for row, (chunk_id, ids) in enumerate(batch):
                 n = start + b + row
-                k, v = stacked_kv(cache, p, p + len(ids), row)
+                at = p + len(before[row])
+                k, v = stacked_kv(cache, at, at + len(ids), row)
                 tensors[f"{n}.k"] = k.to(store_dtype).contiguous()
                 tensors[f"{n}.v"] = v.to(store_dtype).contiguous()
                 total += 2 * k.numel() * store_dtype.itemsize
-                entries[chunk_id] = {"shard": name, "index": n, "ids": ids}
+                entries[chunk_id] = {"shard": name, "index": n, "ids": ids,
+                                     "context_tokens": len(before[row])}
         with atomic_path(path / name) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
     atomic_write_json(path / MANIFEST, {
         "format": FORMAT, "shape": shape, "dtype": dtype, "prefix": prefix_digest(prefix_ids),
-        "prefix_tokens": p, "bytes": total, "compression": compression, "chunks": entries,
+        "prefix_tokens": p, "bytes": total, "compression": compression, "situated": situated,
+        "chunks": entries,
     })
     return ChunkKVStore(path, shape, dtype, prefix_ids)
