@@ -32,8 +32,10 @@
    picked per query by kNN from a pool of `--demo-pool`, each demonstration's cache stored once;
    TTFT (one request at a time) and accuracy on `--demo-test` queries, loading every
    demonstration or all but the last N of `--demo-last` (the most similar, which vLLM prefills),
-   against full prefill of the same prompts (summary: demo_kv_ttft_speedup_16_shots,
-   demo_kv_accuracy_delta, of kv_icl_generate's default).
+   against full prefill of the same prompts; the same from a situated store (each demonstration
+   encoded after its `--demo-context` nearest pool neighbours), rows `--demo-situated-last`
+   (summary: demo_kv_ttft_speedup_16_shots, demo_kv_accuracy_delta, of kv_icl_generate's default
+   over a situated store).
 7. Compression that keeps KV reuse (`--compressors`, in vLLM): each retrieved chunk compressed
    alone, without the question, before its cache is built; per compressor and read (full
    prefill = compression alone, the connector = compression + reuse, the connector with the last
@@ -46,7 +48,8 @@
                                  [--fractions 0.15 0.3] [--repairs reuse last ...] [--ape 0.9 0.9]
                                  [--skip ttft prefix vllm compressed demos]
                                  [--vllm-questions 500] [--demo-pool 1000] [--demo-test 500]
-                                 [--demo-last 1 2 3 4]
+                                 [--demo-last 1 2 3 4] [--demo-situated-last 0 3]
+                                 [--demo-context 4]
 
 A part skipped keeps its rows from the last run that made them.
 """
@@ -70,7 +73,7 @@ from rag.eval.datasets import vital_qa, vital_topics
 from rag.eval.metrics import bootstrap_interval, qa_scores
 from rag.eval.report import write_results
 from rag.kvcache import ChunkKV, ChunkKVStore
-from rag.kvcache.demos import demo_chunks, demo_frame
+from rag.kvcache.demos import demo_chunks, demo_frame, situated_context
 from rag.kvcache.prefix import warm_prefix
 from rag.kvcache.reuse import Frame
 from rag.kvcache.stage import KVGenerate, KVIclGenerate
@@ -280,11 +283,12 @@ def prefix_caching(args: argparse.Namespace) -> list[dict]:
 
 
 def built(generator, path: Path, chunks: list[Chunk], frame: str | Frame = SYSTEM,  # type: ignore[no-untyped-def]
-          compressor: Compressor | None = None) -> ChunkKV:
+          compressor: Compressor | None = None, context: dict[str, list[Chunk]] | None = None
+          ) -> ChunkKV:
     """A float16 store of these chunks, built once into `path` (kept with `--work`)."""
     kv = ChunkKV(generator, path, frame, dtype="float16")
     if not (path / "manifest.json").exists() or not set(c.id for c in chunks) <= set(kv.store.chunks):
-        kv.build(chunks, compressor=compressor)
+        kv.build(chunks, compressor=compressor, context=context)
     return kv
 
 
@@ -448,14 +452,16 @@ def compressed_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[
     return {"compressed kv": rows, "compressed kv bytes": sizes}, summary
 
 
-def demo_mode(last: int) -> str:
+def demo_mode(last: int, situated: bool = False) -> str:
     """The demonstration table's row that loads all but the `last` demonstrations."""
-    return f"connector + last {last}" if last else "connector"
+    store = "situated connector" if situated else "connector"
+    return f"{store} + last {last}" if last else store
 
 
 def demo_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]], dict]:
     """Selected demonstrations' caches assembled in vLLM, all of them or all but the last
-    `--demo-last` ones, against full prefill: TTFT, accuracy."""
+    `--demo-last` ones, from a plain store and from a situated one (`--demo-situated-last`),
+    against full prefill: TTFT, accuracy."""
     data = vital_topics(max_chars=300, seed=0)
     pool, test = data[: args.demo_pool], data[4000 : 4000 + args.demo_test]  # as benchmarks/selectors.py
     labels = sorted({d.output for d in data})
@@ -466,11 +472,18 @@ def demo_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]]
     hf = build("generator", {"type": "transformers", "model": args.demo_model})
     engine = build("generator", {"type": "vllm", "model": args.demo_model, "kv_connector": True})
     used = list({d.id: d for p in picks for d in p}.values())
-    stored = built(hf, work / f"demos-{args.demo_model}", demo_chunks(template, used), demo_frame(template))
-    kv = ChunkKV(engine, stored.store_path, demo_frame(template), "float16")
-    lasts = sorted({0, *args.demo_last})
-    requests = {demo_mode(last): [kv.request(t.input, demo_chunks(template, p), last=last)
-                                  for t, p in zip(test, picks)] for last in lasts}
+    context = situated_context(template, pool, k=args.demo_context)
+    stores = {situated: built(hf, work / f"demos{'-situated' if situated else ''}-{args.demo_model}",
+                              demo_chunks(template, used), demo_frame(template),
+                              context=context if situated else None)
+              for situated in (False, True)}
+    lasts = {False: sorted({0, *args.demo_last}), True: sorted(set(args.demo_situated_last))}
+    requests = {}
+    for situated, stored in stores.items():
+        kv = ChunkKV(engine, stored.store_path, demo_frame(template), "float16")
+        requests |= {demo_mode(last, situated): [kv.request(t.input, demo_chunks(template, p), last)
+                                                 for t, p in zip(test, picks)]
+                     for last in lasts[situated]}
     modes = ["full", *requests]
 
     def loads(mode: str, at: slice) -> list[dict] | None:
@@ -494,9 +507,9 @@ def demo_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]]
     rows = [{"mode": mode, "queries": len(test), **paired("accuracy", hits, right["full"])}
             for mode, hits in right.items()]
     print(rows, flush=True)
-    default = demo_mode(KVIclGenerate.Config.model_fields["recompute_last"].default)
+    default = demo_mode(KVIclGenerate.DEFAULT_LAST["situated"], situated=True)
     if default not in modes:
-        raise SystemExit(f"kv_icl_generate's default ({default}) is not among --demo-last")
+        raise SystemExit(f"kv_icl_generate's default ({default}) is not among --demo-situated-last")
     summary = {"demo_kv_ttft_speedup_16_shots": ttft_row[f"{default} speed-up"],
                "demo_kv_accuracy_delta": next(r["accuracy delta"] for r in rows if r["mode"] == default)}
     return {"demo kv ttft": [ttft_row], "demo kv accuracy": rows}, summary
@@ -530,6 +543,10 @@ def main() -> None:
     parser.add_argument("--demo-test", type=int, default=500)
     parser.add_argument("--demo-last", type=int, nargs="+", default=[1, 2, 3, 4],
                         help="rows that prefill the last N demonstrations over the loaded rest")
+    parser.add_argument("--demo-situated-last", type=int, nargs="+", default=[0, 3],
+                        help="the same rows over the situated store")
+    parser.add_argument("--demo-context", type=int, default=4,
+                        help="nearest pool neighbours each situated demonstration is encoded after")
     parser.add_argument("--skip", nargs="+", default=[],
                         choices=["ttft", "quality", "prefix", "vllm", "compressed", "demos"],
                         help="parts not to run; their rows stay from an earlier run")
@@ -553,7 +570,9 @@ def main() -> None:
                   "hybrid top 4, greedy, 16 tokens; paired bootstrap interval of the EM delta"})
     demo_setup = (f"{args.demo_model} in vLLM, topic ICL (selectors benchmark template), 16 kNN "
                   f"demonstrations from a pool of {args.demo_pool}, {args.demo_test} queries; "
-                  "demonstration caches stored in float16, loaded by the KV connector")
+                  "demonstration caches stored in float16, loaded by the KV connector; plain "
+                  "store: each demonstration encoded after the instruction alone; situated: after "
+                  f"the instruction and its {args.demo_context} nearest pool neighbours")
     compressed_setup = (f"{args.model} in vLLM (prefix caching on), {args.vllm_questions} vital-qa "
                         f"questions, hybrid top 4, greedy, 16 tokens; each chunk compressed alone, "
                         f"without the question, to 1/{args.compress_ratio:g} of its tokens before "
