@@ -68,6 +68,17 @@ def test_an_assembled_cache_in_bfloat16_is_the_float32_one_rounded_once(
     assert torch.equal(values, exact_v.to(torch.bfloat16))
 
 
+def test_an_assembly_from_a_later_token_is_the_tail_of_the_whole_one(
+        kv: ChunkKV, chunks: list[Chunk]) -> None:
+    ids = [c.id for c in chunks[:3]]
+    keys, values = kv.store.assemble(ids, inv_freq(kv.model), torch.float32)
+    prefix, first = kv.store.manifest["prefix_tokens"], len(kv.store.get(ids[0])[2])
+    for start in (0, prefix - 2, prefix, prefix + first, prefix + first + 5, keys.shape[3]):
+        tail_k, tail_v = kv.store.assemble(ids, inv_freq(kv.model), torch.float32, start=start)
+        assert torch.allclose(tail_k, keys[..., start:, :], atol=1e-6, rtol=0)
+        assert torch.equal(tail_v, values[..., start:, :])
+
+
 def test_single_chunk_reuse_gives_the_full_prefill_logits(kv: ChunkKV, chunks: list[Chunk]) -> None:
     full, layout = kv.prefill(QUESTION, chunks[:1], "full")
     reuse, _ = kv.prefill(QUESTION, chunks[:1], "reuse")

@@ -150,11 +150,12 @@ class ChunkKVConnector(KVConnectorBase_V1):
         dtype, device = layers[0][1].kv_cache.dtype, layers[0][1].kv_cache.device
         for load in meta.loads:
             store = self._store(load.store)
-            keys, values = store.assemble(load.chunks, store.inv_freq(), dtype)
+            keys, values = store.assemble(load.chunks, store.inv_freq(), dtype, start=load.start)
             slots = torch.tensor(load.slots, dtype=torch.int64, device=device)
             # (layers, tokens, kv_heads, head_dim), as the backend writes them: one copy for all
-            keys = keys[:, 0, :, load.start : load.end].transpose(1, 2).contiguous().to(device)
-            values = values[:, 0, :, load.start : load.end].transpose(1, 2).contiguous().to(device)
+            count = load.end - load.start
+            keys = keys[:, 0, :, :count].transpose(1, 2).contiguous().to(device)
+            values = values[:, 0, :, :count].transpose(1, 2).contiguous().to(device)
             for index, layer in layers:
                 layer.impl.do_kv_cache_update(layer, keys[index], values[index], layer.kv_cache,
                                               slots)

@@ -96,9 +96,7 @@ class ChunkKVStore:
             raise IndexLoadError(f"{self.path}: the prompt does not start with this store's "
                                  "system prefix (built after another one?)")
         for chunk_id in chunk_ids:
-            entry = self.chunks.get(chunk_id)
-            if entry is None:
-                raise RagError(f"chunk {chunk_id!r} is not in the KV store {self.path}")
+            entry = self._entry(chunk_id)
             if list(prompt_ids[at : at + len(entry["ids"])]) != entry["ids"]:
                 raise IndexLoadError(f"{self.path}: chunk {chunk_id!r} is not the prompt's text at "
                                      f"token {at} (stored from another text or tokenizer?)")
@@ -117,34 +115,48 @@ class ChunkKVStore:
                                  "rebuild it")
         return handle.get_tensor("inv_freq")
 
-    def assemble(self, chunk_ids: Sequence[str], frequencies: Any, dtype: Any) -> tuple[Any, Any]:
+    def assemble(self, chunk_ids: Sequence[str], frequencies: Any, dtype: Any, start: int = 0
+                 ) -> tuple[Any, Any]:
         """Keys and values (layers, 1, kv_heads, tokens, head_dim) of the prefix followed by
-        these chunks, each chunk's keys re-rotated from where it was encoded (after the prefix
-        and its own context, if it had one) to where it sits now: all chunks at once, in float32,
-        rounded to `dtype` once."""
+        these chunks, from the prompt's token `start` on (an engine's prefix cache may hold the
+        tokens before it; a chunk wholly before it is not read). Each chunk's keys are re-rotated
+        from where it was encoded (after the prefix and its own context, if it had one) to where
+        it sits now: all chunks at once, in float32, rounded to `dtype` once."""
         import torch
 
         from rag.kvcache.rope import rerotate
 
         prefix_k, prefix_v = self.prefix_kv()
-        cached = [self.get(c) for c in chunk_ids]
-        stored = torch.cat([prefix_k, *(k for k, _, _ in cached)], dim=3)
-        values = torch.cat([prefix_v, *(v for _, v, _ in cached)], dim=3).to(dtype)
+        encoded_at = at = prefix_k.shape[3]
+        keep = prefix_k[..., start:, :].shape[3]  # prefix tokens, as stored
+        stored_k, stored_v, deltas = [prefix_k[..., start:, :]], [prefix_v[..., start:, :]], []
+        for chunk_id in chunk_ids:
+            entry = self._entry(chunk_id)
+            length, skip = len(entry["ids"]), max(0, start - at)
+            if skip < length:
+                k, v, _ = self.get(chunk_id)
+                stored_k.append(k[..., skip:, :])
+                stored_v.append(v[..., skip:, :])
+                shift = at - encoded_at - entry.get("context_tokens", 0)
+                deltas.append(torch.full((length - skip,), shift))
+            at += length
+        stored = torch.cat(stored_k, dim=3)
+        values = torch.cat(stored_v, dim=3).to(dtype)
         keys = torch.empty(stored.shape, dtype=dtype)
-        start = prefix_k.shape[3]
-        keys[..., :start, :] = stored[..., :start, :]
-        if cached:  # rotated in float32, cast once
-            lengths = torch.tensor([len(ids) for _, _, ids in cached])
-            context = torch.tensor([self.chunks[c].get("context_tokens", 0) for c in chunk_ids])
-            delta = torch.repeat_interleave(lengths.cumsum(0) - lengths - context, lengths)
-            rerotate(stored[..., start:, :], delta, frequencies, out=keys[..., start:, :])
+        keys[..., :keep, :] = stored[..., :keep, :]
+        if deltas:  # rotated in float32, cast once
+            rerotate(stored[..., keep:, :], torch.cat(deltas), frequencies, out=keys[..., keep:, :])
         return keys, values
 
-    def get(self, chunk_id: str) -> tuple[Any, Any, list[int]]:
-        """Keys, values (layers, 1, kv_heads, tokens, head_dim) and token ids of one chunk."""
+    def _entry(self, chunk_id: str) -> dict[str, Any]:
         entry = self.chunks.get(chunk_id)
         if entry is None:
             raise RagError(f"chunk {chunk_id!r} is not in the KV store {self.path}")
+        return entry
+
+    def get(self, chunk_id: str) -> tuple[Any, Any, list[int]]:
+        """Keys, values (layers, 1, kv_heads, tokens, head_dim) and token ids of one chunk."""
+        entry = self._entry(chunk_id)
         handle = self._open(entry["shard"])
         n = entry["index"]
         return handle.get_tensor(f"{n}.k"), handle.get_tensor(f"{n}.v"), entry["ids"]
