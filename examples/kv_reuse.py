@@ -6,7 +6,10 @@
    also recomputes 15% of chunk tokens (CacheBlend). The three modes answer side by side.
 2. The same store inside vLLM: `kv_generate` with a vllm generator, whose KV connector loads the
    chunks' caches into the engine's blocks; vLLM prefills only the question.
-3. vLLM prefix caching: put the fixed part of the prompt first, warm it once, and read how many
+3. Demonstration KV: every pool demonstration's cache stored once, situated (encoded after its
+   nearest pool neighbours); `select -> kv_icl_generate` in vLLM loads the 8 demonstrations a
+   kNN selector picks instead of prefilling them, against full prefill of the same prompts.
+4. vLLM prefix caching: put the fixed part of the prompt first, warm it once, and read how many
    prompt tokens each request found in the prefix cache.
 
     python examples/kv_reuse.py
@@ -16,14 +19,18 @@ import os
 import tempfile
 
 from rag.corpus import vital_articles
+from rag.eval.datasets import vital_topics
 from rag.kvcache import ChunkKV
+from rag.kvcache.demos import demo_chunks, demo_frame, situated_context
 from rag.kvcache.prefix import warm_prefix
-from rag.kvcache.stage import KVGenerate
+from rag.kvcache.stage import KVGenerate, KVIclGenerate
 from rag.pipeline import Pipeline
 from rag.recipes import document_chunks
 from rag.registry import build
 from rag.retrievers.bm25 import BM25Retriever
 from rag.retrievers.stage import Retrieve
+from rag.selectors import DemoTemplate
+from rag.selectors.stage import Select
 from rag.types import SamplingParams
 
 SYSTEM = "Answer the question using the passages, in a few words."
@@ -53,6 +60,7 @@ def main() -> None:
             print(f"     vLLM | {state.query} -> {state.answer.text!r} | {usage.cached_prompt_tokens}"
                   f"/{usage.prompt_tokens} prompt tokens loaded by the KV connector")
 
+    demonstration_kv()
     engine = build("generator", {"type": "vllm", "model": "tiny"})
     fixed = "You classify texts by topic.\n" + "\n".join(
         f"Text: {d.text[:200]}\nTopic: {d.metadata['topic']}" for d in vital_articles()[:6])
@@ -60,6 +68,29 @@ def main() -> None:
     print(f"warmed a shared prefix of {warm_prefix(engine, prompts).prompt_tokens} tokens")
     for prompt, out in zip(prompts, engine.generate(prompts, SamplingParams(max_tokens=3))):
         print(f"{out.text!r}: {out.usage.cached_prompt_tokens}/{out.usage.prompt_tokens} prompt tokens cached")
+
+
+def demonstration_kv() -> None:
+    """Topic ICL whose demonstrations come from a situated store, in vLLM."""
+    data = vital_topics(max_chars=200)
+    pool, test = data[:64], data[2000:2012]
+    labels = sorted({d.output for d in data})
+    template = DemoTemplate(instruction=f"Classify the topic of each text as one of: {', '.join(labels)}.",
+                            input_prefix="Text: ", output_prefix="\nTopic:")
+    builder = build("generator", {"type": "transformers", "model": "tiny"})
+    with tempfile.TemporaryDirectory() as store:
+        ChunkKV(builder, store, demo_frame(template)).build(
+            demo_chunks(template, pool), context=situated_context(template, pool, k=2))
+        select = Select(build("selector", {"type": "knn"}).fit(pool), k=8)
+        for mode in ("full", "reuse"):
+            answer = KVIclGenerate(store=store, generator={"type": "vllm", "model": "tiny"},
+                                   template=template, mode=mode,
+                                   params=SamplingParams(max_tokens=6, stop=["\n"]))
+            states = Pipeline([select, answer]).run([t.input for t in test])
+            right = sum(s.answer.text.strip() == t.output for s, t in zip(states, test))
+            usage = states[0].answer.usage
+            print(f"demonstration KV, {mode:>5}: {right}/{len(test)} topics right | "
+                  f"{usage.cached_prompt_tokens}/{usage.prompt_tokens} prompt tokens loaded")
 
 
 if __name__ == "__main__":
