@@ -8,7 +8,8 @@
    chunks' caches into the engine's blocks; vLLM prefills only the question.
 3. Demonstration KV: every pool demonstration's cache stored once, situated (encoded after its
    nearest pool neighbours); `select -> kv_icl_generate` in vLLM loads the 8 demonstrations a
-   kNN selector picks instead of prefilling them, against full prefill of the same prompts.
+   kNN selector picks instead of prefilling them, against full prefill of the same prompts
+   (12 texts and a pool of 64 show the mechanism; docs/benchmarks.md has the measurement).
 4. vLLM prefix caching: put the fixed part of the prompt first, warm it once, and read how many
    prompt tokens each request found in the prefix cache.
 
