@@ -473,7 +473,7 @@ def demo_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]]
     engine = build("generator", {"type": "vllm", "model": args.demo_model, "kv_connector": True})
     used = list({d.id: d for p in picks for d in p}.values())
     context = situated_context(template, pool, k=args.demo_context)
-    stores = {situated: built(hf, work / f"demos{'-situated' if situated else ''}-{args.demo_model}",
+    stores = {situated: built(hf, work / f"demos{'-situated' * situated}-{args.demo_model}",
                               demo_chunks(template, used), demo_frame(template),
                               context=context if situated else None)
               for situated in (False, True)}

@@ -112,7 +112,8 @@ def test_example_runs(script: Path, vllm_tiny, vllm_tiny_kv, capsys, monkeypatch
     if script.name == "kv_reuse.py":  # the vLLM rows loaded most of their prompt from the store
         loaded = [line.split("|")[-1].split()[0] for line in stdout.splitlines()
                   if "KV connector" in line or "demonstration KV, reuse" in line]
-        assert len(loaded) == 3 and all(int(n) > int(d) / 2 for n, d in (x.split("/") for x in loaded))
+        assert len(loaded) == 3
+        assert all(int(n) > int(d) / 2 for n, d in (x.split("/") for x in loaded))
     if script.name == "evaluate.py":
         assert "closed-book: F1" in stdout and "| naive-rag |" in stdout
     if script.name == "rerank_and_verify.py":

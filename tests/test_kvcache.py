@@ -436,7 +436,8 @@ def test_a_situated_cache_is_its_piece_encoded_after_its_context(
     # B encoded after A, A alone: the prompt [A, B] assembled is exactly its full prefill.
     a, b, *rest = demo_chunks(template, demos)
     situated = ChunkKV(hf_tiny, tmp_path / "situated", demo_frame(template), dtype="float32")
-    situated.build([a, b, *rest], progress=False, context={b.id: [a], **{c.id: [a, b] for c in rest}})
+    situated.build([a, b, *rest], progress=False,
+                   context={b.id: [a], **{c.id: [a, b] for c in rest}})
     assert situated.store.manifest["situated"] == {"context_pieces": 2}
     query = "The Nile is the longest river in Africa."
     full, _ = situated.prefill(query, [a, b], "full")

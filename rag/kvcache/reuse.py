@@ -124,8 +124,8 @@ class ChunkKV:
                            "kept_tokens": sum(len(i) for i in ids.values())}
         contexts = situated = None
         if context:
-            contexts = {c: [i for piece in context.get(c, []) for i in self._encode(chunk_text(piece))]
-                        for c in ids}
+            contexts = {c: [i for piece in context.get(c, [])
+                            for i in self._encode(chunk_text(piece))] for c in ids}
             situated = {"context_pieces": max(len(pieces) for pieces in context.values())}
         store = build_store(self.model, frequencies, self.shape, self.prefix_ids, list(ids.items()),
                             self.store_path, dtype=self.dtype, progress=progress,
