@@ -69,7 +69,7 @@ from tqdm.auto import tqdm
 
 from rag.compression import Compressor
 from rag.corpus import vital_articles
-from rag.eval.datasets import vital_qa, vital_topics
+from rag.eval.datasets import topic_template, vital_qa, vital_topics
 from rag.eval.metrics import bootstrap_interval, qa_scores
 from rag.eval.report import write_results
 from rag.kvcache import ChunkKV, ChunkKVStore
@@ -465,8 +465,7 @@ def demo_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]]
     data = vital_topics(max_chars=300, seed=0)
     pool, test = data[: args.demo_pool], data[4000 : 4000 + args.demo_test]  # as benchmarks/selectors.py
     labels = sorted({d.output for d in data})
-    template = DemoTemplate(instruction=f"Classify the topic of each text as one of: {', '.join(labels)}.",
-                            input_prefix="Text: ", output_prefix="\nTopic:")
+    template = topic_template(labels)
     picks = [ordered(p, "similar_last") for p in build("selector", {"type": "knn"}).fit(pool).select(
         [t.input for t in test], 16)]
     hf = build("generator", {"type": "transformers", "model": args.demo_model})

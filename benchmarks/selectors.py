@@ -59,10 +59,10 @@ def accuracy(generator: Any, template: DemoTemplate, labels: list[str], test: li
 
 
 def main() -> None:
-    from rag.eval.datasets import vital_topics
+    from rag.eval.datasets import topic_template, vital_topics
     from rag.eval.report import write_results
     from rag.registry import build
-    from rag.selectors import DemoTemplate, Selector, load_selector, train_selector
+    from rag.selectors import Selector, load_selector, train_selector
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="tiny")
@@ -82,10 +82,7 @@ def main() -> None:
     if args.pool + args.train > 4000:
         parser.error("pool + train must be at most 4000 (the test set starts there)")
     labels = sorted({d.output for d in data})
-    template = DemoTemplate(
-        instruction=f"Classify the topic of each text as one of: {', '.join(labels)}.",
-        input_prefix="Text: ", output_prefix="\nTopic:",
-    )
+    template = topic_template(labels)
     generator = build("generator", {"type": "vllm", "model": args.model})
     work = Path(args.work) / args.model
     selectors: dict[str, Selector] = {n: build("selector", s).fit(pool) for n, s in UNSUPERVISED.items()}

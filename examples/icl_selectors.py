@@ -13,11 +13,11 @@
 import os
 import tempfile
 
-from rag.eval.datasets import vital_topics
+from rag.eval.datasets import topic_template, vital_topics
 from rag.generators.stage import Generate
 from rag.pipeline import Pipeline
 from rag.registry import build
-from rag.selectors import DemoTemplate, load_selector, train_selector
+from rag.selectors import load_selector, train_selector
 from rag.selectors.stage import IclPrompt, Select
 from rag.types import SamplingParams
 
@@ -26,8 +26,7 @@ def main() -> None:
     data = vital_topics(max_chars=200)
     pool, train, test = data[:1000], data[1000:1000 + int(os.environ.get("RAG_EXAMPLE_QUESTIONS", 40))], data[2000:2004]
     labels = sorted({d.output for d in data})
-    template = DemoTemplate(instruction=f"Classify the topic of each text as one of: {', '.join(labels)}.",
-                            input_prefix="Text: ", output_prefix="\nTopic:")
+    template = topic_template(labels)
     generator = build("generator", {"type": "vllm", "model": "tiny"})
 
     pipeline = Pipeline([Select(build("selector", "bm25").fit(pool), k=4), IclPrompt(template=template),

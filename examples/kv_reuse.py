@@ -20,7 +20,7 @@ import os
 import tempfile
 
 from rag.corpus import vital_articles
-from rag.eval.datasets import vital_topics
+from rag.eval.datasets import topic_template, vital_topics
 from rag.kvcache import ChunkKV
 from rag.kvcache.demos import demo_chunks, demo_frame, situated_context
 from rag.kvcache.prefix import warm_prefix
@@ -30,7 +30,6 @@ from rag.recipes import document_chunks
 from rag.registry import build
 from rag.retrievers.bm25 import BM25Retriever
 from rag.retrievers.stage import Retrieve
-from rag.selectors import DemoTemplate
 from rag.selectors.stage import Select
 from rag.types import SamplingParams
 
@@ -76,8 +75,7 @@ def demonstration_kv() -> None:
     data = vital_topics(max_chars=200)
     pool, test = data[:64], data[2000:2012]
     labels = sorted({d.output for d in data})
-    template = DemoTemplate(instruction=f"Classify the topic of each text as one of: {', '.join(labels)}.",
-                            input_prefix="Text: ", output_prefix="\nTopic:")
+    template = topic_template(labels)
     builder = build("generator", {"type": "transformers", "model": "tiny"})
     with tempfile.TemporaryDirectory() as store:
         ChunkKV(builder, store, demo_frame(template)).build(

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from rag.corpus import iter_json_lines, vital_articles
 from rag.errors import CorpusError, DatasetError
 from rag.models import package_dir
+from rag.selectors.prompt import DemoTemplate
 from rag.types import Demo, Document, KnownItem
 
 VITAL_QA = "vital-qa"
@@ -125,6 +126,13 @@ def vital_topics(max_chars: int = 300, seed: int = 0) -> list[Demo]:
         demos.append(Demo(id=doc.id, input=text, output=topic))
     random.Random(seed).shuffle(demos)
     return demos
+
+
+def topic_template(labels: Sequence[str]) -> DemoTemplate:
+    """The prompt of `vital_topics` classification, naming every label: one template for the
+    selectors and KV benchmarks and the examples, so their numbers describe the same task."""
+    instruction = f"Classify the topic of each text as one of: {', '.join(labels)}."
+    return DemoTemplate(instruction=instruction, input_prefix="Text: ", output_prefix="\nTopic:")
 
 
 def humaneval(limit: int | None = None) -> list[CodeTask]:
