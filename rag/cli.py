@@ -48,6 +48,9 @@ def index(
                                       "(a local cluster unless --ray-address is given).")] = False,
     ray_address: Annotated[str | None, typer.Option(help="A Ray cluster to join, e.g. ray://head:10001.")] = None,
     actors: Annotated[int, typer.Option(help="Ray actors per stage (chunking, embedding).")] = 2,
+    splade: Annotated[bool, typer.Option(
+        "--splade", help="Add SPLADE-tiny as a third index: known-item R@10 0.9045 against "
+                         "0.888, at 1.8x the query time and a longer indexing.")] = False,
 ) -> None:
     """Chunk a corpus and save a hybrid index (BM25 + MiniLM HNSW, one folder, one retriever)."""
     from rag.corpus import load_corpus
@@ -59,12 +62,16 @@ def index(
         from rag.distributed.indexing import ray_index_corpus
 
         retriever = ray_index_corpus(docs, out, chunk_size=chunk_size, overlap=overlap,
-                                     encoder=encoder, address=ray_address, actors=actors)
+                                     encoder=encoder, address=ray_address, actors=actors,
+                                     splade=splade)
     else:
         from rag.recipes import index_corpus
 
-        retriever = index_corpus(docs, out, chunk_size=chunk_size, overlap=overlap, encoder=encoder)
-    typer.echo(f"indexed {len(retriever)} chunks of {len(docs)} documents into {out} (hybrid)")
+        retriever = index_corpus(docs, out, chunk_size=chunk_size, overlap=overlap,
+                                 encoder=encoder, splade=splade)
+    kinds = " + ".join(child.name for child in retriever.retrievers)
+    typer.echo(f"indexed {len(retriever)} chunks of {len(docs)} documents into {out} "
+               f"(hybrid: {kinds})")
 
 
 @app.command()

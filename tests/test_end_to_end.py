@@ -5,8 +5,10 @@ import json
 from typer.testing import CliRunner
 
 from rag.cli import app
+from rag.corpus import vital_articles
 from rag.pipeline import Pipeline
-from rag.recipes import naive_rag
+from rag.recipes import SPLADE_HYBRID_WEIGHTS, naive_rag
+from rag.retrievers import convex, open_index
 
 runner = CliRunner()
 
@@ -56,3 +58,22 @@ def test_cli_index_then_ask_a_missing_index(tmp_path):
     assert "indexed 1 chunks of 1 documents" in result.output
     result = runner.invoke(app, ["ask", str(tmp_path / "missing"), "question?"])
     assert result.exit_code == 2 and "index folder not found" in result.output
+
+
+def test_cli_index_with_splade_saves_a_three_way_hybrid_that_fuses_all_three(tmp_path):
+    out = tmp_path / "idx"
+    result = runner.invoke(app, ["index", "vital-articles", "--limit", "60", "--out", str(out),
+                                 "--splade"])
+    assert result.exit_code == 0, result.output
+    assert "(hybrid: bm25 + hnsw + splade)" in result.output
+    index = open_index(out)
+    assert [child.name for child in index.retrievers] == ["bm25", "hnsw", "splade"]
+    docs = [d for d in vital_articles()[:60] if d.metadata.get("description")]
+    queries = [d.metadata["description"] for d in docs]
+    fused = index.search(queries, k=5)
+    runs = [child.search(queries, k=100) for child in index.retrievers]
+    expected = [convex(per_query, SPLADE_HYBRID_WEIGHTS)[:5] for per_query in zip(*runs)]
+    assert [[h.chunk.id for h in hits] for hits in fused] == \
+        [[h.chunk.id for h in hits] for hits in expected]
+    found = sum(d.id in {h.chunk.doc_id for h in hits} for d, hits in zip(docs, fused))
+    assert found >= 0.9 * len(docs)

@@ -87,9 +87,10 @@ def ray_chunk_and_embed(
 def ray_index_corpus(
     docs: Sequence[Document], out: str | Path, chunk_size: int = 200, overlap: int = 0,
     encoder: str = "encoder", address: str | None = None, actors: int = 2, batch_size: int = 64,
-    gpus_per_actor: float = 0,
+    gpus_per_actor: float = 0, splade: bool = False,
 ) -> HybridRetriever:
-    """`rag.recipes.index_corpus` with chunking and embedding on Ray: the same folder out."""
+    """`rag.recipes.index_corpus` with chunking and embedding on Ray: the same folder out (the
+    SPLADE index, with `splade`, is encoded in this process)."""
     from rag.recipes import hybrid_index, index_encoder_spec
 
     if (Path(out) / "manifest.json").exists():
@@ -97,4 +98,4 @@ def ray_index_corpus(
     spec = build("encoder", index_encoder_spec(encoder)).pinned_spec()
     chunks, vectors = ray_chunk_and_embed(docs, spec, chunk_size, overlap, address, actors,
                                           batch_size, gpus_per_actor)
-    return hybrid_index(chunks, encoder=encoder, out=out, vectors=vectors)
+    return hybrid_index(chunks, encoder=encoder, out=out, vectors=vectors, splade=splade)
