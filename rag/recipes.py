@@ -17,8 +17,14 @@ from rag.generators.stage import Generate
 from rag.kvcache.stage import KVGenerate
 from rag.pipeline import Pipeline, Stage
 from rag.prompts.templates import CLOSED_BOOK_SYSTEM, RAG_SYSTEM, SHORT_RAG_SYSTEM
-from rag.retrievers import (BM25Retriever, HNSWRetriever, HybridRetriever, Retriever, SparseRetriever,
-                            open_index)
+from rag.retrievers import (
+    BM25Retriever,
+    HNSWRetriever,
+    HybridRetriever,
+    Retriever,
+    SparseRetriever,
+    open_index,
+)
 from rag.retrievers.stage import Retrieve
 from rag.types import Chunk, Document, SamplingParams
 from rag.verifiers.stage import Execute
