@@ -50,7 +50,8 @@ def index(
     actors: Annotated[int, typer.Option(help="Ray actors per stage (chunking, embedding).")] = 2,
     splade: Annotated[bool, typer.Option(
         "--splade", help="Add SPLADE-tiny as a third index: known-item R@10 0.9045 against "
-                         "0.888, at about 1.3x the query time and 1.7x the indexing time.")] = False,
+                         "0.888, at about 1.3x the query time and 1.7x the indexing time.",
+    )] = False,
 ) -> None:
     """Chunk a corpus and save a hybrid index (BM25 + MiniLM HNSW, one folder, one retriever)."""
     from rag.corpus import load_corpus
