@@ -6,9 +6,9 @@ situated: after the prefix and a context of its own (a demonstration's nearest n
 pool), whose caches are not kept. Its per-layer keys and values are saved: safetensors shards of
 up to `shard_size` chunks, opened memory-mapped on load, with a JSON manifest naming the model,
 its shape, the dtype and the prefix, and the model's RoPE frequencies (so that a reader without
-the model, vLLM's KV connector, can move keys to new positions). A store built by another model, with another layer
-count or dtype, or for another prefix is refused with an error naming the file and the mismatch,
-never silently misused.
+the model, vLLM's KV connector, can move keys to new positions). A store built by another model,
+with another layer count or dtype, or for another prefix is refused with an error naming the file
+and the mismatch, never silently misused.
 """
 
 from __future__ import annotations
