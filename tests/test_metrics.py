@@ -57,3 +57,18 @@ def test_bootstrap_interval_covers_the_mean_and_narrows_with_more_data():
     assert bootstrap_interval([0.25] * 5) == (0.25, 0.25)
     with pytest.raises(ValueError):
         bootstrap_interval([])
+
+
+def test_paired_bootstrap_interval_matches_the_normal_interval_of_a_known_paired_delta():
+    from rag.eval.metrics import paired_bootstrap_interval
+
+    # 400 items: the system alone right on 60, the baseline alone on 20, both or neither on 320.
+    # Delta 0.1; sd of the differences sqrt(80/400 - 0.1**2), so 0.1 +- 1.96 * 0.0218.
+    system = [1.0] * 60 + [0.0] * 20 + [1.0] * 100 + [0.0] * 220
+    baseline = [0.0] * 60 + [1.0] * 20 + [1.0] * 100 + [0.0] * 220
+    lo, hi = paired_bootstrap_interval(system, baseline)
+    assert lo == pytest.approx(0.1 - 1.96 * (0.19 / 400) ** 0.5, abs=0.006)
+    assert hi == pytest.approx(0.1 + 1.96 * (0.19 / 400) ** 0.5, abs=0.006)
+    assert paired_bootstrap_interval(baseline, baseline) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="one per item"):
+        paired_bootstrap_interval(system, baseline[1:])

@@ -122,3 +122,15 @@ def bootstrap_interval(values: Sequence[float], level: float = 0.95, resamples: 
     means = data[draws].mean(axis=1)
     tail = (1 - level) / 2
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
+def paired_bootstrap_interval(system: Sequence[float], baseline: Sequence[float],
+                              level: float = 0.95, resamples: int = 2000,
+                              seed: int = 0) -> tuple[float, float]:
+    """Bootstrap interval of mean(system - baseline) over the same items, resampling items, not
+    each system apart: the items' shared difficulty cancels, so the interval of the delta is the
+    narrower one that a comparison of two systems on one test set calls for."""
+    if len(system) != len(baseline):
+        raise ValueError(f"paired scores need one per item in both: {len(system)} vs {len(baseline)}")
+    return bootstrap_interval([float(a) - float(b) for a, b in zip(system, baseline)], level,
+                              resamples, seed)
