@@ -131,6 +131,7 @@ def paired_bootstrap_interval(system: Sequence[float], baseline: Sequence[float]
     each system apart: the items' shared difficulty cancels, so the interval of the delta is the
     narrower one that a comparison of two systems on one test set calls for."""
     if len(system) != len(baseline):
-        raise ValueError(f"paired scores need one per item in both: {len(system)} vs {len(baseline)}")
+        raise ValueError(
+            f"paired scores need one per item in both: {len(system)} vs {len(baseline)}")
     return bootstrap_interval([float(a) - float(b) for a, b in zip(system, baseline)], level,
                               resamples, seed)
