@@ -20,7 +20,7 @@ from rag.pipeline import Pipeline, Stage
 from rag.selectors import write_demos
 from rag.state import View
 from rag.registry import ComponentConfig, build, register
-from rag.types import Answer, Chunk, Citation, Completion, Generation, Hit, Usage
+from rag.types import Chunk, Citation, Completion, Generation, Hit, Usage
 from rag.verifiers import Sandbox
 
 
@@ -54,7 +54,7 @@ class ParrotAnswer(Stage):
     fails on demand after `fail_after` batches, like an interrupted run."""
 
     reads = ("query",)
-    writes = ("hits", "answer")
+    writes = ("hits", "sources", "generation", "text")
     batches = 0
     fail_after: int | None = None
 
@@ -71,10 +71,12 @@ class ParrotAnswer(Stage):
             hits = [Hit(chunk=Chunk(id=f"{doc}#0", doc_id=doc, text=doc, start=0, end=len(doc)),
                         score=1.0 - rank, retriever="parrot") for rank, doc in enumerate([words[0], "other"])]
             # The prompt shows the best passage last: recall must follow the hits' rank, not this.
-            answer = Answer(query=s.query, text=words[-1], usage=Usage(prompt_tokens=len(words)),
-                            sources=[Citation(number=i + 1, chunk_id=h.chunk.id, doc_id=h.chunk.doc_id)
-                                     for i, h in enumerate(reversed(hits))])
-            out.append({"hits": hits, "answer": answer})
+            sources = [Citation(number=i + 1, chunk_id=h.chunk.id, doc_id=h.chunk.doc_id)
+                       for i, h in enumerate(reversed(hits))]
+            generation = Generation(completions=[Completion(text=words[-1])],
+                                    usage=Usage(prompt_tokens=len(words)))
+            out.append({"hits": hits, "sources": sources, "generation": generation,
+                        "text": words[-1]})
         return out
 
 
@@ -225,7 +227,8 @@ def test_a_benchmark_part_run_alone_keeps_the_other_parts_with_their_provenance(
 
     write_results("bench", {"qa": "300 questions", "code": "40 problems", "retired": "gone"},
                   {"qa": [{"em": 0.5}], "code": [{"pass@1": 0.7}]}, folder=tmp_path,
-                  summary={"qa_em": 0.5, "code_pass1": 0.7})
+                  summary={"qa_em": 0.5, "code_pass1": 0.7},
+                  summary_sections={"qa_em": ["qa"], "code_pass1": ["code"]})
     first = json.loads((tmp_path / "bench.json").read_text())
     write_results("bench", {"code": "40 problems, new compressor"}, {"code": [{"pass@1": 0.75}]},
                   folder=tmp_path, keep_other_sections=True, summary={"code_pass1": 0.75})
@@ -234,8 +237,28 @@ def test_a_benchmark_part_run_alone_keeps_the_other_parts_with_their_provenance(
     assert merged["summary"] == {"qa_em": 0.5, "code_pass1": 0.75}  # the kept part's key stays
     assert merged["setup"] == {"qa": "300 questions", "code": "40 problems, new compressor"}
     assert merged["sections"]["qa"]["date"] == first["date"]
+    assert merged["summary_sources"]["qa_em"] == first["summary_sources"]["qa_em"]
+    assert merged["summary_sources"]["code_pass1"]["sections"] == ["code"]
     write_results("bench", {"code": "x"}, {"code": [{"pass@1": 0.1}]}, folder=tmp_path)
     assert "qa" not in json.loads((tmp_path / "bench.json").read_text())["results"]  # default: replace
+
+
+def test_a_rerun_drops_the_summary_keys_of_its_sections_that_it_did_not_recompute(tmp_path):
+    from rag.eval.report import write_results
+
+    path = tmp_path / "bench.json"
+    write_results("bench", {}, {"qa": [{"em": 0.5}], "code": [{"pass@1": 0.7}]}, folder=tmp_path,
+                  summary={"qa_em": 0.5, "best": "code"})  # sections unnamed: both of this run
+    write_results("bench", {}, {"code": [{"pass@1": 0.75}]}, folder=tmp_path,
+                  keep_other_sections=True, summary={"code_pass1": 0.75})
+    record = json.loads(path.read_text())
+    assert record["summary"] == {"code_pass1": 0.75}  # qa_em and best may have read old code rows
+    assert record["summary_sources"]["code_pass1"]["sections"] == ["code"]
+    record |= {"summary": {"old": 1}}  # a file from before sources: its key's run is unknown
+    del record["summary_sources"]
+    path.write_text(json.dumps(record))
+    write_results("bench", {}, {"qa": [{"em": 0.6}]}, folder=tmp_path, keep_other_sections=True)
+    assert json.loads(path.read_text())["summary"] == {}
 
 
 def test_rag_eval_humaneval_runs_code_pipeline_files(tmp_path):
