@@ -43,7 +43,7 @@ from rag.dtypes import resolve_device, resolve_dtype
 from rag.errors import RagError
 from rag.eval.datasets import CodeTask, humaneval, vital_qa
 from rag.eval.harness import QA_COLUMNS, evaluate_code, evaluate_qa
-from rag.eval.metrics import bootstrap_interval
+from rag.eval.metrics import paired_bootstrap_interval
 from rag.eval.runner import CodePrediction, load_cache, run_code, summarize_code
 from rag.eval.report import git_commit, write_results
 from rag.generators.stage import Generate
@@ -136,6 +136,14 @@ def picker_row(name: str, predictions: list[CodePrediction], with_examples: set[
             f"without ({len(ids - with_examples)})": share(predictions, ids - with_examples)}
 
 
+def versus_greedy(picked: list[CodePrediction], greedy: list[CodePrediction]) -> dict[str, Any]:
+    """The paired 95% interval of a picker's pass@1 minus greedy's, problem by problem: whether
+    picking among samples beats one greedy answer on these problems, not only on average."""
+    interval = paired_bootstrap_interval([p.answer_passed for p in picked],
+                                         [g.answer_passed for g in greedy])
+    return {"minus greedy, paired 95% interval": [round(x, 4) for x in interval]}
+
+
 def sampled_pipeline(cached: dict[str, Any], picker: str, verifier: Path | None = None) -> Pipeline:
     return code_generation(cached, samples=SAMPLES, temperature=TEMPERATURE, picker=picker,
                            checks=("examples", "generated"), test_generator=cached,
@@ -188,8 +196,11 @@ def code_greedy_and_pickers(args: argparse.Namespace, tasks: list[CodeTask]) -> 
         picked["lever"] = lever_predictions(args, tasks, cached, labelled)
     except RagError as exc:  # a fold whose samples all pass or all fail: nothing to learn
         print(f"LEVER skipped: {exc}", flush=True)
-    table = [picker_row("greedy (one sample at T=0)", [greedy[t.id] for t in tasks], with_examples)]
-    table += [picker_row(m, ps, with_examples) for m, ps in picked.items()]
+    greedy_rows = [greedy[t.id] for t in tasks]
+    table = [{**picker_row("greedy (one sample at T=0)", greedy_rows, with_examples),
+              "minus greedy, paired 95% interval": ""}]
+    table += [{**picker_row(m, ps, with_examples), **versus_greedy(ps, greedy_rows)}
+              for m, ps in picked.items()]
     ceiling = summarize_code(picked["codet"])
     table.append({"picker": f"pass@{SAMPLES} ceiling", "problems": len(tasks),
                   "pass@1": round(ceiling[f"pass@{SAMPLES}"], 4)})
@@ -245,8 +256,9 @@ def code_demos(args: argparse.Namespace, tasks: list[CodeTask]) -> dict[str, lis
             folder = out / f"lail-{style}" / f"half-{half}"
             lail_predictions += run_code(pipeline, halves[half], folder, batch)
         knn_passed = load_cache(out / f"knn-{style}" / "predictions.jsonl", CodePrediction)
-        paired = [float(p.answer_passed) - knn_passed[p.id].answer_passed for p in lail_predictions]
-        versus_knn = [round(x, 4) for x in bootstrap_interval(paired)]
+        versus_knn = [round(x, 4) for x in paired_bootstrap_interval(
+            [p.answer_passed for p in lail_predictions],
+            [knn_passed[p.id].answer_passed for p in lail_predictions])]
         for name, value, interval in (
                 ("zero-shot", zero[f"zero-shot-{style}"]["answer_pass"], ""),
                 ("kNN (MiniLM)", knn[f"knn-{style}"]["answer_pass"], ""),
@@ -265,24 +277,26 @@ def code(args: argparse.Namespace) -> dict[str, list[dict]]:
     return sections
 
 
-def summary(results: dict[str, list[dict]]) -> dict[str, Any]:
-    """The headline figures issue #25 checks (present once their sections have run)."""
-    found: dict[str, Any] = {}
+def summary(results: dict[str, list[dict]]) -> dict[str, dict[str, Any]]:
+    """The headline figures issue #25 checks, by the section each is computed from (present once
+    their sections have run), so a rerun of one section replaces only its own figures."""
+    found: dict[str, dict[str, Any]] = {}
     if greedy := results.get("code_greedy"):
-        found["greedy_pass1"] = greedy[0]["pass@1"]
+        found["code_greedy"] = {"greedy_pass1": greedy[0]["pass@1"]}
     if pickers := results.get("code_pickers"):
         real = [r for r in pickers if r["picker"] in (*PICKERS, "lever")]
         best = max(real, key=lambda r: r["pass@1"])
-        found |= {"best_picker": best["picker"], "best_picker_pass1": best["pass@1"],
-                  "pass_at_10": next(r["pass@1"] for r in pickers if "ceiling" in r["picker"])}
+        found["code_pickers"] = {
+            "best_picker": best["picker"], "best_picker_pass1": best["pass@1"],
+            "pass_at_10": next(r["pass@1"] for r in pickers if "ceiling" in r["picker"])}
     if demos := results.get("code_demos"):
         by_format = {}
         for row in demos:
             by_format.setdefault(row["format"], {})[row["demonstrations"].split(" ")[0]] = row["pass@1"]
         # Fixed in advance, not chosen by the outcome: the LAIL paper prompts plain-text completions.
         fmt = "completion" if "completion" in by_format else next(iter(by_format))
-        found |= {"lail_target_feedback_pass1": by_format[fmt]["LAIL"],
-                  "knn_pass1": by_format[fmt]["kNN"], "demo_format": fmt}
+        found["code_demos"] = {"lail_target_feedback_pass1": by_format[fmt]["LAIL"],
+                               "knn_pass1": by_format[fmt]["kNN"], "demo_format": fmt}
     return found
 
 
@@ -336,12 +350,11 @@ def main() -> None:
     for name, part in (("code", code), ("qa", qa)):
         if args.skip != name:
             sections |= part(args)
-            path = args.results / "end_to_end.json"
-            kept = json.loads(path.read_text())["results"] if path.exists() else {}
-            merged = {**kept, **sections}
-            # after each part; a part skipped keeps its rows and setup from an earlier run
+            figures = summary(sections)  # this run's; a part skipped keeps its rows and figures
             write_results("end_to_end", {n: setup[n] for n in sections if n in setup}, sections,
-                          folder=args.results, keep_other_sections=True, summary=summary(merged))
+                          folder=args.results, keep_other_sections=True,
+                          summary={k: v for part in figures.values() for k, v in part.items()},
+                          summary_sections={k: [s] for s, part in figures.items() for k in part})
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ fraction answered 200 and whether Ray brought the deployment back to 2 running r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -45,8 +44,6 @@ from rag.eval.report import write_results
 from rag.recipes import document_chunks, hybrid_index
 from rag.retrievers import HNSWRetriever, MilvusRetriever
 from rag.types import Hit, KnownItem
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def timed_search(retriever: HNSWRetriever | MilvusRetriever, vectors: np.ndarray, repeat: int,
@@ -267,16 +264,18 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(".cache/bench-end-to-end"),
                         help="where the saved hybrid index lives (built if missing)")
     args = parser.parse_args()
-    path = RESULTS / "scale.json"
-    summary = json.loads(path.read_text()).get("summary", {}) if path.exists() else {}
     sections: dict[str, list[dict]] = {}
+    summary: dict[str, Any] = {}  # this run's keys; write_results keeps the other parts' keys
+    from_sections: dict[str, list[str]] = {}
     setup: dict[str, Any] = {}
     for part in args.parts:
         rows, found, described = PARTS[part](args)
         sections |= rows
         summary |= found
+        from_sections |= {k: list(rows) for k in found}
         setup |= described
-    write_results("scale", setup, sections, keep_other_sections=True, summary=summary)
+    write_results("scale", setup, sections, keep_other_sections=True, summary=summary,
+                  summary_sections=from_sections)
 
 
 if __name__ == "__main__":
