@@ -6,10 +6,12 @@ times its MLP; encoding: a batch of MiniLM tokens times its MLP) and memory band
 1 GiB). Then each hot path, in the dtype `auto` resolves to here, as a fraction of its limit:
 
 - generation: `bench` through vLLM and transformers, 32 chats x 128 tokens, greedy, the same dtype
-  for both; FLOPs per token from the model's shape (2 x the weights each token multiplies, plus
-  attention over its context), judged against the decode-shaped matmul. vLLM also runs with each
-  knob of `VLLM_SETTINGS` set back (vLLM's own thread binding, float32), one engine at a time, so
-  the table says what each default is worth, run by run;
+  for both; the FLOPs the engine computes, from the model's shape and the batch's token counts
+  (`computed_flops`: prompt tokens through the layers without the LM head, generated tokens with
+  it, attention over each token's context), judged against the decode-shaped matmul, prefill and
+  decode apart (`phase_fractions`). vLLM also runs with each knob of `VLLM_SETTINGS` set back
+  (vLLM's own thread binding, float32), one engine at a time, so the table says what each default
+  is worth, run by run;
 - encoding: MiniLM over the 10,033 vital articles (cache off), FLOPs per document from its token
   count, judged against the encoder-shaped matmul;
 - HNSW search over those vectors, one query at a time, against the bound of exact search, which
@@ -102,14 +104,48 @@ def config_of(model: str) -> dict[str, Any]:
     return json.loads((resolve_model(model) / "config.json").read_text())
 
 
-def decoder_flops_per_token(config: dict[str, Any], context: float) -> float:
-    """2 x the weights one token multiplies (attention projections, MLP, LM head) plus attention
-    scores and values over `context` earlier tokens, per layer."""
+def computed_flops(config: dict[str, Any], prompt_tokens: int, new_tokens: int,
+                   chats: int) -> dict[str, float]:
+    """The FLOPs a decoder engine computes for a batch of `chats` greedy chats, by phase: counting
+    the LM head at every prompt position (as this file once did) made the work 1.5x what vLLM does.
+
+    Prefill runs each prompt token through the layers, attending causally over its prompt; vLLM
+    takes logits only at a prompt's last position, which gives the first new token. Decode feeds
+    each new token but a chat's last back through the layers, attending to all before it. The LM
+    head runs once per new token and is counted in decode. Attention takes the prompts as equally
+    long and the chats as equally long (the batch's means).
+    """
     h, ff, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
     head = h // config["num_attention_heads"]
     kv = config.get("num_key_value_heads", config["num_attention_heads"]) * head
-    per_layer = 2 * h * h + 2 * h * kv + 3 * h * ff  # q, o; k, v; gate, up, down
-    return 2 * (layers * per_layer + h * config["vocab_size"]) + layers * 4 * context * h
+    weights = 2 * layers * (2 * h * h + 2 * h * kv + 3 * h * ff)  # q, o; k, v; gate, up, down
+    attend = 4 * layers * h  # scores and values, per position attended to
+    prompt, steps = prompt_tokens / chats, new_tokens / chats
+    prefill = prompt_tokens * weights + chats * attend * prompt * (prompt + 1) / 2
+    fed = new_tokens - chats
+    decode = (fed * weights + chats * attend * ((steps - 1) * prompt + steps * (steps - 1) / 2)
+              + new_tokens * 2 * h * config["vocab_size"])
+    return {"prefill": prefill, "decode": decode}
+
+
+def phase_fractions(config: dict[str, Any], run: dict[str, float], limit: float,
+                    ) -> dict[str, float]:
+    """Each phase's computed FLOPs per second of a timed batch (`decode_runs`) over `limit`
+    (GFLOP/s). The batch's time is not split by phase, so these are the shares of the limit that
+    each phase's work accounts for; their sum is the whole batch's fraction."""
+    flops = computed_flops(config, run["prompt_tokens"], run["new_tokens"], run["chats"])
+    return {phase: f / run["seconds"] / 1e9 / limit for phase, f in flops.items()}
+
+
+def phase_columns(config: dict[str, Any], runs: list[dict[str, float]], limit: float,
+                  ) -> dict[str, float]:
+    """A configuration's token counts and its decode and prefill fractions of the limit (median,
+    min, max of its runs) as table columns: the counts let the fractions be recounted."""
+    fractions = [phase_fractions(config, r, limit) for r in runs]
+    return {"prompt tokens": runs[0]["prompt_tokens"],
+            **columns("new tokens", spread([r["new_tokens"] for r in runs], 0)),
+            **{k: v for phase in ("decode", "prefill") for k, v in columns(
+                f"{phase} fraction of limit", spread([f[phase] for f in fractions])).items()}}
 
 
 def encoder_flops(config: dict[str, Any], tokens: int) -> float:
@@ -139,8 +175,9 @@ VLLM_SETTINGS = {  # the defaults, then each knob set back: (label, generator op
 
 
 def decode_runs(generator: Any, prompts: list[Prompt], args: argparse.Namespace,
-                config: dict[str, Any]) -> list[dict[str, float]]:
-    """`--repeat` timed batches of all chats after a start-up call: new tokens/s and GFLOP/s."""
+                ) -> list[dict[str, float]]:
+    """`--repeat` timed batches of all chats after a start-up call: their token counts, seconds
+    and new tokens/s."""
     generator.generate(prompts[:2], SamplingParams(max_tokens=4))  # load / start the engine
     params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0)
     runs = []
@@ -148,15 +185,14 @@ def decode_runs(generator: Any, prompts: list[Prompt], args: argparse.Namespace,
         began = time.perf_counter()
         outputs = generator.generate(prompts, params)
         seconds = time.perf_counter() - began
-        prompt_tokens = sum(o.usage.prompt_tokens for o in outputs)
         new_tokens = sum(o.usage.completion_tokens for o in outputs)
-        context = prompt_tokens / len(outputs) + args.max_tokens / 2  # mean context of a step
-        flops = (prompt_tokens + new_tokens) * decoder_flops_per_token(config, context)
-        runs.append({"tokens_per_s": new_tokens / seconds, "gflops": flops / seconds / 1e9})
+        runs.append({"prompt_tokens": sum(o.usage.prompt_tokens for o in outputs),
+                     "new_tokens": new_tokens, "chats": len(outputs), "seconds": seconds,
+                     "tokens_per_s": new_tokens / seconds})
     return runs
 
 
-def generation(args: argparse.Namespace, dtype: str, config: dict[str, Any]) -> dict[str, Any]:
+def generation(args: argparse.Namespace, dtype: str) -> dict[str, Any]:
     """vLLM in each of `VLLM_SETTINGS` (the defaults first; one engine at a time), then
     transformers: every configuration in the same invocation."""
     titles = [d.title for d in vital_articles()[:: 10_000 // args.chats]][: args.chats]
@@ -165,11 +201,11 @@ def generation(args: argparse.Namespace, dtype: str, config: dict[str, Any]) -> 
     runs: dict[str, list[dict[str, float]]] = {}
     for name, (_, options) in VLLM_SETTINGS.items():
         generator = build("generator", {**vllm, **options})
-        runs[name] = decode_runs(generator, prompts, args, config)
+        runs[name] = decode_runs(generator, prompts, args)
         generator.close()  # one engine in memory at a time
     transformers = build("generator", {"type": "transformers", "model": "bench", "dtype": dtype,
                                        "batch_size": args.chats})
-    runs["transformers"] = decode_runs(transformers, prompts, args, config)
+    runs["transformers"] = decode_runs(transformers, prompts, args)
     ratios = [v["tokens_per_s"] / t["tokens_per_s"] for v, t in zip(runs["vllm"], runs["transformers"])]
     return {"runs": runs, "vllm_over_transformers": spread(ratios, 2)}
 
@@ -272,23 +308,22 @@ def main() -> None:
         "matmul_gflops_fp32": square["float32"]["median"], "matmul_gflops_bf16": square["bfloat16"]["median"]}
     hot: list[dict[str, Any]] = []
     if not args.skip_generation:
-        gen = generation(args, dtype, bench)
+        gen = generation(args, dtype)
         defaults = gen["runs"]["vllm"]
         for backend in ("vllm", "transformers"):
             runs = gen["runs"][backend]
-            fractions = [r["gflops"] / decode[dtype]["max"] for r in runs]
             hot.append({"hot path": f"generation, {backend}, bench, {args.chats} chats x {args.max_tokens}",
                         "dtype": dtype, **columns("rate", spread([r["tokens_per_s"] for r in runs], 1)),
-                        "unit": "tokens/s", **columns("fraction of limit", spread(fractions))})
-        summary["vllm_decode_fraction_of_limit"] = hot[0]["fraction of limit"]
+                        "unit": "tokens/s", **phase_columns(bench, runs, decode[dtype]["max"])})
+        for phase in ("decode", "prefill"):
+            summary[f"vllm_{phase}_fraction_of_limit"] = hot[0][f"{phase} fraction of limit"]
         rows["vllm_settings"] = []  # each default's worth: the defaults over each knob set back
         for name, (label, options) in VLLM_SETTINGS.items():
             runs, used = gen["runs"][name], options.get("dtype", dtype)
             rows["vllm_settings"].append({
                 "vllm, bench": label, "dtype": used,
                 **columns("tokens/s", spread([r["tokens_per_s"] for r in runs], 1)),
-                **columns("fraction of limit",
-                          spread([r["gflops"] / decode[used]["max"] for r in runs])),
+                **phase_columns(bench, runs, decode[used]["max"]),
                 **columns("defaults over this", spread(
                     [d["tokens_per_s"] / r["tokens_per_s"] for d, r in zip(defaults, runs)], 2))})
         summary["vllm_over_transformers_median"] = gen["vllm_over_transformers"]["median"]
@@ -318,8 +353,13 @@ def main() -> None:
                                "and oneDNN's linear), best of the repeats",
         "limit_of_encoding": "the encoder-shaped matmul in the dtype used, likewise",
         "limit_of_search": "exact search reading every vector once per query at the copy bandwidth",
+        "generation_flops": "computed_flops: prompt tokens through the layers without the LM "
+                            "head, generated tokens with it, attention over each one's context; "
+                            "decode and prefill fractions of the same timed batches",
         "quality": "bfloat16 minus float32 from end_to_end.json",
-    }, rows, folder=args.results, summary=summary)
+    }, rows, folder=args.results, summary=summary,  # the speed figures stay with --quality-only
+        summary_sections={k: ["quality"] if k in deltas else [s for s in rows if s != "quality"]
+                          for k in summary})
 
 
 if __name__ == "__main__":
