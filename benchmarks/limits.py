@@ -107,7 +107,7 @@ def config_of(model: str) -> dict[str, Any]:
 def computed_flops(config: dict[str, Any], prompt_tokens: int, new_tokens: int,
                    chats: int) -> dict[str, float]:
     """The FLOPs a decoder engine computes for a batch of `chats` greedy chats, by phase: counting
-    the LM head at every prompt position (as this file once did) made the work 1.5x what vLLM does.
+    the LM head at every prompt position, as this file once did, adds work vLLM never does.
 
     Prefill runs each prompt token through the layers, attending causally over its prompt; vLLM
     takes logits only at a prompt's last position, which gives the first new token. Decode feeds
