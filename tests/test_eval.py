@@ -261,6 +261,18 @@ def test_a_rerun_drops_the_summary_keys_of_its_sections_that_it_did_not_recomput
     assert json.loads(path.read_text())["summary"] == {}
 
 
+def test_every_results_file_with_a_summary_names_each_keys_run_and_sections():
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    for path in sorted(results.glob("*.json")):
+        record = json.loads(path.read_text())
+        if "summary" in record:
+            sources = record.get("summary_sources", {})
+            assert set(sources) == set(record["summary"]), path.name
+            for key, source in sources.items():
+                assert {"commit", "command"} <= set(source), (path.name, key)
+                assert set(source.get("sections", [])) <= set(record["results"]), (path.name, key)
+
+
 def test_rag_eval_humaneval_runs_code_pipeline_files(tmp_path):
     pipeline = Pipeline([{"type": "code_prompt"},
                          {"type": "generate", "generator": {"type": "test_prompt_recorder"}},
