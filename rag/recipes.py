@@ -16,7 +16,7 @@ from rag.chunkers import FixedTokenChunker
 from rag.generators.stage import Generate
 from rag.kvcache.stage import KVGenerate
 from rag.pipeline import Pipeline, Stage
-from rag.prompts.templates import CLOSED_BOOK_SYSTEM, RAG_SYSTEM, SHORT_RAG_SYSTEM
+from rag.prompts.templates import BRIEF_ANSWER, CLOSED_BOOK_SYSTEM, RAG_SYSTEM, SHORT_RAG_SYSTEM
 from rag.retrievers import (
     BM25Retriever,
     HNSWRetriever,
@@ -105,16 +105,43 @@ def _generate(generator: Any, params: SamplingParams) -> Generate:
     return Generate(generator or DEFAULT_GENERATOR, params)
 
 
+def qa_system(answer: str = BRIEF_ANSWER) -> str:
+    """The short-answer QA instruction with its answer-form sentence."""
+    return f"Answer the question using the numbered passages. {answer}"
+
+
+def with_fusion(retriever: Retriever, fusion: Literal["convex", "rrf"] | None) -> Retriever:
+    """A hybrid retriever's children fused another way (`None`: as saved)."""
+    if fusion is None or not isinstance(retriever, HybridRetriever):
+        return retriever
+    if fusion == retriever.config.method:
+        return retriever
+    return HybridRetriever(retriever.retrievers, method=fusion)
+
+
+def rag_qa(
+    index: str | Path | Retriever, generator: Any = None, k: int = 3,
+    compression: float | None = 2.0, fusion: Literal["convex", "rrf"] | None = None,
+    order: Literal["relevance_first", "relevance_last"] = "relevance_last",
+    system: str | None = None, max_tokens: int = 64, compressor: str = "extractive",
+) -> Pipeline:
+    """Retrieve k passages (a hybrid index fused by `fusion`), optionally compress them (by
+    default extractive sentence selection) to 1/`compression` of their tokens, and ask for a
+    short answer: every QA configuration the QA benchmarks compare is one call of this."""
+    stages: list[Stage | dict[str, Any]] = [Retrieve(with_fusion(_retriever(index), fusion), k=k)]
+    if compression is not None:
+        stages.append({"type": "compress",
+                       "compressor": {"type": compressor, "ratio": compression}})
+    stages += [{"type": "rag_prompt", "system": system or qa_system(), "order": order},
+               _generate(generator, SamplingParams(max_tokens=max_tokens))]
+    return Pipeline(stages)
+
+
 def best_qa(index: str | Path | Retriever, generator: Any = None, k: int = 3,
             max_tokens: int = 64) -> Pipeline:
-    """The best measured QA pipeline (EM 0.396 on 500 vital-qa questions with `bench`): hybrid
-    top k, passages compressed 2x by extractive sentence selection, a short-answer prompt."""
-    return Pipeline([
-        Retrieve(_retriever(index), k=k),
-        {"type": "compress", "compressor": {"type": "extractive", "ratio": 2.0}},
-        {"type": "rag_prompt", "system": SHORT_RAG_SYSTEM},
-        _generate(generator, SamplingParams(max_tokens=max_tokens)),
-    ])
+    """The best measured QA pipeline: hybrid top k, passages compressed 2x by extractive
+    sentence selection, a short-answer prompt."""
+    return rag_qa(index, generator, k=k, compression=2.0, max_tokens=max_tokens)
 
 
 def naive_rag(index: str | Path | Retriever, generator: Any = None, k: int = 3,

@@ -23,6 +23,10 @@ from rag.selectors.prompt import DemoTemplate
 from rag.types import Demo, Document, KnownItem
 
 VITAL_QA = "vital-qa"
+VITAL_FACTS = "vital-facts"
+# vital-qa's first 500 questions (seed 0) are its test split, as every published figure used;
+# the next 500 are dev, for choosing defaults.
+VITAL_QA_TEST = 500
 HUMANEVAL = "humaneval"
 
 
@@ -31,6 +35,8 @@ class QAExample(BaseModel):
     question: str
     answers: list[str] = Field(min_length=1)
     gold_doc: str | None = Field(default=None, description="id of the document holding the answer")
+    kind: str | None = Field(default=None, description="the answer's type, where the set has one")
+    evidence: str | None = Field(default=None, description="the sentence stating the answer")
 
 
 class CodeTask(BaseModel):
@@ -96,6 +102,15 @@ def vital_qa(
     ]
 
 
+def vital_qa_split(split: str, limit: int | None = None) -> list[QAExample]:
+    """vital-qa's `test` (its first 500 questions) or `dev` (the next 500) split."""
+    if split not in ("dev", "test"):
+        raise DatasetError(f"{VITAL_QA} split must be 'dev' or 'test', got {split!r}")
+    questions = vital_qa(2 * VITAL_QA_TEST)
+    chosen = questions[:VITAL_QA_TEST] if split == "test" else questions[VITAL_QA_TEST:]
+    return chosen[:limit]
+
+
 def known_items(split: str = "test", docs: Sequence[Document] | None = None) -> list[KnownItem]:
     """Known-item retrieval over the vital articles: the query is an article's Wikidata
     description, the gold is that article. One fixed sample of 2,500 (seed 0): the first 500 are
@@ -144,9 +159,15 @@ def humaneval(limit: int | None = None) -> list[CodeTask]:
 
 
 def load_qa(name_or_path: str, limit: int | None = None) -> list[QAExample]:
+    """A named set (`vital-qa`, or `vital-facts`: the factual set's test split) or a JSONL file."""
     if name_or_path == VITAL_QA:
         return vital_qa(limit)
+    if name_or_path == VITAL_FACTS:
+        from rag.eval.facts import vital_facts  # it builds on QAExample, defined here
+
+        return vital_facts(vital_articles(), "test")[:limit]
     path = Path(name_or_path)
     if not path.is_file():
-        raise DatasetError(f"no QA data set {name_or_path!r}: give {VITAL_QA!r} or a JSONL file")
+        raise DatasetError(f"no QA data set {name_or_path!r}: give {VITAL_QA!r}, {VITAL_FACTS!r} "
+                           "or a JSONL file")
     return read_qa_jsonl(path, limit)

@@ -17,11 +17,15 @@ RAG_SYSTEM = (
     "answer, say that you do not know."
 )
 CLOSED_BOOK_SYSTEM = "You answer questions briefly and accurately."
-# FlashRAG-style short-answer instructions, so exact match measures the answer, not its phrasing;
-# the end-to-end QA results were measured with these.
+# FlashRAG-style short-answer instructions, so exact match measures the answer, not its phrasing.
+# SHORT_ANSWER's "(a name)" suits vital-qa, whose answers are all titles, and hurts elsewhere:
+# the KV and compression benchmarks were measured with it; QA defaults use BRIEF_ANSWER, chosen
+# on two sets (benchmarks/qa_general.py).
 SHORT_ANSWER = "Give only the answer (a name), no other words."
 SHORT_RAG_SYSTEM = f"Answer the question using the numbered passages. {SHORT_ANSWER}"
 SHORT_CLOSED_BOOK_SYSTEM = f"Answer the question. {SHORT_ANSWER}"
+BRIEF_ANSWER = "Give only the answer, no other words."
+PHRASE_ANSWER = "Answer with the shortest phrase from the passages that answers it, no other words."
 
 SOLVE_PROMPT = (
     "Complete the following Python function. Reply with the whole function in one Python code "

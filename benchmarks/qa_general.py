@@ -1,0 +1,275 @@
+"""QA beyond its own benchmark: the default QA pipeline chosen on two question sets, reported on both.
+
+`vital-qa` asks for an article's title from its description; `vital-facts` (rag.eval.facts) asks
+for facts stated inside one article (years, places, people, quantities, languages, families),
+never its title. Both run over the same 10,033 vital articles, one chunk each, one hybrid index
+(BM25 + MiniLM/HNSW), with `bench` through vLLM.
+
+1. The factual set: its size, and how many of 50 sampled questions a reader found well-formed
+   (`benchmarks/facts_sample.json`, the verdicts of one reading of that fixed sample).
+2. Dev: every configuration on vital-qa's dev split (questions 500-999, seed 0; `--dev-questions`
+   of them) and the factual set's dev split, varied one setting at a time from a base (the
+   instruction wording, compression off/1.5x/2x, convex vs reciprocal-rank fusion, k, passage
+   order), then the improving settings together. The default is the configuration with the best
+   mean EM over the two dev splits; the runner-up the next.
+3. Test: the default, the runner-up, closed-book and a LlamaIndex-like plain hybrid (reciprocal-
+   rank fusion, top 3, no compression, best passage first) on vital-qa's test split (its first
+   500 questions, as every earlier figure) and `--test-questions` of the factual test split, with
+   paired 95% bootstrap intervals of the default against each.
+4. Compression on the factual test questions: extractive and LLMLingua-style at 2x against none
+   (all else as the default): EM, and how often the compressed passages lost the answer that the
+   gold article's passage held.
+
+    python benchmarks/qa_general.py [--dev-questions 200] [--test-questions 500] [--parts test compression]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from rag.corpus import vital_articles
+from rag.eval.datasets import QAExample, vital_qa_split
+from rag.eval.facts import vital_facts
+from rag.eval.harness import evaluate_qa
+from rag.eval.metrics import paired_bootstrap_interval
+from rag.eval.report import write_results
+from rag.eval.runner import QAPrediction, load_cache
+from rag.generators.stage import Generate
+from rag.pipeline import Pipeline
+from rag.prompts.stage import ClosedBookPrompt
+from rag.prompts.templates import BRIEF_ANSWER, PHRASE_ANSWER
+from rag.recipes import document_chunks, hybrid_index, qa_system, rag_qa
+from rag.retrievers import HybridRetriever
+from rag.text import normalize_answer
+from rag.types import SamplingParams
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SAMPLE = Path(__file__).resolve().parent / "facts_sample.json"
+INSTRUCTIONS = {"brief": BRIEF_ANSWER, "phrase": PHRASE_ANSWER}
+
+
+@dataclass(frozen=True)
+class QAConfig:
+    """One point of the grid: what `rag_qa` is called with."""
+
+    instruction: str = "brief"
+    compression: float | None = 2.0
+    fusion: Literal["convex", "rrf"] = "convex"
+    k: int = 3
+    order: Literal["relevance_first", "relevance_last"] = "relevance_last"
+
+    @property
+    def name(self) -> str:
+        squeeze = f"x{self.compression:g}" if self.compression else "full"
+        return f"{self.instruction}-{squeeze}-{self.fusion}-k{self.k}-{self.order.split('_')[1]}"
+
+    def describe(self) -> str:
+        squeeze = (f"extractive compression {self.compression:g}x" if self.compression
+                   else "no compression")
+        return (f"retrieve (hybrid BM25 + MiniLM/HNSW, {self.fusion} fusion, top {self.k}) -> "
+                f"{squeeze} -> rag_prompt ('{qa_system(INSTRUCTIONS[self.instruction])}', best "
+                f"passage {self.order.split('_')[1]}) -> generate")
+
+    def pipeline(self, index: HybridRetriever, generator: dict[str, Any], max_tokens: int) -> Pipeline:
+        return rag_qa(index, generator, k=self.k, compression=self.compression, fusion=self.fusion,
+                      order=self.order, system=qa_system(INSTRUCTIONS[self.instruction]),
+                      max_tokens=max_tokens)
+
+
+BASE = QAConfig()
+VARIANTS = (replace(BASE, instruction="phrase"), replace(BASE, compression=None),
+            replace(BASE, compression=1.5), replace(BASE, fusion="rrf"), replace(BASE, k=5),
+            replace(BASE, order="relevance_first"))
+PLAIN_HYBRID = QAConfig(compression=None, fusion="rrf", k=3, order="relevance_first")
+
+
+def sample_check(questions: Sequence[QAExample]) -> int:
+    """Well-formed questions among the 50 read; the sample must still be in the set."""
+    rows = json.loads(SAMPLE.read_text())["sample"]
+    known = {q.id: q for q in questions}
+    stale = [r["id"] for r in rows if r["id"] not in known
+             or known[r["id"]].question != r["question"] or known[r["id"]].answers[0] != r["answer"]]
+    if stale:
+        raise SystemExit(f"{SAMPLE.name}: {len(stale)} read questions are no longer in the set "
+                         f"(e.g. {stale[0]}); draw and read the sample again")
+    return sum(bool(r["well_formed"]) for r in rows)
+
+
+def em_by_id(folder: Path) -> dict[str, float]:
+    return {i: p.scores["em"] for i, p in load_cache(folder / "predictions.jsonl", QAPrediction).items()}
+
+
+def paired(out: Path, system: str, baseline: str, ids: Sequence[str]) -> dict[str, Any]:
+    a, b = em_by_id(out / system), em_by_id(out / baseline)
+    low, high = paired_bootstrap_interval([a[i] for i in ids], [b[i] for i in ids])
+    diff = sum(a[i] - b[i] for i in ids) / len(ids)
+    return {"against": baseline, "em_difference": round(diff, 4),
+            "paired_95": [round(low, 4), round(high, 4)]}
+
+
+def run_sets(configs: dict[str, Pipeline], sets: dict[str, list[QAExample]],
+             out: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    return {name: evaluate_qa(configs, questions, out / name, dataset=name)
+            for name, questions in sets.items()}
+
+
+def dev(args: argparse.Namespace, index: HybridRetriever, generator: dict[str, Any],
+        sets: dict[str, list[QAExample]]) -> tuple[list[dict[str, Any]], list[QAConfig]]:
+    """Rows of every dev configuration, and the configurations ranked by mean dev EM."""
+    tried = [BASE, *VARIANTS]
+    scores = run_sets({c.name: c.pipeline(index, generator, args.max_tokens) for c in tried},
+                      sets, args.out / "dev")
+    mean = {c.name: sum(scores[s][c.name]["em"] for s in sets) / len(sets) for c in tried}
+    better = [v for v in VARIANTS if mean[v.name] > mean[BASE.name]]
+    combined = BASE
+    for variant in better:  # each improving setting, taken together
+        changed = {f: getattr(variant, f) for f in BASE.__dataclass_fields__
+                   if getattr(variant, f) != getattr(BASE, f)}
+        combined = replace(combined, **changed)
+    if combined not in tried:
+        tried.append(combined)
+        extra = run_sets({combined.name: combined.pipeline(index, generator, args.max_tokens)},
+                         sets, args.out / "dev")
+        for s in sets:
+            scores[s][combined.name] = extra[s][combined.name]
+        mean[combined.name] = sum(scores[s][combined.name]["em"] for s in sets) / len(sets)
+    ranked = sorted(tried, key=lambda c: mean[c.name], reverse=True)
+    rows = [{"configuration": c.name, **{f"em_{s}": round(scores[s][c.name]["em"], 4) for s in sets},
+             "mean_em": round(mean[c.name], 4), "setting": c.describe()} for c in ranked]
+    return rows, ranked
+
+
+def closed_book(generator: dict[str, Any], instruction: str, max_tokens: int) -> Pipeline:
+    return Pipeline([ClosedBookPrompt(system=f"Answer the question. {instruction}"),
+                     Generate(generator, SamplingParams(max_tokens=max_tokens))])
+
+
+def test(args: argparse.Namespace, index: HybridRetriever, generator: dict[str, Any],
+         sets: dict[str, list[QAExample]], default: QAConfig,
+         runner_up: QAConfig) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
+    plain = replace(PLAIN_HYBRID, instruction=default.instruction)
+    systems = {"default": default.pipeline(index, generator, args.max_tokens),
+               "runner-up": runner_up.pipeline(index, generator, args.max_tokens),
+               "plain-hybrid": plain.pipeline(index, generator, args.max_tokens),
+               "closed-book": closed_book(generator, INSTRUCTIONS[default.instruction],
+                                          args.max_tokens)}
+    scores = run_sets(systems, sets, args.out / "test")
+    settings = {"default": default.describe(), "runner-up": runner_up.describe(),
+                "plain-hybrid": plain.describe(), "closed-book": "closed_book_prompt -> generate"}
+    rows = []
+    for set_name, questions in sets.items():
+        ids = [q.id for q in questions]
+        for system in systems:
+            summary = scores[set_name][system]
+            row = {"set": set_name, "system": system, "em": round(summary["em"], 4),
+                   "f1": round(summary["f1"], 4), "acc": round(summary["acc"], 4),
+                   "setting": settings[system]}
+            if system != "default":
+                versus = paired(args.out / "test" / set_name, "default", system, ids)
+                row["default_minus_this"] = versus["em_difference"]
+                row["default_minus_this_paired_95"] = versus["paired_95"]
+            rows.append(row)
+    ems = {s: {system: scores[s][system]["em"] for system in systems} for s in sets}
+    return rows, ems
+
+
+def lost_answers(pipeline: Pipeline, questions: Sequence[QAExample]) -> tuple[int, int]:
+    """Of the questions whose gold article's retrieved passage states the answer, how many lose
+    it in compression: (lost, held). Runs only the stages up to compression."""
+    compress = next(i for i, s in enumerate(pipeline.stages) if s.name == "compress")
+    retrieve = Pipeline(pipeline.stages[:compress])
+    squeezed = Pipeline(pipeline.stages[: compress + 1])
+    before = retrieve.run([q.question for q in questions], progress=True)
+    after = squeezed.run([q.question for q in questions], progress=True)
+    lost = held = 0
+    for q, full, short in zip(questions, before, after, strict=True):
+        answer = normalize_answer(q.answers[0])
+        text = {h.chunk.doc_id: normalize_answer(h.chunk.text) for h in full.hits}
+        if answer and answer in text.get(q.gold_doc or "", ""):
+            held += 1
+            kept = {h.chunk.doc_id: normalize_answer(h.chunk.text) for h in short.hits}
+            lost += answer not in kept.get(q.gold_doc or "", "")
+    return lost, held
+
+
+def compression(args: argparse.Namespace, index: HybridRetriever, generator: dict[str, Any],
+                questions: list[QAExample], default: QAConfig) -> list[dict[str, Any]]:
+    full = replace(default, compression=None)
+    extractive = replace(default, compression=2.0)
+    lingua = rag_qa(index, generator, k=default.k, compression=2.0, compressor="llmlingua",
+                    fusion=default.fusion, order=default.order,
+                    system=qa_system(INSTRUCTIONS[default.instruction]), max_tokens=args.max_tokens)
+    systems = {"none": full.pipeline(index, generator, args.max_tokens),
+               "extractive-2x": extractive.pipeline(index, generator, args.max_tokens),
+               "llmlingua-2x": lingua}
+    scores = evaluate_qa(systems, questions, args.out / "compression", dataset="vital-facts test")
+    rows = []
+    for name, pipeline in systems.items():
+        row = {"compression": name, "em": round(scores[name]["em"], 4),
+               "prompt_tokens": round(scores[name]["prompt_tokens"], 1)}
+        if name != "none":
+            lost, held = lost_answers(pipeline, questions)
+            versus = paired(args.out / "compression", name, "none", [q.id for q in questions])
+            row |= {"answer_lost": lost, "answer_held_before": held,
+                    "minus_none": versus["em_difference"],
+                    "minus_none_paired_95": versus["paired_95"]}
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="bench")
+    parser.add_argument("--dev-questions", type=int, default=200, help="per dev split")
+    parser.add_argument("--test-questions", type=int, default=500, help="of the factual test split")
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--parts", nargs="*", choices=["test", "compression"],
+                        default=["test", "compression"], help="after dev, which always runs")
+    parser.add_argument("--out", type=Path, default=RESULTS / "qa_general")
+    parser.add_argument("--work", type=Path, default=Path(".cache/bench-qa"))
+    args = parser.parse_args()
+
+    docs = vital_articles()
+    facts = vital_facts(docs, "all")
+    well_formed = sample_check(facts)
+    facts_dev = vital_facts(docs, "dev")[: args.dev_questions]
+    facts_test = vital_facts(docs, "test")[: args.test_questions]
+    index = hybrid_index(document_chunks(docs), out=args.work / "vital-hybrid")
+    generator = {"type": "vllm", "model": args.model, "max_model_len": 4096}
+
+    dev_rows, ranked = dev(args, index, generator, {"vital-qa": vital_qa_split("dev", args.dev_questions),
+                                                     "vital-facts": facts_dev})
+    default, runner_up = ranked[0], ranked[1]
+    sections: dict[str, list[dict[str, Any]]] = {"dev": dev_rows}
+    summary: dict[str, Any] = {"facts_questions": len(facts_test),
+                               "facts_sample_well_formed": well_formed}
+    if "test" in args.parts:
+        rows, ems = test(args, index, generator, {"vital-qa": vital_qa_split("test"),
+                                                  "vital-facts": facts_test}, default, runner_up)
+        sections["test"] = rows
+        summary |= {"facts_em_default": round(ems["vital-facts"]["default"], 4),
+                    "facts_em_closed_book": round(ems["vital-facts"]["closed-book"], 4),
+                    "facts_em_plain_hybrid": round(ems["vital-facts"]["plain-hybrid"], 4),
+                    "vitalqa_em_default": round(ems["vital-qa"]["default"], 4),
+                    "default_pipeline": default.describe()}
+    if "compression" in args.parts:
+        sections["compression"] = compression(args, index, generator, facts_test, default)
+    setup = {"model": args.model, "generator": generator, "max_tokens": args.max_tokens,
+             "corpus": "10,033 vital-article summaries, one chunk each, one hybrid index",
+             "facts": {"all": len(facts), "dev_used": len(facts_dev), "test_used": len(facts_test),
+                       "sample": f"{well_formed} of 50 well-formed ({SAMPLE.name})"},
+             "vital_qa": {"dev": f"questions 500-{499 + args.dev_questions} (seed 0)",
+                          "test": "questions 0-499 (seed 0)"},
+             "chosen_on": "mean EM over the two dev splits",
+             "not_tuned": "chunk size: one chunk per article, as in the end-to-end benchmark",
+             "reports": str(args.out.relative_to(RESULTS.parent.parent))}
+    write_results("qa_general", setup, sections, summary=summary if "test" in args.parts else None)
+
+
+if __name__ == "__main__":
+    main()

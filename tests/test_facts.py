@@ -1,0 +1,94 @@
+"""The factual QA set (`vital-facts`), unit-aware answer scoring and the QA recipe's settings."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from rag.corpus import vital_articles
+from rag.errors import DatasetError
+from rag.eval.datasets import VITAL_FACTS, load_qa, vital_qa, vital_qa_split
+from rag.eval.facts import split_of, vital_facts
+from rag.eval.metrics import exact_match
+from rag.recipes import rag_qa
+from rag.retrievers import HybridRetriever, open_index
+from rag.types import Document
+
+
+@pytest.fixture(scope="module")
+def facts():
+    docs = vital_articles()
+    return {d.id: d for d in docs}, vital_facts(docs, "all")
+
+
+def test_every_answer_is_a_stated_fact_not_the_title(facts):
+    docs, questions = facts
+    assert len(questions) >= 1000
+    for q in questions:
+        doc = docs[q.gold_doc]
+        answer = q.answers[0]
+        assert q.evidence in doc.text.replace("\xa0", " ")  # the sentence is the article's
+        assert answer in q.evidence
+        assert answer.lower() != doc.title.lower()
+        assert answer.lower() not in q.question.lower()
+        assert doc.title in q.question
+    kinds = Counter(q.kind for q in questions)
+    for kind in ("year", "place", "person", "quantity", "language", "biological family"):
+        assert kinds[kind] >= 10, kinds
+    assert kinds["nationality"] <= len(questions) // 3  # capped: it would be most of the set
+
+
+def test_dev_and_test_split_by_article(facts):
+    docs, _ = facts
+    dev, test = vital_facts(list(docs.values()), "dev"), vital_facts(list(docs.values()), "test")
+    assert {q.gold_doc for q in dev}.isdisjoint({q.gold_doc for q in test})
+    assert all(split_of(q.gold_doc) == "dev" for q in dev)
+    assert len(test) >= 500
+    assert [q.id for q in load_qa(VITAL_FACTS, limit=5)] == [q.id for q in test[:5]]
+    with pytest.raises(DatasetError, match="split"):
+        vital_facts(list(docs.values()), "train")
+
+
+def test_rules_read_a_sentence_about_the_article():
+    film = Document(id="Zed", title="Zed", text=(
+        "Zed is a 1999 American drama film directed by Jane Roe. Roe's home town was founded in "
+        "1888 and has a population of 12,000."), metadata={"topic": "Arts"})
+    found = {q.id.split("#")[1]: q for q in vital_facts([film], "all")}
+    assert found["work_year"].question == "In what year was the film Zed released?"
+    assert found["work_year"].answers == ["1999"]
+    assert found["director"].answers == ["Jane Roe"]
+    # The second sentence is about another subject: no founding year or population of Zed.
+    assert "dated" not in found and "population" not in found
+    person = Document(id="Ann Lee", title="Ann Lee", text="Ann Lee was a French-American painter.",
+                      metadata={"topic": "People"})
+    assert vital_facts([person], "all") == []  # a double nationality is not one answer
+
+
+def test_units_and_thousands_compare_sensibly():
+    assert exact_match("8,848.86 metres", ["8848.86 m"]) == 1.0
+    assert exact_match("1483m", ["1,483 metres"]) == 1.0
+    assert exact_match("513,115 square kilometres", ["513,115 km2"]) == 1.0
+    assert exact_match("8,848.86 feet", ["8,848.86 metres"]) == 0.0
+    assert exact_match("2 million", ["2 mi"]) == 0.0
+
+
+def test_vital_qa_dev_is_disjoint_from_its_published_test():
+    test, dev = vital_qa_split("test"), vital_qa_split("dev")
+    assert [q.id for q in test] == [q.id for q in vital_qa(500)]
+    assert len(dev) == 500 and not {q.id for q in dev} & {q.id for q in test}
+
+
+def test_qa_recipe_builds_each_setting(index_dir: Path, vllm_tiny):
+    index = open_index(index_dir)
+    plain = rag_qa(index, vllm_tiny, k=3, compression=None, fusion="rrf", order="relevance_first")
+    assert [s.name for s in plain.stages] == ["retrieve", "rag_prompt", "generate"]
+    retriever = plain.stages[0].retriever
+    assert isinstance(retriever, HybridRetriever) and retriever.config.method == "rrf"
+    assert plain.stages[1].config.order == "relevance_first"
+    assert re.search(r"no other words", plain.stages[1].config.system)
+    squeezed = rag_qa(index, vllm_tiny, compression=1.5)
+    assert [s.name for s in squeezed.stages][1] == "compress"
+    assert squeezed.stages[0].retriever is index  # the saved fusion unless asked otherwise
