@@ -161,8 +161,8 @@ def init(
 @friendly
 def eval_(
     dataset: Annotated[str, typer.Option(
-        help="'vital-qa' (description -> title), 'humaneval', or a FlashRAG QA .jsonl "
-             "(id, question, golden_answers).")],
+        help="'vital-qa' (description -> title), 'vital-facts' (facts inside articles), "
+             "'humaneval', or a FlashRAG QA .jsonl (id, question, golden_answers).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder; re-running resumes.")],
     pipeline: Annotated[list[Path] | None, typer.Option(
         help="Pipeline YAML/JSON file (repeat for a side-by-side table).")] = None,
