@@ -48,13 +48,13 @@ def accuracy(generator: Any, template: DemoTemplate, labels: list[str], test: li
              demos: list[list[Demo]], order: str) -> float:
     import numpy as np
 
-    from rag.selectors.prompt import ordered
+    from rag.selectors.prompt import ordered, predict_labels
     from rag.types import Prompt
 
     prompts = [Prompt(text=template.plain(ordered(d, order), t.input))  # type: ignore[arg-type]
                for t, d in zip(test, demos)]
-    logprobs = np.asarray(generator.next_token_logprobs(prompts, [" " + l for l in labels]))
-    predicted = [labels[i] for i in logprobs.argmax(axis=1)]
+    predicted = predict_labels(lambda options: generator.next_token_logprobs(prompts, options),
+                               template, labels)
     return float(np.mean([p == t.output for p, t in zip(predicted, test)]))
 
 

@@ -16,7 +16,8 @@ from rag.generators.stage import Generate
 from rag.pipeline import Pipeline, run_stage
 from rag.state import State
 from rag.registry import build
-from rag.selectors import DemoTemplate, SelectorError, load_selector, train_selector
+from rag.selectors import (DemoTemplate, SelectorError, load_selector, predict_labels,
+                           train_selector)
 from rag.selectors.feedback import FeedbackScorer
 from rag.selectors.learned import mine_candidates
 from rag.selectors.stage import IclPrompt, Select
@@ -107,6 +108,28 @@ def test_prompt_puts_the_best_last_and_drops_the_least_relevant_to_fit(pool: lis
     chat = IclPrompt(template=TEMPLATE, style="chat").prompt(demos[:2], "q")
     assert [m.role for m in chat.messages] == ["system", "user", "assistant", "user", "assistant", "user"]
     assert chat.messages[-2].content == demos[0].output
+
+
+def test_labels_are_scored_as_what_the_icl_prompt_is_followed_by(pool: list[Demo]) -> None:
+    stage = IclPrompt(template=TEMPLATE)
+    demos, labels = pool[:3], sorted({d.output for d in pool})
+    prompt = stage.prompt(demos, "a query").text
+    asked: list[list[str]] = []
+
+    def logprobs(options: list[str]) -> list[list[float]]:  # prefers the third label
+        asked.append(options)
+        return [[float(o == TEMPLATE.answer(labels[2])) for o in options]]
+
+    assert predict_labels(logprobs, TEMPLATE, labels) == [labels[2]]
+    tokenizer = build("generator", {"type": "transformers", "model": "tiny"}).tokenizer
+    for label, option in zip(labels, asked[0], strict=True):
+        answered = Demo(id="q", input="a query", output=label)
+        # the ICL prompt continued by the option is that prompt with the query answered as a
+        # demonstration: the template's leading space included, tokenized as in a demonstration
+        assert stage.prompt([answered, *demos], "next").text.startswith(prompt + option)
+        ids = tokenizer.encode(prompt + option, add_special_tokens=False)
+        assert ids[len(tokenizer.encode(prompt, add_special_tokens=False))] == \
+            tokenizer.encode(option, add_special_tokens=False)[0]
 
 
 def test_select_and_icl_prompt_in_a_pipeline(pool: list[Demo], vllm_tiny: Generator) -> None:

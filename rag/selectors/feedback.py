@@ -104,7 +104,7 @@ class FeedbackScorer:
                 batch = todo[start : start + self.chunk]
                 logprobs = self.generator.score(
                     [self.prompt(*triples[i]) for i in batch],
-                    [self.template.output_lead + triples[i][0].output for i in batch],
+                    [self.template.answer(triples[i][0].output) for i in batch],
                 )
                 self.cache.add({keys[i]: lp for i, lp in zip(batch, logprobs)})
                 bar.update(len(batch))

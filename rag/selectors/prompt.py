@@ -28,11 +28,15 @@ class DemoTemplate(BaseModel):
     separator: str = "\n\n"
 
     def block(self, demo: Demo) -> str:
-        return f"{self.input_prefix}{demo.input}{self.output_prefix}{self.output_lead}{demo.output}"
+        return f"{self.query(demo.input)}{self.answer(demo.output)}"
 
     def query(self, text: str) -> str:
-        """The open block the model completes; its answer is scored as `output_lead + output`."""
+        """The open block the model completes; its answer is scored as `answer(output)`."""
         return f"{self.input_prefix}{text}{self.output_prefix}"
+
+    def answer(self, output: str) -> str:
+        """What follows `query` in a demonstration: the continuation an output is scored as."""
+        return f"{self.output_lead}{output}"
 
     def plain(self, demos: Sequence[Demo], text: str) -> str:
         head = [self.instruction] if self.instruction else []
@@ -46,6 +50,20 @@ class DemoTemplate(BaseModel):
                          Message(role="assistant", content=demo.output)]
         messages.append(Message(role="user", content=f"{self.input_prefix}{text}"))
         return Prompt(messages=messages)
+
+
+def predict_labels(
+    next_token_logprobs: Callable[[list[str]], Sequence[Sequence[float]]],
+    template: DemoTemplate, labels: Sequence[str],
+) -> list[str]:
+    """Per prompt, the label whose answer's first token is likeliest after the ICL prompt.
+
+    `next_token_logprobs(options)` scores the options after every prompt (a generator's, over
+    texts or token ids); the options are `template.answer(label)`, exactly what a prompt of this
+    template is followed by, so every benchmark scores labels as the ICL pipeline writes them.
+    """
+    rows = next_token_logprobs([template.answer(label) for label in labels])
+    return [labels[max(range(len(labels)), key=row.__getitem__)] for row in rows]
 
 
 def ordered(demos: Sequence[Demo], order: Order) -> list[Demo]:
