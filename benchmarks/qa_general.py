@@ -38,7 +38,7 @@ from rag.eval.facts import vital_facts
 from rag.eval.harness import evaluate_qa
 from rag.eval.metrics import paired_bootstrap_interval
 from rag.eval.report import write_results
-from rag.eval.runner import QAPrediction, load_cache
+from rag.eval.runner import QAPrediction, load_cache, run_qa, summarize_qa
 from rag.generators.stage import Generate
 from rag.pipeline import Pipeline
 from rag.prompts.stage import ClosedBookPrompt
@@ -152,29 +152,31 @@ def closed_book(generator: dict[str, Any], instruction: str, max_tokens: int) ->
 def test(args: argparse.Namespace, index: HybridRetriever, generator: dict[str, Any],
          sets: dict[str, list[QAExample]], default: QAConfig,
          runner_up: QAConfig) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
+    """Each system on each test split; runs are named by configuration, so a configuration that
+    two roles share (or the compression part reuses) is generated once."""
     plain = replace(PLAIN_HYBRID, instruction=default.instruction)
-    systems = {"default": default.pipeline(index, generator, args.max_tokens),
-               "runner-up": runner_up.pipeline(index, generator, args.max_tokens),
-               "plain-hybrid": plain.pipeline(index, generator, args.max_tokens),
-               "closed-book": closed_book(generator, INSTRUCTIONS[default.instruction],
-                                          args.max_tokens)}
+    roles = {"default": default, "runner-up": runner_up, "plain-hybrid": plain}
+    systems = {c.name: c.pipeline(index, generator, args.max_tokens) for c in roles.values()}
+    systems["closed-book"] = closed_book(generator, INSTRUCTIONS[default.instruction],
+                                         args.max_tokens)
     scores = run_sets(systems, sets, args.out / "test")
-    settings = {"default": default.describe(), "runner-up": runner_up.describe(),
-                "plain-hybrid": plain.describe(), "closed-book": "closed_book_prompt -> generate"}
+    names = {role: c.name for role, c in roles.items()} | {"closed-book": "closed-book"}
+    settings = {role: c.describe() for role, c in roles.items()}
+    settings["closed-book"] = "closed_book_prompt -> generate"
     rows = []
     for set_name, questions in sets.items():
         ids = [q.id for q in questions]
-        for system in systems:
-            summary = scores[set_name][system]
-            row = {"set": set_name, "system": system, "em": round(summary["em"], 4),
-                   "f1": round(summary["f1"], 4), "acc": round(summary["acc"], 4),
-                   "setting": settings[system]}
-            if system != "default":
-                versus = paired(args.out / "test" / set_name, "default", system, ids)
+        for role, name in names.items():
+            summary = scores[set_name][name]
+            row = {"set": set_name, "system": role, "configuration": name,
+                   "em": round(summary["em"], 4), "f1": round(summary["f1"], 4),
+                   "acc": round(summary["acc"], 4), "setting": settings[role]}
+            if role != "default":
+                versus = paired(args.out / "test" / set_name, default.name, name, ids)
                 row["default_minus_this"] = versus["em_difference"]
                 row["default_minus_this_paired_95"] = versus["paired_95"]
             rows.append(row)
-    ems = {s: {system: scores[s][system]["em"] for system in systems} for s in sets}
+    ems = {s: {role: scores[s][name]["em"] for role, name in names.items()} for s in sets}
     return rows, ems
 
 
@@ -199,22 +201,27 @@ def lost_answers(pipeline: Pipeline, questions: Sequence[QAExample]) -> tuple[in
 
 def compression(args: argparse.Namespace, index: HybridRetriever, generator: dict[str, Any],
                 questions: list[QAExample], default: QAConfig) -> list[dict[str, Any]]:
-    full = replace(default, compression=None)
-    extractive = replace(default, compression=2.0)
+    """Extractive and LLMLingua-style compression at 2x against none, all else the default's,
+    in the test split's folder: configurations the test part ran are not generated again."""
+    full, extractive = replace(default, compression=None), replace(default, compression=2.0)
     lingua = rag_qa(index, generator, k=default.k, compression=2.0, compressor="llmlingua",
                     fusion=default.fusion, order=default.order,
                     system=qa_system(INSTRUCTIONS[default.instruction]), max_tokens=args.max_tokens)
-    systems = {"none": full.pipeline(index, generator, args.max_tokens),
-               "extractive-2x": extractive.pipeline(index, generator, args.max_tokens),
-               "llmlingua-2x": lingua}
-    scores = evaluate_qa(systems, questions, args.out / "compression", dataset="vital-facts test")
+    systems = {full.name: full.pipeline(index, generator, args.max_tokens),
+               extractive.name: extractive.pipeline(index, generator, args.max_tokens),
+               f"{extractive.name}-llmlingua": lingua}
+    folder = args.out / "test" / "vital-facts"
+    scores = {name: summarize_qa(questions, run_qa(pipeline, questions, folder / name))
+              for name, pipeline in systems.items()}  # predictions only: the report is test's
     rows = []
-    for name, pipeline in systems.items():
-        row = {"compression": name, "em": round(scores[name]["em"], 4),
+    for (label, name), pipeline in zip(
+            {"none": full.name, "extractive-2x": extractive.name,
+             "llmlingua-2x": f"{extractive.name}-llmlingua"}.items(), systems.values()):
+        row = {"compression": label, "configuration": name, "em": round(scores[name]["em"], 4),
                "prompt_tokens": round(scores[name]["prompt_tokens"], 1)}
-        if name != "none":
+        if label != "none":
             lost, held = lost_answers(pipeline, questions)
-            versus = paired(args.out / "compression", name, "none", [q.id for q in questions])
+            versus = paired(folder, name, full.name, [q.id for q in questions])
             row |= {"answer_lost": lost, "answer_held_before": held,
                     "minus_none": versus["em_difference"],
                     "minus_none_paired_95": versus["paired_95"]}
