@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from rag.errors import ConfigError
+from rag.errors import ConfigError, RagError
 
 # Kind -> modules whose import registers that kind's built-in components.
 _KIND_MODULES: dict[str, tuple[str, ...]] = {
@@ -51,37 +51,87 @@ class Component:
     """Base of everything a pipeline file can name.
 
     Subclasses set `kind`, get a `name` from `@register`, and declare a nested `Config`
-    (a `ComponentConfig`). Constructors take the config's fields as keyword arguments; a field
-    holding a nested component accepts either the component or its spec.
+    (a `ComponentConfig`). Constructors take the config's fields as keyword arguments, or
+    positionally in the order the config declares them. A field named in `nested` holds a nested
+    component: it accepts the component, its spec or its bare type name (a list of them for a
+    list field; None for the config's default), and this base class validates the whole config
+    first, then builds each nested component into the attribute of the field's name. The config
+    keeps the nested specs themselves, not stubs, so `config.retriever` is a spec that rebuilds
+    the retriever.
     """
 
     kind: ClassVar[str] = ""
     name: ClassVar[str] = ""
-    # Config fields that hold nested components, kept live in attributes of the same name; their
-    # specs are taken when `spec()` is called, so an index saved later serializes its path.
-    nested: ClassVar[tuple[str, ...]] = ()
+    # Config field -> kind of the component(s) it holds. Their specs in `spec()` are taken from
+    # the live components when it is called, so an index saved after construction names its path.
+    nested: ClassVar[dict[str, str]] = {}
 
     class Config(ComponentConfig):
         pass
 
     config: BaseModel
 
-    def __init__(self, **kwargs: Any) -> None:
-        self.config = validate_config(type(self), kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs = _by_name(type(self), args, kwargs)
+        given = {f: v for f in self.nested if (v := kwargs.pop(f, None)) is not None}
+        declared = {f: _each(value, _declared) for f, value in given.items()}
+        self.config = validate_config(type(self), {**kwargs, **declared})  # before building
+        for field, kind in self.nested.items():
+            held, source = getattr(self.config, field), given.get(field)
+            if isinstance(held, list):
+                value = [_built(kind, s, g) for s, g in zip(held, source or [None] * len(held))]
+            else:
+                value = None if held is None else _built(kind, held, source)
+            setattr(self, field, value)
 
     def spec(self) -> dict[str, Any]:
         """The dict that `build(kind, spec)` turns back into an equivalent component."""
         data = {"type": self.name, **self.config.model_dump(mode="json")}
         for field in self.nested:
-            value = getattr(self, field)
-            if isinstance(value, list):
-                data[field] = [v.spec() for v in value]
-            else:  # an optional nested component may be absent
-                data[field] = value.spec() if value is not None else None
+            data[field] = _each(getattr(self, field), lambda c: c.spec())
         return data
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
+
+
+def _each(value: Any, convert: Callable[[Any], Any]) -> Any:
+    """`convert` applied to a nested field's value: one component, a list of them, or None."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return [convert(v) for v in value]
+    return convert(value)
+
+
+def _declared(value: Component | dict[str, Any] | str) -> Any:
+    """The spec of a nested component as its config holds it. A component given built gives its
+    `spec()`, or, when it has none a file could rebuild (an index or a pool only in memory, which
+    a stage may hold until it is saved), its config."""
+    if isinstance(value, Component):
+        try:
+            return value.spec()
+        except RagError:
+            return {"type": value.name, **value.config.model_dump(mode="json")}
+    return {"type": value} if isinstance(value, str) else value
+
+
+def _built(kind: str, spec: dict[str, Any], given: Any) -> Any:
+    """A nested component: the one given, when it came built (so it stays shared, and an index
+    in memory stays the same object), else the one its validated spec names."""
+    return build(kind, given if isinstance(given, Component) else spec)
+
+
+def _by_name(cls: type[Component], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Positional constructor arguments named by the config's fields, in declared order."""
+    fields = list(cls.Config.model_fields)
+    if len(args) > len(fields):
+        raise ConfigError(f"{cls.kind} {cls.name!r} takes at most {len(fields)} positional "
+                          f"arguments ({', '.join(fields)}), got {len(args)}")
+    named = dict(zip(fields, args))
+    if twice := sorted(named.keys() & kwargs.keys()):
+        raise ConfigError(f"{cls.kind} {cls.name!r} got {twice} both by position and by name")
+    return {**named, **kwargs}
 
 
 def register(kind: str, name: str) -> Callable[[C], C]:

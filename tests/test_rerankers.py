@@ -36,6 +36,7 @@ class OracleLLM(Generator):
     """Knows which passage is relevant: the one mentioning GOLD. Counts its calls."""
 
     def __init__(self, reply: str | None = None) -> None:
+        super().__init__()  # a component has a config: a stage holding it records its spec
         self.reply, self.calls = reply, 0
 
     @staticmethod

@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from rag.encoders.dense import SentenceTransformerEncoder
 from rag.errors import RagError
-from rag.registry import Component, ComponentConfig, build, register
+from rag.registry import Component, ComponentConfig, register
 from rag.types import Chunk, Document
 
 DEFAULT_ENCODER = {"type": "sentence_transformers"}
@@ -32,16 +33,16 @@ def by_document(docs: Sequence[Document], chunks: Sequence[Chunk]) -> dict[str, 
     return parents
 
 
+class EmbedderConfig(ComponentConfig):
+    encoder: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_ENCODER))
+
+
 class ChunkEmbedder(Component):
     """Base: `embed(docs, chunks)` -> (len(chunks), dim) unit vectors."""
 
     kind = "embedder"
-    nested = ("encoder",)
-
-    def __init__(self, encoder: SentenceTransformerEncoder | dict[str, Any] | None = None,
-                 **kwargs: Any) -> None:
-        self.encoder: SentenceTransformerEncoder = build("encoder", encoder or DEFAULT_ENCODER)
-        super().__init__(encoder={"type": self.encoder.name}, **kwargs)
+    nested = {"encoder": "encoder"}
+    encoder: SentenceTransformerEncoder
 
     def embed(self, docs: Sequence[Document], chunks: Sequence[Chunk],
               progress: bool = False) -> np.ndarray:
@@ -52,8 +53,7 @@ class ChunkEmbedder(Component):
 class NaiveEmbedder(ChunkEmbedder):
     """Each chunk's own text, alone: the baseline every contextual method is measured against."""
 
-    class Config(ComponentConfig):
-        encoder: dict[str, Any]
+    class Config(EmbedderConfig):
         title: bool = False
 
     config: Config

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from rag.chunkers.embedding import ChunkEmbedder, by_document, normalize
-from rag.registry import ComponentConfig, register
+from rag.chunkers.embedding import ChunkEmbedder, EmbedderConfig, by_document, normalize
+from rag.registry import register
 from rag.types import Chunk, Document
 
 
@@ -51,8 +51,7 @@ class LateChunkingEmbedder(ChunkEmbedder):
     the first takes the document's start ([CLS] and title), the last its end ([SEP]).
     """
 
-    class Config(ComponentConfig):
-        encoder: dict[str, Any]
+    class Config(EmbedderConfig):
         title: bool = Field(default=True, description="prefix the document with its title")
         overlap: int = Field(default=64, ge=0, description="tokens shared by long-doc windows")
 

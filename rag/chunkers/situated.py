@@ -24,12 +24,14 @@ import numpy as np
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from rag.chunkers.embedding import ChunkEmbedder, by_document, normalize
+from rag.chunkers.embedding import (
+    DEFAULT_ENCODER, ChunkEmbedder, EmbedderConfig, by_document, normalize,
+)
 from rag.chunkers.late import fill_empty, pool_spans
 from rag.chunkers.sentence import sentence_spans
 from rag.generators.base import Generator
 from rag.models import cache_dir
-from rag.registry import ComponentConfig, build, register
+from rag.registry import ComponentConfig, register
 from rag.types import Chunk, Document, Prompt, SamplingParams
 
 SITUATE_PROMPT = (
@@ -46,8 +48,7 @@ SITUATE_PROMPT = (
 class SituatedWindowEmbedder(ChunkEmbedder):
     """Pool the chunk's own tokens from an encoder pass over its neighbourhood."""
 
-    class Config(ComponentConfig):
-        encoder: dict[str, Any]
+    class Config(EmbedderConfig):
         context_chars: int = Field(default=400, ge=0, description="characters on each side")
         title: bool = Field(default=True, description="start each window with the title")
         residual: float = Field(default=0.5, ge=0, description="weight of the plain chunk vector")
@@ -83,8 +84,7 @@ class SituatedWindowEmbedder(ChunkEmbedder):
 class SituatedPrefixEmbedder(ChunkEmbedder):
     """`{title}. {first sentence of the document}` before the chunk's text."""
 
-    class Config(ComponentConfig):
-        encoder: dict[str, Any]
+    class Config(EmbedderConfig):
         summary_chars: int = Field(default=200, ge=0, description="cap on the summary's length")
 
     config: Config
@@ -112,22 +112,18 @@ class SituatedPrefixEmbedder(ChunkEmbedder):
 class ContextualRetrievalEmbedder(ChunkEmbedder):
     """An LLM-written situating sentence before each chunk, cached on disk."""
 
-    nested = ("encoder", "generator")
+    nested = {**ChunkEmbedder.nested, "generator": "generator"}
 
     class Config(ComponentConfig):
-        encoder: dict[str, Any]
-        generator: dict[str, Any]
+        generator: dict[str, Any]  # first: the constructor's first positional argument
+        encoder: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_ENCODER))
         max_tokens: int = Field(default=48, ge=1)
         document_chars: int = Field(default=3000, ge=100, description="document text shown")
         batch_size: int = Field(default=64, ge=1, description="chunks per generate call")
         cache: bool = Field(default=True, description="keep generated contexts on disk")
 
     config: Config
-
-    def __init__(self, generator: Generator | dict[str, Any], encoder: Any = None,
-                 **kwargs: Any) -> None:
-        self.generator: Generator = build("generator", generator)
-        super().__init__(encoder, generator={"type": self.generator.name}, **kwargs)
+    generator: Generator
 
     def _key(self, doc: Document, chunk: Chunk) -> str:
         material = json.dumps([self.generator.spec(), self.config.max_tokens,

@@ -21,10 +21,10 @@ import tokenize
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rag.compression.base import Compressed, Compressor, CompressorConfig, with_text
-from rag.registry import build, register
+from rag.registry import register
 from rag.types import Hit
 
 Step = Literal["comments", "docstrings", "blank_lines", "annotations", "helper_bodies", "function_bodies"]
@@ -145,7 +145,7 @@ STEPS: dict[str, Callable[[str, int | None], str]] = {
 
 @register("compressor", "code")
 class CodeCompressor(Compressor):
-    nested = ("fallback",)
+    nested = {"fallback": "compressor"}
 
     class Config(CompressorConfig):
         order: list[Step] = Field(
@@ -153,15 +153,17 @@ class CodeCompressor(Compressor):
                                      "helper_bodies", "function_bodies"],
             description="kinds of code to drop, first to last, until the budget is met",
         )
-        fallback: dict[str, Any] = Field(default_factory=lambda: {"type": "extractive"})
+        fallback: dict[str, Any] = Field(default_factory=lambda: {"type": "extractive"},
+                                         description="for text that is not Python; its ratio "
+                                         "is this compressor's unless it names its own")
+
+        @model_validator(mode="after")
+        def _fallback_ratio(self) -> CodeCompressor.Config:
+            self.fallback = {"ratio": self.ratio, **self.fallback}
+            return self
 
     config: Config
-
-    def __init__(self, fallback: Compressor | dict[str, Any] | None = None, **options: Any) -> None:
-        spec = {"type": fallback.name} if isinstance(fallback, Compressor) else (fallback or {"type": "extractive"})
-        super().__init__(fallback=spec, **options)  # validate before building anything
-        self.fallback: Compressor = fallback if isinstance(fallback, Compressor) else \
-            build("compressor", {"ratio": self.config.ratio, **spec})
+    fallback: Compressor
 
     def shrink(self, source: str, budget: int) -> str | None:
         """The source with kinds of code dropped until it fits `budget`; None if it is not Python."""

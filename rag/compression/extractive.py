@@ -19,22 +19,19 @@ from pydantic import Field
 from rag.chunkers.sentence import sentence_spans
 from rag.compression.base import Compressed, Compressor, CompressorConfig, with_text
 from rag.encoders.dense import Encoder
-from rag.registry import build, register
+from rag.registry import register
 from rag.types import Hit
 
 
 @register("compressor", "extractive")
 class ExtractiveCompressor(Compressor):
-    nested = ("encoder",)
+    nested = {"encoder": "encoder"}
 
     class Config(CompressorConfig):
         encoder: dict[str, Any] = Field(default_factory=lambda: {"type": "sentence_transformers"})
 
     config: Config
-
-    def __init__(self, encoder: Encoder | dict[str, Any] | None = None, **options: Any) -> None:
-        self.encoder: Encoder = build("encoder", encoder or {"type": "sentence_transformers"})
-        super().__init__(encoder={"type": self.encoder.name}, **options)
+    encoder: Encoder
 
     @cached_property
     def segmenter(self) -> Any:

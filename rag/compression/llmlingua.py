@@ -25,7 +25,7 @@ from pydantic import Field
 
 from rag.compression.base import Compressed, Compressor, CompressorConfig, with_text
 from rag.generators.base import LocalGenerator
-from rag.registry import build, register
+from rag.registry import register
 from rag.types import Hit
 
 QUESTION_SUFFIX = " We can get the answer to this question in the given documents."
@@ -33,7 +33,7 @@ QUESTION_SUFFIX = " We can get the answer to this question in the given document
 
 @register("compressor", "llmlingua")
 class LLMLinguaCompressor(Compressor):
-    nested = ("generator",)
+    nested = {"generator": "generator"}
 
     class Config(CompressorConfig):
         generator: dict[str, Any] = Field(default_factory=lambda: {"type": "vllm", "model": "tiny"})
@@ -41,10 +41,7 @@ class LLMLinguaCompressor(Compressor):
         rank_spread: float = Field(default=0.3, ge=0.0, lt=1.0, description="dynamic ratio spread")
 
     config: Config
-
-    def __init__(self, generator: LocalGenerator | dict[str, Any] | None = None, **options: Any) -> None:
-        self.generator: LocalGenerator = build("generator", generator or {"type": "vllm", "model": "tiny"})
-        super().__init__(generator={"type": self.generator.name}, **options)
+    generator: LocalGenerator
 
     @property
     def tokenizer(self) -> Any:  # count tokens as the LM sees them

@@ -6,7 +6,7 @@ from typing import Any
 
 from rag.compression.base import Compressor
 from rag.pipeline import Stage, Writes
-from rag.registry import ComponentConfig, build, register
+from rag.registry import ComponentConfig, register
 from rag.state import View
 
 
@@ -16,16 +16,13 @@ class Compress(Stage):
 
     reads = ("query", "hits")
     writes = ("hits",)
-    nested = ("compressor",)
+    nested = {"compressor": "compressor"}
 
     class Config(ComponentConfig):
         compressor: dict[str, Any]
 
     config: Config
-
-    def __init__(self, compressor: Compressor | dict[str, Any]) -> None:
-        self.compressor: Compressor = build("compressor", compressor)
-        super().__init__(compressor={"type": self.compressor.name})
+    compressor: Compressor
 
     def run(self, batch: list[View]) -> list[Writes]:
         results = self.compressor.compress([item.query for item in batch], [item.hits for item in batch])

@@ -19,7 +19,7 @@ from typing import Any
 
 from rag.generators.base import Generator, PromptLike, as_prompt
 from rag.models import model_fingerprint
-from rag.registry import ComponentConfig, build, register
+from rag.registry import ComponentConfig, register
 from rag.types import Generation, SamplingParams, TextDelta
 
 
@@ -27,7 +27,7 @@ from rag.types import Generation, SamplingParams, TextDelta
 class CachedGenerator(Generator):
     """`generate` answers from `path` where it can and asks `generator` for the rest."""
 
-    nested = ("generator",)
+    nested = {"generator": "generator"}
 
     class Config(ComponentConfig):
         generator: dict[str, Any]
@@ -35,9 +35,10 @@ class CachedGenerator(Generator):
 
     config: Config
 
-    def __init__(self, generator: Generator | dict[str, Any] | str, path: str) -> None:
-        self.generator: Generator = build("generator", generator)
-        super().__init__(generator={"type": self.generator.name}, path=path)
+    generator: Generator
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._lock = threading.Lock()
 
     @cached_property

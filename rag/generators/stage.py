@@ -10,7 +10,7 @@ from pydantic import Field
 from rag.generators.base import Generator
 from rag.pipeline import Stage, Writes
 from rag.prompts.citations import answer_for
-from rag.registry import ComponentConfig, build, register
+from rag.registry import ComponentConfig, register
 from rag.state import View
 from rag.types import Completion, Generation, SamplingParams, TextDelta, Usage
 
@@ -26,7 +26,7 @@ class Generate(Stage):
     reads = ("query", "prompt")
     optional_reads = ("sources", "hits")
     writes = ("generation", "answer")
-    nested = ("generator",)
+    nested = {"generator": "generator"}
     streams = True
 
     class Config(ComponentConfig):
@@ -34,13 +34,7 @@ class Generate(Stage):
         params: SamplingParams = Field(default_factory=SamplingParams)
 
     config: Config
-
-    def __init__(
-        self, generator: Generator | dict[str, Any] | str,
-        params: SamplingParams | dict[str, Any] | None = None,
-    ) -> None:
-        self.generator: Generator = build("generator", generator)
-        super().__init__(generator={"type": self.generator.name}, params=params or SamplingParams())
+    generator: Generator
 
     def _writes(self, item: View, generation: Generation) -> Writes:
         answer = answer_for(item.query, generation.text, item.sources, item.hits, generation.usage)

@@ -17,7 +17,7 @@ from rag.kvcache.store import StoreDtype
 from rag.pipeline import Stage, Writes
 from rag.prompts.citations import answer_for
 from rag.prompts.templates import RAG_SYSTEM
-from rag.registry import ComponentConfig, build, register
+from rag.registry import ComponentConfig, register
 from rag.selectors.prompt import DemoTemplate, Order, ordered
 from rag.state import View
 from rag.types import Chunk, Citation, Generation, Prompt, SamplingParams, Usage
@@ -36,7 +36,7 @@ class CachedPieces(Stage):
     and, on the transformers path, prefill seconds.
     """
 
-    nested = ("generator",)
+    nested = {"generator": "generator"}
 
     class Config(ComponentConfig):
         generator: dict[str, Any] = Field(default_factory=lambda: {"type": "transformers"})
@@ -75,11 +75,9 @@ class CachedPieces(Stage):
     config: Config
 
     def __init__(self, store: str, generator: Any = None, **kwargs: Any) -> None:
-        spec = generator or {"type": "transformers"}
-        if isinstance(spec, dict) and spec.get("type") == "vllm":
-            spec = {**spec, "kv_connector": True}  # the engine must load the caches
-        self.generator = build("generator", spec)
-        super().__init__(store=store, generator={"type": self.generator.name}, **kwargs)
+        if isinstance(generator, dict) and generator.get("type") == "vllm":
+            generator = {**generator, "kv_connector": True}  # the engine must load the caches
+        super().__init__(store=store, generator=generator, **kwargs)
 
     def frame(self) -> str | Frame:
         """The fixed text around the pieces (a RAG system prompt, or a whole `Frame`)."""

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from rag.generators.base import Generator
-from rag.registry import ComponentConfig, build, register
+from rag.registry import ComponentConfig, register
 from rag.rerankers.base import Reranker, passage_text, rescored
 from rag.types import Hit, Prompt, SamplingParams
 
@@ -72,13 +72,10 @@ class ListwiseConfig(ComponentConfig):
 class ListwiseReranker(Reranker):
     """Sliding-window reranking; subclasses order one batch of windows."""
 
-    nested = ("generator",)
+    nested = {"generator": "generator"}
     Config = ListwiseConfig
     config: ListwiseConfig
-
-    def __init__(self, generator: Generator | dict[str, Any] | str, **options: Any) -> None:
-        self.generator: Generator = build("generator", generator)
-        super().__init__(generator={"type": self.generator.name}, **options)
+    generator: Generator
 
     def order(self, queries: Sequence[str], windows: Sequence[Sequence[Hit]]) -> list[list[int]]:
         """For each window, its 0-based indices from most to least relevant."""

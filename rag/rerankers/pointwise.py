@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import Field
 
 from rag.generators.base import Generator, yes_probability
-from rag.registry import ComponentConfig, build, register
+from rag.registry import ComponentConfig, register
 from rag.rerankers.base import Reranker, passage_text, rescored
 from rag.types import Hit, Prompt
 
@@ -26,7 +26,7 @@ QUESTION = (
 class PointwiseReranker(Reranker):
     """One yes/no judgement per (query, passage), all scored in one batched call."""
 
-    nested = ("generator",)
+    nested = {"generator": "generator"}
 
     class Config(ComponentConfig):
         generator: dict[str, Any]
@@ -34,10 +34,7 @@ class PointwiseReranker(Reranker):
         labels: tuple[str, str] = Field(default=("Yes", "No"), description="the yes and no answers")
 
     config: Config
-
-    def __init__(self, generator: Generator | dict[str, Any] | str, **options: Any) -> None:
-        self.generator: Generator = build("generator", generator)
-        super().__init__(generator={"type": self.generator.name}, **options)
+    generator: Generator
 
     def prompt(self, query: str, hit: Hit) -> Prompt:
         return Prompt.chat(QUESTION.format(passage=passage_text(hit, self.config.max_words), query=query))

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from rag.pipeline import Stage, Writes
-from rag.registry import ComponentConfig, build, register
+from rag.registry import ComponentConfig, register
 from rag.rerankers.base import Reranker
 from rag.state import View
 
@@ -18,17 +18,14 @@ class Rerank(Stage):
 
     reads = ("query", "hits")
     writes = ("hits",)
-    nested = ("reranker",)
+    nested = {"reranker": "reranker"}
 
     class Config(ComponentConfig):
         reranker: dict[str, Any]
         k: int | None = Field(default=None, ge=1)
 
     config: Config
-
-    def __init__(self, reranker: Reranker | dict[str, Any], k: int | None = None) -> None:
-        self.reranker: Reranker = build("reranker", reranker)
-        super().__init__(reranker={"type": self.reranker.name}, k=k)
+    reranker: Reranker
 
     def run(self, batch: list[View]) -> list[Writes]:
         reranked = self.reranker.rerank([item.query for item in batch], [item.hits for item in batch])

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from rag.errors import IndexLoadError
-from rag.registry import ComponentConfig, build, register
+from rag.registry import ComponentConfig, register
 from rag.retrievers.base import Filter, Retriever, check_k, read_manifest, write_manifest
 from rag.types import Chunk, Hit
 
@@ -68,7 +68,7 @@ class HybridRetriever(Retriever):
 
     format = FORMAT
 
-    nested = ("retrievers",)
+    nested = {"retrievers": "retriever"}
 
     class Config(ComponentConfig):
         retrievers: list[dict[str, Any]] = Field(default_factory=list)
@@ -89,6 +89,7 @@ class HybridRetriever(Retriever):
             return self
 
     config: Config
+    retrievers: list[Retriever]
 
     def __init__(self, retrievers: Sequence[Retriever | dict[str, Any]] = (), **kwargs: Any) -> None:
         if kwargs.get("path") and not retrievers:  # a saved hybrid: its manifest names the rest
@@ -100,8 +101,7 @@ class HybridRetriever(Retriever):
             retrievers = [{**r, "path": str(folder / r["path"])} if r.get("path") else r
                           for r in saved.pop("retrievers")]
             kwargs = {**{k: v for k, v in saved.items() if k != "path"}, **kwargs}
-        self.retrievers: list[Retriever] = [build("retriever", r) for r in retrievers]
-        super().__init__(retrievers=[{"type": r.name} for r in self.retrievers], **kwargs)
+        super().__init__(retrievers=list(retrievers), **kwargs)
         self.names = [f"{i}:{c.name}" for i, c in enumerate(self.retrievers)]
 
     def __len__(self) -> int:

@@ -20,7 +20,7 @@ from pydantic import Field
 from rag.chunkers.embedding import ChunkEmbedder
 from rag.encoders.dense import Encoder, index_encoder
 from rag.errors import EncoderMismatchError, IndexLoadError, RagError
-from rag.registry import ComponentConfig, build, register
+from rag.registry import ComponentConfig, register
 from rag.retrievers.base import (
     CHUNKS,
     Filter,
@@ -50,6 +50,7 @@ class HNSWRetriever(Retriever):
     """Approximate nearest neighbours by cosine or inner product, via hnswlib."""
 
     format = FORMAT
+    nested = {"encoder": "encoder"}
 
     class Config(ComponentConfig):
         path: str | None = Field(default=None, description="index folder to load; None: empty")
@@ -63,6 +64,7 @@ class HNSWRetriever(Retriever):
         exact: bool = Field(default=False, description="brute-force search: the reference")
 
     config: Config
+    encoder: Encoder
 
     def __init__(self, encoder: Encoder | dict[str, Any] | None = None, **kwargs: Any) -> None:
         manifest = read_manifest(kwargs["path"], FORMAT) if kwargs.get("path") else None
@@ -72,8 +74,7 @@ class HNSWRetriever(Retriever):
             chosen = index_encoder(encoder, manifest["encoder"])
         else:
             chosen = encoder if encoder is not None else DEFAULT_ENCODER
-        self.encoder: Encoder = build("encoder", chosen)
-        super().__init__(encoder=self.encoder.spec(), **kwargs)
+        super().__init__(encoder=chosen, **kwargs)
         self.chunks: list[Chunk] = []  # by hnswlib label; deleted ones stay, marked
         self.vectors = np.zeros((0, 0), dtype=np.float32)
         self._labels: dict[str, int] = {}

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from rag.errors import ConfigError
 from rag.generators.base import Generator
-from rag.registry import ComponentConfig, build, register
+from rag.registry import ComponentConfig, register
 from rag.retrievers.base import Filter, Retriever, check_k
 from rag.retrievers.hnsw import HNSWRetriever
 from rag.types import Chunk, Hit, Prompt, SamplingParams
@@ -28,7 +28,7 @@ HYDE_PROMPT = "Write a short encyclopedia passage that answers the question.\nQu
 class HyDERetriever(Retriever):
     """Hypothetical-document embeddings over an HNSW index."""
 
-    nested = ("retriever", "generator")
+    nested = {"retriever": "retriever", "generator": "generator"}
 
     class Config(ComponentConfig):
         retriever: dict[str, Any]
@@ -39,16 +39,13 @@ class HyDERetriever(Retriever):
         prompt: str = HYDE_PROMPT
 
     config: Config
+    retriever: HNSWRetriever
+    generator: Generator
 
-    def __init__(self, retriever: Retriever | dict[str, Any], generator: Generator | dict[str, Any],
-                 **kwargs: Any) -> None:
-        inner = build("retriever", retriever)
-        if not isinstance(inner, HNSWRetriever):
-            raise ConfigError(f"HyDE needs a dense (hnsw) retriever, got {inner.name!r}")
-        self.retriever: HNSWRetriever = inner
-        self.generator: Generator = build("generator", generator)
-        super().__init__(retriever={"type": inner.name}, generator={"type": self.generator.name},
-                         **kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.retriever, HNSWRetriever):
+            raise ConfigError(f"HyDE needs a dense (hnsw) retriever, got {self.retriever.name!r}")
 
     def __len__(self) -> int:
         return len(self.retriever)

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from rag.encoders.dense import Encoder, index_encoder
 from rag.errors import IndexLoadError, RagError
-from rag.registry import ComponentConfig, build, register
+from rag.registry import ComponentConfig, register
 from rag.retrievers.base import (
     Filter,
     Retriever,
@@ -76,6 +76,7 @@ class MilvusRetriever(Retriever):
     """Approximate nearest neighbours in a Milvus collection (HNSW), embedded or on a server."""
 
     format = FORMAT
+    nested = {"encoder": "encoder"}
 
     class Config(ComponentConfig):
         path: str | None = Field(default=None, description="index folder to load; None: empty")
@@ -90,6 +91,7 @@ class MilvusRetriever(Retriever):
         ef_search: int = Field(default=64, ge=1, description="raised to k when k is larger")
 
     config: Config
+    encoder: Encoder
 
     def __init__(self, encoder: Encoder | dict[str, Any] | None = None, **kwargs: Any) -> None:
         manifest = read_manifest(kwargs["path"], FORMAT) if kwargs.get("path") else None
@@ -99,8 +101,7 @@ class MilvusRetriever(Retriever):
             chosen = index_encoder(encoder, manifest["encoder"])
         else:
             chosen = encoder if encoder is not None else DEFAULT_ENCODER
-        self.encoder: Encoder = build("encoder", chosen)
-        super().__init__(encoder=self.encoder.spec(), **kwargs)
+        super().__init__(encoder=chosen, **kwargs)
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         if manifest is None:
             # an empty index keeps its store in a scratch folder (removed with the retriever)

@@ -18,7 +18,7 @@ from pydantic import Field
 from rag.encoders.dense import index_encoder
 from rag.encoders.sparse import SpladeEncoder
 from rag.errors import RagError
-from rag.registry import ComponentConfig, build, register
+from rag.registry import ComponentConfig, register
 from rag.retrievers.base import (
     CHUNKS,
     Filter,
@@ -47,7 +47,7 @@ class SparseRetriever(Retriever):
 
     format = FORMAT
 
-    nested = ("encoder",)
+    nested = {"encoder": "encoder"}
 
     class Config(ComponentConfig):
         path: str | None = Field(default=None, description="index folder to load; None: empty")
@@ -56,6 +56,7 @@ class SparseRetriever(Retriever):
         )
 
     config: Config
+    encoder: SpladeEncoder
 
     def __init__(self, encoder: SpladeEncoder | dict[str, Any] | None = None, **kwargs: Any) -> None:
         manifest = read_manifest(kwargs["path"], FORMAT) if kwargs.get("path") else None
@@ -63,8 +64,7 @@ class SparseRetriever(Retriever):
         if chosen is None:
             raise RagError("a splade retriever needs an encoder, e.g. "
                            "{'type': 'splade', 'model': 'naver/splade-v3'}")
-        self.encoder: SpladeEncoder = build("encoder", chosen)
-        super().__init__(encoder={"type": self.encoder.name}, **kwargs)
+        super().__init__(encoder=chosen, **kwargs)
         self.chunks: list[Chunk] = []
         self.postings = sp.csc_matrix((0, 0), dtype=np.float32)
         if manifest is not None:

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from rag.pipeline import Stage, Writes
-from rag.registry import ComponentConfig, build, register
+from rag.registry import ComponentConfig, register
 from rag.retrievers.base import Retriever
 from rag.state import View
 
@@ -18,17 +18,14 @@ class Retrieve(Stage):
 
     reads = ("query",)
     writes = ("hits",)
-    nested = ("retriever",)
+    nested = {"retriever": "retriever"}
 
     class Config(ComponentConfig):
         retriever: dict[str, Any]
         k: int = Field(default=5, ge=1)
 
     config: Config
-
-    def __init__(self, retriever: Retriever | dict[str, Any], k: int = 5) -> None:
-        self.retriever: Retriever = build("retriever", retriever)
-        super().__init__(retriever={"type": self.retriever.name}, k=k)
+    retriever: Retriever
 
     def run(self, batch: list[View]) -> list[Writes]:
         results = self.retriever.search([item.query for item in batch], k=self.config.k)

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from rag.pipeline import Stage, Writes
-from rag.registry import ComponentConfig, build, register
+from rag.registry import ComponentConfig, register
 from rag.selectors.base import Selector
 from rag.selectors.prompt import DemoTemplate, Order, ordered, within_budget
 from rag.state import View
@@ -21,17 +21,14 @@ class Select(Stage):
 
     reads = ("query",)
     writes = ("demos",)
-    nested = ("selector",)
+    nested = {"selector": "selector"}
 
     class Config(ComponentConfig):
         selector: dict[str, Any]
         k: int = Field(default=4, ge=1)
 
     config: Config
-
-    def __init__(self, selector: Selector | dict[str, Any], k: int = 4) -> None:
-        self.selector: Selector = build("selector", selector)
-        super().__init__(selector={"type": self.selector.name}, k=k)
+    selector: Selector
 
     def run(self, batch: list[View]) -> list[Writes]:
         chosen = self.selector.select([item.query for item in batch], self.config.k)

@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import Field
 
 from rag.encoders.dense import Encoder
-from rag.registry import build, register
+from rag.registry import register
 from rag.selectors.base import Selector, SelectorConfig
 from rag.types import Demo
 
@@ -72,17 +72,14 @@ class KNNSelector(Selector):
     Learned selectors (EPR, LLM-R, LAIL) are this selector with a fine-tuned encoder.
     """
 
-    nested = ("encoder",)
+    nested = {"encoder": "encoder"}
 
     class Config(SelectorConfig):
         encoder: dict[str, Any] = Field(default_factory=lambda: {"type": "sentence_transformers"})
 
     config: Config
-
-    def __init__(self, encoder: Encoder | dict[str, Any] | None = None, **kwargs: Any) -> None:
-        self.encoder: Encoder = build("encoder", encoder or {"type": "sentence_transformers"})
-        self.vectors = np.zeros((0, 0), dtype=np.float32)
-        super().__init__(encoder={"type": self.encoder.name}, **kwargs)
+    encoder: Encoder
+    vectors: np.ndarray = np.zeros((0, 0), dtype=np.float32)  # the pool's, once fitted
 
     def _index(self, pool: list[Demo]) -> None:
         self.vectors = self.encoder.encode_documents([d.input for d in pool])

@@ -9,14 +9,14 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 import rag.verifiers.fields  # noqa: F401 - registers the code state fields
 from rag.errors import ConfigError
 from rag.generators.base import Generator
 from rag.pipeline import Stage, Writes
 from rag.prompts.citations import cite
-from rag.registry import ComponentConfig, build, register
+from rag.registry import ComponentConfig, register
 from rag.state import View
 from rag.types import Answer, Prompt, SamplingParams
 from rag.verifiers.code import (
@@ -64,11 +64,11 @@ class Execute(Stage):
 
     reads = ("query", "entry_point", "programs")
     writes = ("checks", "executions")
-    nested = ("generator",)
+    nested = {"generator": "generator"}
 
     class Config(ComponentConfig):
-        checks: list[Literal["examples", "generated"]] = Field(default_factory=lambda: ["examples"])
         generator: dict[str, Any] | None = Field(default=None, description="writes the tests")
+        checks: list[Literal["examples", "generated"]] = Field(default_factory=lambda: ["examples"])
         tests: int = Field(default=5, ge=1, description="asserts asked for per reply")
         test_samples: int = Field(default=2, ge=1)
         test_params: SamplingParams = Field(
@@ -77,14 +77,14 @@ class Execute(Stage):
             default_factory=lambda: SandboxLimits(timeout_s=10, cpu_seconds=5))
         seconds_per_check: float = Field(default=2.0, gt=0)
 
-    config: Config
+        @model_validator(mode="after")
+        def _writer(self) -> Execute.Config:
+            if "generated" in self.checks and self.generator is None:
+                raise ValueError("generated checks need a `generator` to write them")
+            return self
 
-    def __init__(self, generator: Generator | dict[str, Any] | str | None = None, **kwargs: Any) -> None:
-        self.generator: Generator | None = build("generator", generator) if generator is not None else None
-        spec = {"type": self.generator.name} if self.generator is not None else None
-        super().__init__(generator=spec, **kwargs)
-        if "generated" in self.config.checks and self.generator is None:
-            raise ConfigError("execute: generated checks need a `generator` to write them")
+    config: Config
+    generator: Generator | None
 
     @cached_property
     def sandbox(self) -> Sandbox:
@@ -177,7 +177,7 @@ class Ground(Stage):
 
     reads = ("query", "hits", "answer")
     writes = ("answer",)
-    nested = ("generator",)
+    nested = {"generator": "generator"}
 
     class Config(ComponentConfig):
         generator: dict[str, Any] | None = Field(
@@ -186,11 +186,7 @@ class Ground(Stage):
         threshold: float = Field(default=0.5, gt=0, lt=1)
 
     config: Config
-
-    def __init__(self, generator: Generator | dict[str, Any] | str | None = None, threshold: float = 0.5) -> None:
-        self.generator: Generator | None = build("generator", generator) if generator is not None else None
-        spec = {"type": self.generator.name} if self.generator is not None else None
-        super().__init__(generator=spec, threshold=threshold)
+    generator: Generator | None
 
     def run(self, batch: list[View]) -> list[Writes]:
         verdicts = check_grounding(
