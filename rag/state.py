@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from rag.errors import ConfigError, PipelineError
-from rag.types import Answer, Citation, Demo, Generation, Hit, Message, Prompt
+from rag.types import Answer, Citation, Demo, Generation, Hit, Message, Prompt, SamplingOverride
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,9 @@ def given_fields() -> set[str]:
 state_field("query", str, description="the user's question or task", given=True)
 state_field("history", list[Message], default=list, given=True,
             description="earlier chat turns, oldest first")
+state_field("sampling", SamplingOverride | None, given=True,
+            description="the request's own decoding settings; a stage that reads it lays them "
+            "over its configured params and honours every field it sets")
 state_field("hits", list[Hit], default=list, description="retrieved passages, best first")
 state_field("demos", list[Demo], default=list, description="demonstrations, most relevant first")
 state_field("sources", list[Citation], default=list, description="passages the prompt shows")

@@ -100,6 +100,20 @@ class SamplingParams(BaseModel):
     seed: int | None = None
 
 
+class SamplingOverride(BaseModel):
+    """One request's own decoding settings: the fields it sets replace a stage's configured
+    `SamplingParams`, the others (None) leave them as configured."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    n: int | None = Field(default=None, ge=1)
+    stop: list[str] | None = None
+    seed: int | None = None
+
+
 class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0

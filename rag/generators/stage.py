@@ -20,11 +20,12 @@ class Generate(Stage):
     """Generate for the whole batch in one call; cite the passages the answer refers to.
 
     With `params.n > 1` every completion is kept in `generation` and the first is the answer,
-    for later stages (`vote`, `extract_programs` and `pick`) to choose among them.
+    for later stages (`vote`, `extract_programs` and `pick`) to choose among them. A state's
+    `sampling` (a served request's fields) replaces the configured `params` field by field.
     """
 
     reads = ("query", "prompt")
-    optional_reads = ("sources", "hits")
+    optional_reads = ("sources", "hits", "sampling")  # sampling: a served request's settings
     writes = ("generation", "answer")
     nested = {"generator": "generator"}
     streams = True
@@ -43,12 +44,31 @@ class Generate(Stage):
                           "cached_prompt_tokens": generation.usage.cached_prompt_tokens,
                           "dtype": self.generator.dtype}}
 
+    def params(self, item: View) -> SamplingParams:
+        """The configured params, with the fields this state's request set laid over them."""
+        if item.sampling is None:
+            return self.config.params
+        asked = item.sampling.model_dump(exclude_none=True)
+        return SamplingParams.model_validate({**self.config.params.model_dump(), **asked})
+
+    def _generate(self, batch: list[View]) -> list[Generation]:
+        """One generator call per distinct setting in the batch (one call when none is asked)."""
+        groups: dict[str, tuple[SamplingParams, list[int]]] = {}
+        for i, item in enumerate(batch):
+            params = self.params(item)
+            groups.setdefault(params.model_dump_json(), (params, []))[1].append(i)
+        made: dict[int, Generation] = {}
+        for params, members in groups.values():
+            outputs = self.generator.generate([batch[i].prompt for i in members], params)
+            made.update(zip(members, outputs, strict=True))
+        return [made[i] for i in range(len(batch))]
+
     def run(self, batch: list[View]) -> list[Writes]:
-        generations = self.generator.generate([item.prompt for item in batch], self.config.params)
+        generations = self._generate(batch)
         return [self._writes(item, g) for item, g in zip(batch, generations, strict=True)]
 
     def stream(self, item: View) -> AsyncIterator[TextDelta]:
-        return self.generator.stream(item.prompt, self.config.params.model_copy(update={"n": 1}))
+        return self.generator.stream(item.prompt, self.params(item).model_copy(update={"n": 1}))
 
     def streamed(self, item: View, text: str, usage: Usage, finish_reason: str | None) -> Writes:
         completion = Completion(text=text, finish_reason=finish_reason)
