@@ -13,8 +13,12 @@ import openai
 import pytest
 import uvicorn
 
+from rag.pipeline import Pipeline, Stage
 from rag.recipes import naive_rag
+from rag.registry import register
 from rag.serving import ServeConfig, Served, create_app
+from rag.serving.probes import SAMPLING_CHECKS, malformed_requests, send
+from rag.state import View
 
 KEY = "test-key-123"
 
@@ -128,58 +132,71 @@ def test_api_keys_are_checked(served):
         running.stop()
 
 
-def _chat(**fields):
-    return {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], **fields}
-
-
-MALFORMED = [
-    ("POST", "/v1/chat/completions", b"{not json"),
-    ("POST", "/v1/chat/completions", b""),
-    ("POST", "/v1/chat/completions", b"[1, 2]"),
-    ("POST", "/v1/chat/completions", {"model": "tiny"}),
-    ("POST", "/v1/chat/completions", {"model": "tiny", "messages": []}),
-    ("POST", "/v1/chat/completions", {"model": "tiny", "messages": "hi"}),
-    ("POST", "/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user"}]}),
-    ("POST", "/v1/chat/completions", {"model": "tiny", "messages": [{"role": "robot", "content": "x"}]}),
-    ("POST", "/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "  "}]}),
-    ("POST", "/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": 5}]}),
-    ("POST", "/v1/chat/completions", _chat(model="nope")),
-    ("POST", "/v1/chat/completions", _chat(model="")),
-    ("POST", "/v1/chat/completions", _chat(max_tokens=-1)),
-    ("POST", "/v1/chat/completions", _chat(max_tokens=0)),
-    ("POST", "/v1/chat/completions", _chat(max_tokens=10**9)),
-    ("POST", "/v1/chat/completions", _chat(max_tokens="ten")),
-    ("POST", "/v1/chat/completions", _chat(temperature=-1)),
-    ("POST", "/v1/chat/completions", _chat(temperature=9)),
-    ("POST", "/v1/chat/completions", _chat(top_p=0)),
-    ("POST", "/v1/chat/completions", _chat(n=0)),
-    ("POST", "/v1/chat/completions", _chat(logit_bias={"1": 5})),
-    ("POST", "/v1/chat/completions", _chat(tools=[{"type": "function"}])),
-    ("POST", "/v1/chat/completions", _chat(stop=["a", "b", "c", "d", "e"])),
-    ("POST", "/v1/chat/completions", _chat(stream=True, n=2)),
-    ("POST", "/v1/chat/completions", _chat(stream=True, stream_options={"include_usage": True})),
-    ("POST", "/v1/chat/completions", _chat(messages=[{"role": "user", "content": "x" * 10_000_000}])),
-    ("POST", "/v1/completions", {"model": "tiny", "prompt": ""}),
-    ("POST", "/v1/completions", {"model": "rag", "prompt": "hi"}),
-    ("POST", "/v1/completions", {"model": "tiny", "prompt": "hi", "echo": True}),
-    ("POST", "/v1/embeddings", {"model": "minilm", "input": []}),
-    ("POST", "/v1/embeddings", {"model": "tiny", "input": "hi"}),
-    ("GET", "/v1/nowhere", None),
-]
-
-
 def test_malformed_requests_get_4xx_openai_errors_and_the_server_serves_on(server, client):
-    assert len(MALFORMED) >= 30
+    requests = malformed_requests(generator="tiny", pipeline="rag", encoder="minilm")
+    assert len(requests) >= 50
     with httpx.Client(base_url=server.url, timeout=60) as http:
-        for method, path, body in MALFORMED:
-            content = body if isinstance(body, bytes) else json.dumps(body).encode() if body else None
-            response = http.request(method, path, content=content,
-                                    headers={"content-type": "application/json"})
-            assert 400 <= response.status_code < 500, (path, body if not isinstance(body, dict) else list(body), response.text[:200])
+        for request in requests:
+            response = send(http, request)
+            body = request[2]
+            shown = list(body) if isinstance(body, dict) else body[:80] if body else body
+            assert 400 <= response.status_code < 500, (request[1], shown, response.text[:200])
             error = response.json()["error"]
             assert error["message"] and error["type"], response.text
     ok = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hello"}], max_tokens=4)
     assert ok.choices[0].message.content is not None
+
+
+@pytest.mark.parametrize("field", SAMPLING_CHECKS)
+def test_each_sampling_field_reaches_the_pipelines_generation(client, field):
+    """max_tokens=3 gives at most 3 tokens, n=3 three choices, a seed the same answer twice,
+    eight seeds at temperature 1.5 more than one answer (and one under a tiny top_p), a stop
+    string the words before it."""
+    assert SAMPLING_CHECKS[field](client, "rag")
+
+
+def test_a_pipeline_streams_and_completes_text_under_the_requests_sampling(client):
+    stream = client.chat.completions.create(
+        model="rag", messages=[{"role": "user", "content": "Tell me about the Mona Lisa."}],
+        max_tokens=3, stream=True)
+    usage = [c.usage for c in stream if c.usage is not None]
+    assert usage and 0 < usage[-1].completion_tokens <= 3
+    done = client.completions.create(model="rag", prompt=["Who painted the Mona Lisa?",
+                                                          "Who directed Seven Samurai?"],
+                                     max_tokens=3, n=2, temperature=1.5)
+    assert len(done.choices) == 4 and done.usage.completion_tokens <= 4 * 3
+    assert len(done.model_extra["rag"]) == 2
+
+
+def test_a_pipeline_that_cannot_honour_a_field_refuses_it_by_name():
+    """A last answering stage that does not read `sampling` keeps its own params: a request
+    that sets one is a 400 naming it, rather than an answer that ignored it."""
+    served = Served(pipelines={"echo": Pipeline([{"type": "test_serving_echo"}])})
+    running = Running(create_app(ServeConfig(models={"echo": {}}), served))
+    try:
+        echo = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0)
+        ask = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+        assert echo.chat.completions.create(**ask, n=1).choices[0].message.content == "hi"
+        for field, value in [("temperature", 0.5), ("max_tokens", 3), ("seed", 1), ("n", 2),
+                             ("max_completion_tokens", 3), ("top_p", 0.5), ("stop", ["x"])]:
+            with pytest.raises(openai.BadRequestError) as refused:
+                echo.chat.completions.create(**ask, **{field: value})
+            assert refused.value.body["param"] == field and field in refused.value.message
+        with pytest.raises(openai.BadRequestError, match="temperature"):
+            echo.completions.create(model="echo", prompt="hi", temperature=0.5, stream=True)
+    finally:
+        running.stop()
+
+
+@register("stage", "test_serving_echo")
+class EchoAnswer(Stage):
+    """An answer that samples nothing: the query back."""
+
+    reads = ("query",)
+    writes = ("text",)
+
+    def run(self, batch: list[View]) -> list[dict]:
+        return [{"text": item.query} for item in batch]
 
 
 def test_a_hundred_concurrent_requests_all_get_their_own_answer(server, vllm_tiny):

@@ -2,10 +2,12 @@
 
 Chat requests to a pipeline run it on the last user message with the earlier messages as history;
 the answer's citations, sources and stage trace travel in an extra `rag` field that standard
-clients ignore. Generation goes through the generators' async API, so concurrent requests share
-the vLLM engine's batches; streams send tokens as the engine makes them, and a client that goes
-away aborts its request. Every error is an OpenAI-style `{"error": {...}}` body with a 4xx or
-5xx status, and the server keeps serving.
+clients ignore. A request's sampling fields go with the query as the state's `sampling`, for the
+stage that makes the answer to honour, or a 400 names the field it would not. Generation goes
+through the generators' async API, so concurrent requests share the vLLM engine's batches;
+streams send tokens as the engine makes them, and a client that goes away aborts its request.
+Every error is an OpenAI-style `{"error": {...}}` body with a 4xx or 5xx status, and the server
+keeps serving.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rag.encoders.dense import Encoder
 from rag.errors import RagError
 from rag.generators.base import Generator
-from rag.pipeline import Pipeline
+from rag.pipeline import Pipeline, Stage
 from rag.registry import build
 from rag.serving.config import ServeConfig
 from rag.serving.metrics import ServerMetrics
@@ -131,6 +133,38 @@ def _params(req: Sampling, generator: Generator, max_tokens: int | None) -> Samp
                           stop=req.stop or [], seed=req.seed)
 
 
+def _answering(name: str, pipeline: Pipeline) -> Stage:
+    """The last stage that writes the answer's text: the one a request's sampling must reach."""
+    if not pipeline.answers:
+        raise ApiError(400, f"pipeline {name!r} writes no answer text", param="model")
+    return next(s for s in reversed(pipeline.stages) if "text" in s.writes)
+
+
+def _pipeline_state(name: str, pipeline: Pipeline, req: Sampling, query: str,
+                    history: list[ChatTurn]) -> State:
+    """A request as a pipeline state, its sampling fields given as `sampling` for the stage that
+    makes the answer; a field that stage does not read (it keeps its own params) is a 400."""
+    stage = _answering(name, pipeline)
+    if "sampling" not in (*stage.reads, *stage.optional_reads):
+        refused = [f for f in req.asked() if not (f == "n" and req.n == 1)]
+        if refused:
+            raise ApiError(400, f"{refused[0]} cannot be honoured: pipeline {name!r} answers with "
+                           f"stage {stage.name!r}, which keeps its configured sampling",
+                           param=refused[0])
+    if req.stream and req.n != 1:
+        raise ApiError(400, "streaming supports n=1", param="n")
+    return State(query=query, history=history, sampling=req.override())
+
+
+def _choices(stage: Stage, state: State, n: int) -> list[tuple[str, str]]:
+    """(text, finish reason) of each of n choices: the answer's text, then the other completions
+    of the generation that made it (n > 1 only reaches a stage that honours it)."""
+    made = state.generation.completions if "generation" in stage.writes and state.generation else []
+    texts = [state.answer.text, *(c.text.strip() for c in made[1:n])]
+    reasons = [c.finish_reason or "stop" for c in made] or ["stop"]
+    return list(zip(texts, reasons))
+
+
 def _rag_extra(answer: Answer) -> dict[str, Any]:
     return {
         "citations": [c.model_dump() for c in answer.citations],
@@ -181,9 +215,14 @@ def create_app(config: ServeConfig, served: Served | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
+        if first.get("type") == "json_invalid":  # its location is a character offset
+            why = first.get("ctx", {}).get("error", "invalid")
+            return error_body(400, f"body is not valid JSON: {why} character {first['loc'][-1]}",
+                              "invalid_request_error")
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return error_body(400, f"{where or 'body'}: {first.get('msg', 'invalid request')}",
-                          "invalid_request_error", param=where or None)
+        why = first.get("msg", "invalid request").removeprefix("Value error, ")
+        return error_body(400, f"{where or 'body'}: {why}", "invalid_request_error",
+                          param=where or None)
 
     @app.exception_handler(RagError)
     async def _rag_error(_: Request, exc: RagError) -> JSONResponse:
@@ -191,7 +230,9 @@ def create_app(config: ServeConfig, served: Served | None = None) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return error_body(exc.status_code, str(exc.detail), "invalid_request_error")
+        # A body FastAPI could not parse (not UTF-8, nested too deep) names why in its cause.
+        cause = f": {type(exc.__cause__).__name__}: {exc.__cause__}" if exc.__cause__ else ""
+        return error_body(exc.status_code, f"{exc.detail}{cause}", "invalid_request_error")
 
     @app.exception_handler(Exception)
     async def _crash(_: Request, exc: Exception) -> JSONResponse:
@@ -222,17 +263,18 @@ def create_app(config: ServeConfig, served: Served | None = None) -> FastAPI:
         head = {"id": rid, "created": created, "model": req.model}
         if req.model in served.pipelines:
             pipeline = served.pipelines[req.model]
-            state = State(query=turns[-1].content, history=turns[:-1])
+            state = _pipeline_state(req.model, pipeline, req, turns[-1].content, turns[:-1])
             if req.stream:
                 return StreamingResponse(_sse(_stream_pipeline(pipeline, state, head, metrics)),
                                          media_type="text/event-stream")
-            (answer,) = await run_in_threadpool(pipeline.answer, [state])
+            (state,) = await run_in_threadpool(pipeline.run, [state])
+            answer = state.answer
             metrics.tokens(answer.usage.prompt_tokens, answer.usage.completion_tokens)
-            return {**head, "object": "chat.completion",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
-                                 "finish_reason": "stop"}],
-                    "usage": _usage(answer.usage),
-                    "rag": _rag_extra(answer)}
+            choices = [{"index": i, "message": {"role": "assistant", "content": text},
+                        "finish_reason": reason} for i, (text, reason) in
+                       enumerate(_choices(_answering(req.model, pipeline), state, req.n))]
+            return {**head, "object": "chat.completion", "choices": choices,
+                    "usage": _usage(answer.usage), "rag": _rag_extra(answer)}
         if req.model not in served.generators:
             raise unknown(req.model)
         generator = served.generators[req.model]
@@ -252,13 +294,14 @@ def create_app(config: ServeConfig, served: Served | None = None) -> FastAPI:
 
     @app.post("/v1/completions", dependencies=[Depends(authorized)])
     async def complete(req: CompletionRequest) -> Any:
+        head = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": req.model}
+        if req.model in served.pipelines:
+            return await complete_with_pipeline(req, head)
         if req.model not in served.generators:
-            hint = " (pipelines answer on /v1/chat/completions)" if req.model in served.pipelines else ""
-            raise ApiError(404, f"model {req.model!r} is not a text-completion model{hint}",
+            raise ApiError(404, f"model {req.model!r} is not a text-completion model",
                            param="model", code="model_not_found")
         generator = served.generators[req.model]
         params = _params(req, generator, req.max_tokens)
-        head = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": req.model}
         prompts = [Prompt(text=p) for p in req.prompt]
         if req.stream:
             if req.n != 1 or len(prompts) != 1:
@@ -273,6 +316,27 @@ def create_app(config: ServeConfig, served: Served | None = None) -> FastAPI:
                          "finish_reason": c.finish_reason or "stop"} for c in g.completions]
         metrics.tokens(used.prompt_tokens, used.completion_tokens)
         return {**head, "object": "text_completion", "choices": choices, "usage": _usage(used)}
+
+    async def complete_with_pipeline(req: CompletionRequest, head: dict[str, Any]) -> Any:
+        """Each prompt a question without history, run as one batch; `rag` holds one entry per
+        prompt."""
+        pipeline = served.pipelines[req.model]
+        states = [_pipeline_state(req.model, pipeline, req, p, []) for p in req.prompt]
+        if req.stream:
+            if len(states) != 1:
+                raise ApiError(400, "streaming supports one prompt and n=1", param="stream")
+            return StreamingResponse(
+                _sse(_stream_pipeline(pipeline, states[0], head, metrics, chat=False)),
+                media_type="text/event-stream")
+        states = await run_in_threadpool(pipeline.run, states)
+        stage, choices, used = _answering(req.model, pipeline), [], Usage()
+        for state in states:
+            used += state.answer.usage
+            choices += [{"index": len(choices), "text": text, "logprobs": None,
+                         "finish_reason": reason} for text, reason in _choices(stage, state, req.n)]
+        metrics.tokens(used.prompt_tokens, used.completion_tokens)
+        return {**head, "object": "text_completion", "choices": choices, "usage": _usage(used),
+                "rag": [_rag_extra(s.answer) for s in states]}
 
     @app.post("/v1/embeddings", dependencies=[Depends(authorized)])
     async def embed(req: EmbeddingRequest) -> Any:
@@ -314,16 +378,22 @@ async def _stream_text(generator: Generator, prompt: Prompt, params: SamplingPar
         metrics.tokens(last.usage.prompt_tokens, last.usage.completion_tokens)
 
 
-async def _stream_pipeline(pipeline: Pipeline, state: State, head: dict[str, Any],
-                           metrics: ServerMetrics) -> AsyncIterator[dict[str, Any]]:
+async def _stream_pipeline(
+    pipeline: Pipeline, state: State, head: dict[str, Any], metrics: ServerMetrics,
+    chat: bool = True,
+) -> AsyncIterator[dict[str, Any]]:
     """The pipeline's own stream: earlier stages run first, then the last stage's tokens as they
-    are made; the answer's citations, sources and trace come with the last chunk."""
-    chunk = {**head, "object": "chat.completion.chunk"}
+    are made, as chat or text-completion chunks; the answer's citations, sources and trace come
+    with the last chunk."""
+    chunk = {**head, "object": "chat.completion.chunk" if chat else "text_completion"}
     stream = pipeline.stream(state)
-    yield {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+    if chat:
+        yield {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                     "finish_reason": None}]}
     async for delta in stream:
-        yield {**chunk, "choices": [{"index": 0, "delta": {"content": delta.text},
-                                     "finish_reason": delta.finish_reason}]}
+        piece = {"delta": {"content": delta.text}} if chat else {"text": delta.text,
+                                                                  "logprobs": None}
+        yield {**chunk, "choices": [{"index": 0, **piece, "finish_reason": delta.finish_reason}]}
     answer = stream.answer
     metrics.tokens(answer.usage.prompt_tokens, answer.usage.completion_tokens)
     yield {**chunk, "choices": [], "usage": _usage(answer.usage), "rag": _rag_extra(answer)}

@@ -1,16 +1,45 @@
 """OpenAI API request bodies, strictly validated: an unknown or unsupported field is a 400.
 
 Only the fields rag-icl honours are accepted, so a client never believes a parameter took effect
-when it did not.
+when it did not. Text that no tokenizer should see (NUL characters, unpaired surrogates) and
+message parts no served model reads (images, audio, tool results) are refused by name here, before
+they reach a model.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from rag.types import Role, SamplingOverride
 
 MAX_STOP = 4
+# The request fields that set decoding, as clients name them; `max_completion_tokens` is chat's
+# newer name for `max_tokens`.
+SAMPLING_FIELDS = ("max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stop",
+                   "seed")
+INT64 = 2**63  # vLLM seeds a 64-bit generator
+
+
+def _readable(text: str) -> str:
+    """Text as a tokenizer can take it: a NUL or an unpaired surrogate fails deep in a model."""
+    if "\x00" in text:
+        raise ValueError("holds a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("is not valid Unicode (it holds an unpaired surrogate)") from None
+    return text
+
+
+def _filled(text: str) -> str:
+    if not text.strip():
+        raise ValueError("is empty")
+    return text
+
+
+FilledText = Annotated[str, AfterValidator(_readable), AfterValidator(_filled)]
 
 
 class Strict(BaseModel):
@@ -18,9 +47,33 @@ class Strict(BaseModel):
 
 
 class ChatMessage(Strict):
-    role: Literal["system", "user", "assistant"]
-    content: str
+    role: Role
+    content: FilledText
     name: str | None = None
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _no_tools(cls, role: Any) -> Any:
+        if role in ("tool", "function"):
+            raise ValueError(f"{role!r} messages are not taken: the served models call no tools")
+        return role
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts(cls, content: Any) -> Any:
+        """OpenAI content parts, joined when every one is text; any other part is refused."""
+        if not isinstance(content, list):
+            return content
+        texts = []
+        for i, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            if kind != "text":
+                raise ValueError(f"part {i} is {kind!r}: only text parts are read (the served "
+                                 "models take no images, audio or files)")
+            if not isinstance(part.get("text"), str):
+                raise ValueError(f"text part {i} has no 'text' string")
+            texts.append(part["text"])
+        return "\n".join(texts)
 
 
 class Sampling(Strict):
@@ -32,7 +85,7 @@ class Sampling(Strict):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     n: int = Field(default=1, ge=1, le=16)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-INT64, lt=INT64)
     stream: bool = False
     user: str | None = None
 
@@ -42,7 +95,19 @@ class Sampling(Strict):
         stops = [value] if isinstance(value, str) else list(value or [])
         if len(stops) > MAX_STOP or any(not s for s in stops):
             raise ValueError(f"stop takes up to {MAX_STOP} non-empty strings")
-        return stops
+        return [_readable(s) for s in stops]
+
+    def asked(self) -> list[str]:
+        """The sampling fields this request sets (to a value: a null or empty one sets none)."""
+        return [f for f in SAMPLING_FIELDS if getattr(self, f, None) not in (None, [])
+                and f in self.model_fields_set]
+
+    def override(self) -> SamplingOverride:
+        """The fields it sets, for a pipeline's generation to lay over its own params."""
+        values = {f: getattr(self, f) for f in self.asked()}
+        if "max_completion_tokens" in values:
+            values["max_tokens"] = values.pop("max_completion_tokens")
+        return SamplingOverride(**values)
 
 
 class ChatRequest(Sampling):
@@ -52,8 +117,8 @@ class ChatRequest(Sampling):
     @field_validator("messages")
     @classmethod
     def _ends_with_user(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
-        if messages[-1].role != "user" or not messages[-1].content.strip():
-            raise ValueError("the last message must be a non-empty user message")
+        if messages[-1].role != "user":
+            raise ValueError("the last message must be a user message")
         return messages
 
 
@@ -67,7 +132,7 @@ class CompletionRequest(Sampling):
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not prompts or any(not p.strip() for p in prompts) or len(prompts) > 64:
             raise ValueError("prompt must be 1 to 64 non-empty strings")
-        return prompts
+        return [_readable(p) for p in prompts]
 
 
 class EmbeddingRequest(Strict):
@@ -82,4 +147,4 @@ class EmbeddingRequest(Strict):
         texts = [value] if isinstance(value, str) else value
         if not texts or any(not t.strip() for t in texts) or len(texts) > 2048:
             raise ValueError("input must be 1 to 2048 non-empty strings")
-        return texts
+        return [_readable(t) for t in texts]
