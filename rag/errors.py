@@ -39,6 +39,10 @@ class EncoderMismatchError(RagError):
     """A query encoder differs from the one that built the index."""
 
 
+class KVTransferError(ConfigError):
+    """A generator was asked to load precomputed KV caches, which its engine cannot take."""
+
+
 class BackendUnavailableError(RagError):
     """An optional backend (such as vLLM) is not installed."""
 

@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from rag.compression import ExtractiveCompressor
 from rag.corpus import vital_articles
-from rag.errors import IndexLoadError, RagError
-from rag.generators.base import Generator
+from rag.errors import IndexLoadError, KVTransferError, RagError
+from rag.generators.base import Generator, LocalGenerator, LocalModelConfig
 from rag.kvcache import ChunkKV
+from rag.kvcache.connector import KEY
 from rag.kvcache.prefix import shared_prefix, warm_prefix
 from rag.kvcache.reuse import chunk_text
 from rag.kvcache.rope import inv_freq, rerotate
 from rag.kvcache.stage import KVGenerate
 from rag.kvcache.store import stacked_kv
-from rag.pipeline import Pipeline
+from rag.pipeline import Pipeline, run_stage
 from rag.recipes import document_chunks
-from rag.registry import build
+from rag.registry import build, register
 from rag.retrievers.stage import Retrieve
-from rag.types import Chunk, SamplingParams
+from rag.state import State
+from rag.types import Chunk, Completion, Generation, Hit, SamplingParams, Usage
 
 SYSTEM = "You answer questions using the passages."
 QUESTION = "Which film is described here?"
@@ -248,6 +252,41 @@ def test_kv_stage_config_names_only_the_repairs_it_turns_on() -> None:
                                 recompute_last=0, ape_temperature=0.9)
     assert spelled.prefill_kwargs() == {"mode": "recompute", "fraction": 0.3, "link": 16,
                                         "ape": (0.9, 1.0)}
+
+
+@register("generator", "test_kv_engine")
+class KVEngine(LocalGenerator):
+    """A generator that loads KV in its engine, as far as the interface says: it records what
+    the stage asks of it and answers with the number of caches each prompt loads."""
+
+    Config = LocalModelConfig
+    loads_kv = True
+
+    def generate_ids(self, prompts: Sequence[list[int]], params: SamplingParams | None = None,
+                     transfers: Sequence[dict[str, Any] | None] | None = None) -> list[Generation]:
+        self.asked = (list(prompts), transfers)
+        loads = [len(t[KEY]["chunks"]) if t else 0 for t in transfers or [None] * len(prompts)]
+        return [Generation(completions=[Completion(text=f"{n} loaded")],
+                           usage=Usage(prompt_tokens=len(ids)))
+                for ids, n in zip(prompts, loads)]
+
+
+def test_kv_stages_ask_the_generator_interface_not_its_class(kv: ChunkKV, hf_tiny: Generator,
+                                                               chunks: list[Chunk]) -> None:
+    engine = KVEngine()
+    stage = KVGenerate(str(kv.store_path), engine, system=SYSTEM, dtype="float32",
+                       recompute_last=1)
+    queries = ["Who painted A Sunday Afternoon?", "Which film is described here?"]
+    states = [State(q, hits=[Hit(chunk=c, score=1.0, retriever="test") for c in chunks[i:i + 3]])
+              for i, q in enumerate(queries)]
+    run_stage(stage, states)
+    prompts, transfers = engine.asked
+    expected = [kv.request(s.query, [h.chunk for h in s.hits[::-1]], 1) for s in states]
+    assert prompts == [layout.ids for layout, _ in expected]
+    assert transfers == [transfer for _, transfer in expected]
+    assert [s.generation.text for s in states] == ["2 loaded", "2 loaded"]
+    with pytest.raises(KVTransferError, match="cannot take precomputed KV"):
+        hf_tiny.generate_ids([prompts[0]], transfers=transfers[:1])
 
 
 def test_vllm_prefix_cache_is_warmed_and_reported(vllm_tiny: Generator) -> None:

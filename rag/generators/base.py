@@ -13,12 +13,12 @@ import math
 from collections.abc import AsyncIterator, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
 from rag.dtypes import DTYPE_HELP, DtypeChoice
-from rag.errors import RagError
+from rag.errors import KVTransferError, RagError
 from rag.registry import Component, ComponentConfig
 from rag.types import Generation, Prompt, SamplingParams, TextDelta
 
@@ -62,6 +62,9 @@ class Generator(Component):
     """Base of all generators: one interface for sampling and for scoring."""
 
     kind = "generator"
+    # Whether `generate_ids` loads precomputed KV caches inside the engine: what stages that
+    # answer from caches ask, instead of which class the generator is.
+    loads_kv: ClassVar[bool] = False
 
     @property
     def dtype(self) -> str | None:
@@ -76,6 +79,17 @@ class Generator(Component):
     def score(self, prompts: Sequence[PromptLike], continuations: Sequence[str]) -> list[list[float]]:
         """Per-token log-probabilities of each continuation given its prompt."""
         raise NotImplementedError
+
+    def generate_ids(
+        self, prompts: Sequence[list[int]], params: SamplingParams | None = None,
+        transfers: Sequence[dict[str, Any] | None] | None = None,
+    ) -> list[Generation]:
+        """`generate` for token-id prompts, each optionally loading precomputed KV caches
+        (`transfers`: `rag.kvcache.connector.transfer_params`); only where `loads_kv`."""
+        raise KVTransferError(
+            f"the {self.name!r} generator cannot take precomputed KV (generate_ids with "
+            "transfers): use a vllm generator with kv_connector: true, or the transformers "
+            "generator, whose caches the kv stages load by hand")
 
     async def agenerate(
         self, prompts: Sequence[PromptLike], params: SamplingParams | None = None

@@ -125,6 +125,8 @@ class EngineLoop:
 class VLLMGenerator(LocalGenerator):
     """Generation, scoring and streaming through an in-process vLLM `AsyncLLM` engine."""
 
+    loads_kv = True  # through the chunk KV connector, when started with `kv_connector: true`
+
     class Config(LocalModelConfig):
         max_model_len: int = Field(default=2048, ge=64)
         max_num_seqs: int = Field(default=32, ge=1)

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import Field
 
 from rag.errors import ConfigError
-from rag.generators.vllm import VLLMGenerator
+from rag.generators.base import LocalGenerator
 from rag.kvcache.demos import demo_chunks, demo_frame
 from rag.kvcache.reuse import ChunkKV, Frame, Layout, Mode
 from rag.kvcache.store import StoreDtype
@@ -73,6 +73,7 @@ class CachedPieces(Stage):
             return kwargs
 
     config: Config
+    generator: LocalGenerator
 
     def __init__(self, store: str, generator: Any = None, **kwargs: Any) -> None:
         if isinstance(generator, dict) and generator.get("type") == "vllm":
@@ -100,7 +101,7 @@ class CachedPieces(Stage):
         return self.config.recompute_last
 
     def run(self, batch: list[View]) -> list[Writes]:
-        if isinstance(self.generator, VLLMGenerator):
+        if self.generator.loads_kv:
             return self._run_vllm(batch)
         out = []
         for item in batch:
