@@ -4,8 +4,10 @@ Each stage declares the state fields it reads and writes. The pipeline checks at
 every read is written by an earlier stage (or comes with the query), shows each stage only what
 it declared to read, and applies what it returns only if it is exactly what it declared to write;
 it runs stages batch by batch so model calls are batched, and records every stage's wall time,
-output sizes and its own notes in the state's trace. `stream` runs the stages before the last
-and then yields the last stage's tokens as they are made.
+output sizes and its own notes in the state's trace. No stage builds the `Answer`: stages write
+its fields (`text`, `supported`, `agreement`, ...) and the pipeline builds it once, after the last
+stage (`rag.answers.build_answer`). `stream` runs the stages before the last and then yields the
+last stage's tokens as they are made.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from typing import Any, ClassVar
 import yaml
 from tqdm.auto import tqdm
 
+from rag.answers import build_answer
 from rag.errors import ConfigError, PipelineError, RagError
 from rag.registry import Component, build
-from rag.state import FIELDS, RESERVED, State, View, given_fields
+from rag.state import BUILT, FIELDS, RESERVED, State, View, given_fields
 from rag.storage import atomic_write_text
 from rag.types import Answer, StageTrace, TextDelta, Usage
 
@@ -121,6 +124,11 @@ class Pipeline:
                     )
             if reserved := RESERVED & set(stage.writes):
                 raise PipelineError(f"stage {i} ({stage.name!r}) cannot write {sorted(reserved)}")
+            if built := BUILT & {*stage.reads, *stage.optional_reads, *stage.writes}:
+                raise PipelineError(
+                    f"stage {i} ({stage.name!r}) names {sorted(built)}, which the pipeline builds "
+                    "after the last stage; a stage writes its fields (`text`, `supported`, ...)"
+                )
             for field in stage.reads:
                 if field not in written:
                     raise PipelineError(
@@ -132,6 +140,11 @@ class Pipeline:
     @property
     def writes(self) -> set[str]:
         return {field for stage in self.stages for field in stage.writes}
+
+    @property
+    def answers(self) -> bool:
+        """Whether a run ends with an `Answer`: some stage writes its `text`."""
+        return "text" in self.writes
 
     # ---- running -------------------------------------------------------------------------
 
@@ -151,9 +164,15 @@ class Pipeline:
 
     @staticmethod
     def _finish(states: Iterable[State]) -> None:
+        """Build each state's `Answer` from what the stages wrote, once they all ran."""
         for state in states:
-            if state.answer is not None:
-                state.answer = state.answer.model_copy(update={"trace": state.trace})
+            if state.text is None:
+                continue
+            usage = state.generation.usage if state.generation is not None else Usage()
+            state.answer = build_answer(
+                state.query, state.text, sources=state.sources, hits=state.hits, usage=usage,
+                supported=state.supported, agreement=state.agreement, trace=state.trace,
+            )
 
     def run(self, queries: Iterable[str | State], progress: bool = False) -> list[State]:
         """Run every query through every stage, `batch_size` queries at a time."""
@@ -169,9 +188,9 @@ class Pipeline:
         return states
 
     def answer(self, queries: Iterable[str | State], progress: bool = False) -> list[Answer]:
-        """Run the pipeline and return its answers (some stage must write `answer`)."""
-        if "answer" not in self.writes:
-            raise PipelineError("this pipeline writes no 'answer'; use run() to get the states")
+        """Run the pipeline and return its answers (some stage must write the answer's `text`)."""
+        if not self.answers:
+            raise PipelineError("this pipeline writes no answer 'text'; run() gives the states")
         return [s.answer for s in self.run(queries, progress=progress)]  # type: ignore[misc]
 
     def ask(self, query: str) -> Answer:
@@ -179,8 +198,8 @@ class Pipeline:
 
     def stream(self, query: str | State) -> AnswerStream:
         """The last stage's text as it is made, after the earlier stages ran; then `.answer`."""
-        if "answer" not in self.writes:
-            raise PipelineError("this pipeline writes no 'answer' to stream")
+        if not self.answers:
+            raise PipelineError("this pipeline writes no answer 'text' to stream")
         (state,) = self._states([query])
         return AnswerStream(self, state)
 
@@ -250,6 +269,7 @@ class AnswerStream:
         stage = pipeline.stages[last]
         if not stage.streams:
             await asyncio.to_thread(pipeline._run_stage, last, [state])
+            pipeline._finish([state])
             answer = state.answer
             yield TextDelta(text=answer.text, finish_reason="stop", usage=answer.usage)
         else:
@@ -262,5 +282,5 @@ class AnswerStream:
             usage = final.usage if final is not None else Usage()
             out = stage.streamed(view, "".join(pieces), usage, final and final.finish_reason)
             pipeline._apply(last, [state], [out], time.perf_counter() - began)
-        pipeline._finish([state])
+            pipeline._finish([state])
         self.answer = state.answer

@@ -32,6 +32,9 @@ class StateField:
 
 FIELDS: dict[str, StateField] = {}
 RESERVED = frozenset({"trace"})  # the pipeline's own record; no stage writes it
+# Built by the pipeline from the fields stages write (`rag.answers.build_answer`), after the last
+# stage: no stage reads or writes it, so an answer has one builder.
+BUILT = frozenset({"answer"})
 
 
 def state_field(
@@ -75,7 +78,14 @@ state_field("demos", list[Demo], default=list, description="demonstrations, most
 state_field("sources", list[Citation], default=list, description="passages the prompt shows")
 state_field("prompt", Prompt | None, description="what the generator reads")
 state_field("generation", Generation | None, description="every sampled completion")
-state_field("answer", Answer | None, description="the result for the user")
+state_field("text", str | None,
+            description="the answer's text, as the last stage that made or chose it wrote it")
+state_field("supported", bool | None,
+            description="grounding verdict: do the passages support the text? None: unchecked")
+state_field("agreement", float | None,
+            description="share of sampled answers that agree with the text (self-consistency)")
+state_field("answer", Answer | None,
+            description="the result for the user, built by the pipeline once every stage ran")
 
 
 class State:

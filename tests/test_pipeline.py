@@ -29,7 +29,7 @@ class FakeRetrieve(Stage):
 @register("stage", "test_echo_answer")
 class EchoAnswer(Stage):
     reads = ("query", "hits")
-    writes = ("prompt", "answer")
+    writes = ("prompt", "text")
 
     class Config(ComponentConfig):
         upper: bool = False
@@ -39,7 +39,7 @@ class EchoAnswer(Stage):
         for s in batch:
             text = " ".join(h.chunk.text for h in s.hits)
             out.append({"prompt": Prompt(text=text),
-                        "answer": Answer(query=s.query, text=text.upper() if self.config.upper else text)})
+                        "text": text.upper() if self.config.upper else text})
         return out
 
 
@@ -94,10 +94,10 @@ class CountWords(Stage):
 @register("stage", "test_report_count")
 class ReportCount(Stage):
     reads = ("query", "test_word_count")
-    writes = ("answer",)
+    writes = ("text",)
 
     def run(self, batch: list[View]) -> list[dict]:
-        return [{"answer": Answer(query=i.query, text=str(i.test_word_count))} for i in batch]
+        return [{"text": str(i.test_word_count)} for i in batch]
 
 
 def test_a_registered_field_flows_between_stages_and_is_type_checked():
@@ -116,19 +116,18 @@ class StreamingEcho(Stage):
     """Answers with the query, word by word when streamed."""
 
     reads = ("query",)
-    writes = ("answer",)
+    writes = ("text",)
     streams = True
 
     def run(self, batch: list[View]) -> list[dict]:
-        return [{"answer": Answer(query=i.query, text=i.query)} for i in batch]
+        return [{"text": i.query} for i in batch]
 
     async def stream(self, item: View):
         for word in item.query.split():
             yield TextDelta(text=word + " ", usage=Usage(completion_tokens=1))
 
     def streamed(self, item: View, text: str, usage: Usage, finish_reason):
-        return {"answer": Answer(query=item.query, text=text.strip(), usage=usage),
-                "trace": {"streamed": True}}
+        return {"text": text.strip(), "trace": {"streamed": True}}
 
 
 def test_stream_yields_the_last_stage_pieces_after_the_earlier_stages_ran():
@@ -185,8 +184,41 @@ def test_empty_query_is_refused_before_any_stage_runs():
 
 
 def test_answer_needs_a_stage_that_writes_one():
-    with pytest.raises(PipelineError, match="answer"):
+    with pytest.raises(PipelineError, match="answer 'text'"):
         Pipeline([FakeRetrieve()]).answer(["q"])
+    with pytest.raises(PipelineError, match="answer 'text'"):
+        Pipeline([FakeRetrieve()]).stream("q")
+    (state,) = Pipeline([FakeRetrieve()]).run(["q"])
+    assert state.answer is None
+
+
+@register("stage", "test_answer_builder")
+class AnswerBuilder(Stage):
+    """Builds the answer itself, as stages did before the pipeline became its one builder."""
+
+    reads = ("query",)
+    writes = ("answer",)
+
+    def run(self, batch: list[View]) -> list[dict]:
+        return [{"answer": Answer(query=i.query, text=i.query)} for i in batch]
+
+
+@register("stage", "test_answer_patcher")
+class AnswerPatcher(Stage):
+    """Reads the answer to change it: there is none until the last stage ran."""
+
+    reads = ("answer",)
+    writes = ("text",)
+
+    def run(self, batch: list[View]) -> list[dict]:
+        return [{"text": i.answer.text.upper()} for i in batch]
+
+
+@pytest.mark.parametrize("stage", [AnswerBuilder, AnswerPatcher])
+def test_no_stage_builds_or_patches_the_answer(stage):
+    with pytest.raises(PipelineError, match=rf"{stage.name}.*\['answer'\].*builds") as err:
+        Pipeline([FakeRetrieve(), EchoAnswer(), stage()])
+    assert "`text`" in str(err.value)
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])

@@ -10,7 +10,13 @@ import pytest
 
 from rag.errors import RagError
 from rag.generators.base import Generator
+from rag.generators.stage import Generate
 from rag.models import package_dir
+from rag.pipeline import Pipeline, Stage, run_stage
+from rag.prompts import RagPrompt
+from rag.registry import build, register
+from rag.state import State, View
+from rag.types import Chunk, Completion, Generation, Hit, SamplingParams, Usage
 from rag.verifiers import (
     LeverVerifier,
     Sandbox,
@@ -33,6 +39,7 @@ from rag.verifiers.code import (
 )
 from rag.verifiers.lever import FEATURES, agreement_shares, features
 from rag.verifiers.pick import pick
+from rag.verifiers.stage import Ground, Vote
 
 
 @pytest.fixture(scope="module")
@@ -197,26 +204,59 @@ def test_probe_of_takes_the_call_under_test():
     assert probe_of("assert 3 == add(1, 2)") is None and probe_of("assert (") is None
 
 
-def test_vote_and_ground_stages_check_answers_in_a_pipeline():
-    from rag.pipeline import run_stage
-    from rag.registry import build
-    from rag.state import State
-    from rag.types import Answer, Chunk, Completion, Generation, Hit, Usage
-    from rag.verifiers.stage import Ground, Vote
+def _hit(doc: str, text: str, score: float) -> Hit:
+    return Hit(chunk=Chunk(id=f"{doc}#0", doc_id=doc, text=text, start=0, end=len(text)),
+               score=score, retriever="dense")
 
+
+HITS = [_hit("paris", "The Eiffel Tower is in Paris.", 1.0),
+        _hit("lyon", "Lyon is in France.", 0.5)]
+
+
+@register("stage", "test_verifiers_hits")
+class TwoHits(Stage):
+    """The same two passages for every query, the Paris one ranked first."""
+
+    reads = ("query",)
+    writes = ("hits",)
+
+    def run(self, batch: list[View]) -> list[dict]:
+        return [{"hits": HITS} for _ in batch]
+
+
+class Samples(Generator):
+    """Four samples: the first cites the Lyon passage, the majority the Paris one."""
+
+    TEXTS = ("[1] Lyon", "[2] Paris", "[2] paris", "[2] The Paris")
+
+    def generate(self, prompts: Sequence, params: SamplingParams | None = None) -> list[Generation]:
+        return [Generation(completions=[Completion(text=t, logprob=-1.0) for t in self.TEXTS],
+                           usage=Usage(prompt_tokens=30, completion_tokens=12)) for _ in prompts]
+
+
+def test_vote_and_ground_write_fields_and_leave_the_answer_to_the_pipeline():
     texts = ["Paris.", "Lyon", "paris", "The Paris"]
-    state = State(
-        query="Where is the Eiffel Tower?",
-        hits=[Hit(chunk=Chunk(id="c", doc_id="d", text="The Eiffel Tower is in Paris.", start=0, end=29),
-                  score=1.0, retriever="dense")],
-        generation=Generation(completions=[Completion(text=t, logprob=-1.0) for t in texts], usage=Usage()),
-        answer=Answer(query="Where is the Eiffel Tower?", text="Paris."),
-    )
+    state = State(query="Where is the Eiffel Tower?", hits=HITS[:1], generation=Generation(
+        completions=[Completion(text=t, logprob=-1.0) for t in texts], usage=Usage()))
     run_stage(Vote(), [state])
-    assert state.answer.text == "Paris." and state.answer.agreement == 0.75
+    assert state.text == "Paris." and state.agreement == 0.75
     info = run_stage(Ground(), [state])
-    assert state.answer.supported is True and info[0]["method"] == "containment"
-    state.answer = state.answer.model_copy(update={"text": "Lyon"})
+    assert state.supported is True and info[0]["method"] == "containment"
+    state.text = "Lyon"
     run_stage(Ground(generator=Judge()), [state])
-    assert state.answer.supported is False
+    assert state.supported is False and state.answer is None  # only a pipeline builds one
     assert build("stage", Ground().spec()).generator is None
+
+
+def test_the_answer_carries_what_vote_and_ground_wrote_cited_from_the_voted_text():
+    """Citations follow the final text: the first sample cites passage 1, the vote picks one
+    that cites passage 2, and the answer cites 2 with the vote's agreement and the verdict."""
+    pipeline = Pipeline([TwoHits(), RagPrompt(), Generate(Samples(), params={"n": 4}), Vote(),
+                         Ground(generator=Judge())])
+    answer = pipeline.ask("Where is the Eiffel Tower?")
+    assert answer.text == "[2] Paris" and answer.agreement == 0.75 and answer.supported is True
+    assert [s.doc_id for s in answer.sources] == ["lyon", "paris"]  # best passage last
+    assert [c.doc_id for c in answer.citations] == ["paris"]
+    assert answer.usage == Usage(prompt_tokens=30, completion_tokens=12)
+    assert [t.stage for t in answer.trace] == [
+        "test_verifiers_hits", "rag_prompt", "generate", "vote", "ground"]

@@ -9,7 +9,6 @@ from pydantic import Field
 
 from rag.generators.base import Generator
 from rag.pipeline import Stage, Writes
-from rag.prompts.citations import answer_for
 from rag.registry import ComponentConfig, register
 from rag.state import View
 from rag.types import Completion, Generation, SamplingParams, TextDelta, Usage
@@ -17,16 +16,16 @@ from rag.types import Completion, Generation, SamplingParams, TextDelta, Usage
 
 @register("stage", "generate")
 class Generate(Stage):
-    """Generate for the whole batch in one call; cite the passages the answer refers to.
+    """Generate for the whole batch in one call; the first completion is the answer's text.
 
     With `params.n > 1` every completion is kept in `generation` and the first is the answer,
     for later stages (`vote`, `extract_programs` and `pick`) to choose among them. A state's
     `sampling` (a served request's fields) replaces the configured `params` field by field.
     """
 
-    reads = ("query", "prompt")
-    optional_reads = ("sources", "hits", "sampling")  # sampling: a served request's settings
-    writes = ("generation", "answer")
+    reads = ("prompt",)
+    optional_reads = ("sampling",)  # a request's own decoding settings (`rag serve`)
+    writes = ("generation", "text")
     nested = {"generator": "generator"}
     streams = True
 
@@ -37,9 +36,8 @@ class Generate(Stage):
     config: Config
     generator: Generator
 
-    def _writes(self, item: View, generation: Generation) -> Writes:
-        answer = answer_for(item.query, generation.text, item.sources, item.hits, generation.usage)
-        return {"generation": generation, "answer": answer,
+    def _writes(self, generation: Generation) -> Writes:
+        return {"generation": generation, "text": generation.text.strip(),
                 "trace": {"prompt_tokens": generation.usage.prompt_tokens,
                           "cached_prompt_tokens": generation.usage.cached_prompt_tokens,
                           "dtype": self.generator.dtype}}
@@ -65,11 +63,11 @@ class Generate(Stage):
 
     def run(self, batch: list[View]) -> list[Writes]:
         generations = self._generate(batch)
-        return [self._writes(item, g) for item, g in zip(batch, generations, strict=True)]
+        return [self._writes(g) for g in generations]
 
     def stream(self, item: View) -> AsyncIterator[TextDelta]:
         return self.generator.stream(item.prompt, self.params(item).model_copy(update={"n": 1}))
 
     def streamed(self, item: View, text: str, usage: Usage, finish_reason: str | None) -> Writes:
         completion = Completion(text=text, finish_reason=finish_reason)
-        return self._writes(item, Generation(completions=[completion], usage=usage))
+        return self._writes(Generation(completions=[completion], usage=usage))

@@ -15,7 +15,6 @@ from rag.kvcache.demos import demo_chunks, demo_frame
 from rag.kvcache.reuse import ChunkKV, Frame, Layout, Mode
 from rag.kvcache.store import StoreDtype
 from rag.pipeline import Stage, Writes
-from rag.prompts.citations import answer_for
 from rag.prompts.templates import RAG_SYSTEM
 from rag.registry import ComponentConfig, register
 from rag.selectors.prompt import DemoTemplate, Order, ordered
@@ -88,9 +87,9 @@ class CachedPieces(Stage):
         """The cached pieces of this state's prompt, in prompt order."""
         raise NotImplementedError
 
-    def answer(self, item: View, text: str, usage: Usage) -> Writes:
-        """The writes beside prompt and generation: the answer (and its sources)."""
-        raise NotImplementedError
+    def extra_writes(self, item: View) -> Writes:
+        """The writes beside prompt, generation and text (the passages a RAG prompt shows)."""
+        return {}
 
     @cached_property
     def kv(self) -> ChunkKV:
@@ -139,7 +138,8 @@ class CachedPieces(Stage):
         return {
             "prompt": Prompt(text=self.generator.tokenizer.decode(layout.ids)),
             "generation": generation,
-            **self.answer(item, generation.completions[0].text, usage),
+            "text": generation.text.strip(),
+            **self.extra_writes(item),
             "trace": {"mode": self.config.mode, "prompt_tokens": usage.prompt_tokens,
                       "cached_prompt_tokens": usage.cached_prompt_tokens, **trace},
         }
@@ -153,7 +153,7 @@ class KVGenerate(CachedPieces):
     """
 
     reads = ("query", "hits")
-    writes = ("prompt", "sources", "generation", "answer")
+    writes = ("prompt", "sources", "generation", "text")
 
     class Config(CachedPieces.Config):
         system: str = RAG_SYSTEM
@@ -166,10 +166,10 @@ class KVGenerate(CachedPieces):
     def pieces(self, item: View) -> list[Chunk]:
         return [h.chunk for h in item.hits[::-1]]
 
-    def answer(self, item: View, text: str, usage: Usage) -> Writes:
-        sources = [Citation(number=i, chunk_id=h.chunk.id, doc_id=h.chunk.doc_id, title=h.chunk.title)
-                   for i, h in enumerate(item.hits[::-1], 1)]
-        return {"sources": sources, "answer": answer_for(item.query, text, sources, item.hits, usage)}
+    def extra_writes(self, item: View) -> Writes:
+        return {"sources": [Citation(number=i, chunk_id=h.chunk.id, doc_id=h.chunk.doc_id,
+                                     title=h.chunk.title)
+                            for i, h in enumerate(item.hits[::-1], 1)]}
 
 
 @register("stage", "kv_icl_generate")
@@ -180,7 +180,7 @@ class KVIclGenerate(CachedPieces):
     demonstrations."""
 
     reads = ("query", "demos")
-    writes = ("prompt", "generation", "answer")
+    writes = ("prompt", "generation", "text")
 
     class Config(CachedPieces.Config):
         template: DemoTemplate = Field(default_factory=DemoTemplate)
@@ -205,6 +205,3 @@ class KVIclGenerate(CachedPieces):
 
     def pieces(self, item: View) -> list[Chunk]:
         return demo_chunks(self.config.template, ordered(item.demos, self.config.order))
-
-    def answer(self, item: View, text: str, usage: Usage) -> Writes:
-        return {"answer": answer_for(item.query, text, [], [], usage)}

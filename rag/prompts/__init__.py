@@ -1,6 +1,5 @@
-"""Prompts: the instruction texts, the stages that build prompts, and citations of answers."""
+"""Prompts: the instruction texts and the stages that build prompts (citations: `rag.answers`)."""
 
-from rag.prompts.citations import answer_for, cite
 from rag.prompts.stage import ClosedBookPrompt, CodePrompt, RagPrompt
 from rag.prompts.templates import (
     CLOSED_BOOK_SYSTEM, RAG_SYSTEM, SHORT_CLOSED_BOOK_SYSTEM, SHORT_RAG_SYSTEM, format_passages,
@@ -15,8 +14,6 @@ __all__ = [
     "ClosedBookPrompt",
     "CodePrompt",
     "RagPrompt",
-    "answer_for",
-    "cite",
     "format_passages",
     "solve_chat",
     "solve_completion",

@@ -15,10 +15,9 @@ import rag.verifiers.fields  # noqa: F401 - registers the code state fields
 from rag.errors import ConfigError
 from rag.generators.base import Generator
 from rag.pipeline import Stage, Writes
-from rag.prompts.citations import cite
 from rag.registry import ComponentConfig, register
 from rag.state import View
-from rag.types import Answer, Prompt, SamplingParams
+from rag.types import Prompt, SamplingParams
 from rag.verifiers.code import (
     TESTS_PROMPT, CodeCheck, Program, doctest_examples, entry_point_of, example_checks, execute,
     generated_checks, probe_of, program_for,
@@ -40,7 +39,7 @@ class ExtractPrograms(Stage):
     task continued by the reply when it is a function body. The first program is the answer."""
 
     reads = ("query", "entry_point", "generation")
-    writes = ("programs", "answer")
+    writes = ("programs", "text")
 
     def run(self, batch: list[View]) -> list[Writes]:
         out = []
@@ -48,8 +47,7 @@ class ExtractPrograms(Stage):
             entry = _entry_point(item) or ""
             programs = [Program(code=program_for(item.query, c.text, entry), logprob=c.logprob,
                                 tokens=len(c.token_ids)) for c in item.generation.completions]
-            answer = Answer(query=item.query, text=programs[0].code, usage=item.generation.usage)
-            out.append({"programs": programs, "answer": answer})
+            out.append({"programs": programs, "text": programs[0].code})
         return out
 
 
@@ -121,9 +119,9 @@ class Execute(Stage):
 class Pick(Stage):
     """Answer with one of the sampled programs, chosen by `method` (see `rag.verifiers.pick`)."""
 
-    reads = ("query", "programs", "answer")
+    reads = ("query", "programs")
     optional_reads = ("checks", "executions")
-    writes = ("answer",)
+    writes = ("text",)
 
     class Config(ComponentConfig):
         method: PickMethod = "examples"
@@ -145,18 +143,17 @@ class Pick(Stage):
         for item in batch:
             chosen = pick(self.config.method, item.programs, item.checks, item.executions,
                           self.verifier, seed=item.query)
-            answer = item.answer.model_copy(update={"text": item.programs[chosen].code})
-            out.append({"answer": answer, "trace": {"method": self.config.method, "chosen": chosen}})
+            out.append({"text": item.programs[chosen].code,
+                        "trace": {"method": self.config.method, "chosen": chosen}})
         return out
 
 
 @register("stage", "vote")
 class Vote(Stage):
-    """Replace the answer by the majority of the sampled completions (generate with n > 1)."""
+    """Answer with the majority of the sampled completions (generate with n > 1)."""
 
-    reads = ("generation", "answer")
-    optional_reads = ("hits",)
-    writes = ("answer",)
+    reads = ("generation",)
+    writes = ("text", "agreement")
 
     def run(self, batch: list[View]) -> list[Writes]:
         out = []
@@ -164,10 +161,8 @@ class Vote(Stage):
             completions = item.generation.completions
             texts = [c.text.strip() for c in completions]
             chosen, share = majority_answer(texts, [c.logprob or 0.0 for c in completions])
-            citations = cite(texts[chosen], item.answer.sources, item.hits)
-            answer = item.answer.model_copy(
-                update={"text": texts[chosen], "citations": citations, "agreement": share})
-            out.append({"answer": answer, "trace": {"samples": len(texts), "agreement": share}})
+            out.append({"text": texts[chosen], "agreement": share,
+                        "trace": {"samples": len(texts), "agreement": share}})
         return out
 
 
@@ -175,8 +170,8 @@ class Vote(Stage):
 class Ground(Stage):
     """Mark each answer supported or not by the passages it was shown (`Answer.supported`)."""
 
-    reads = ("query", "hits", "answer")
-    writes = ("answer",)
+    reads = ("query", "hits", "text")
+    writes = ("supported",)
     nested = {"generator": "generator"}
 
     class Config(ComponentConfig):
@@ -190,8 +185,8 @@ class Ground(Stage):
 
     def run(self, batch: list[View]) -> list[Writes]:
         verdicts = check_grounding(
-            [i.query for i in batch], [i.answer.text for i in batch],
+            [i.query for i in batch], [i.text for i in batch],
             [[h.chunk.text for h in i.hits] for i in batch], self.generator, self.config.threshold,
         )
-        return [{"answer": item.answer.model_copy(update={"supported": verdict.supported}),
-                 "trace": verdict.model_dump()} for item, verdict in zip(batch, verdicts, strict=True)]
+        return [{"supported": verdict.supported, "trace": verdict.model_dump()}
+                for verdict in verdicts]

@@ -1,23 +1,29 @@
-"""Citations: which passages an answer refers to, and the one place an `Answer` is built.
+"""Answers: the one place an `Answer` is built, and the passages it cites.
 
-The RAG prompt numbers the passages `[1]`, `[2]`, ... in the order shown; `cite` maps the numbers
-in an answer back to the chunks, and falls back to word overlap for small models that answer
-without markers. `answer_for` turns a generated text into the `Answer` every generating stage,
-the KV stage and a streamed pipeline return.
+Stages never build or patch an `Answer`: they write state fields (`text`, `supported`,
+`agreement`, ...) and the pipeline calls `build_answer` once every stage ran, so a stage that
+changes the text cannot leave stale citations behind. The RAG prompt numbers the passages `[1]`,
+`[2]`, ... in the order shown; `cite` maps the numbers in an answer back to the chunks, and falls
+back to word overlap for small models that answer without markers. This module imports only
+`rag.types`, so any layer may use it.
 """
 
 from __future__ import annotations
 
 import re
 
-from rag.types import Answer, Citation, Hit, Usage
+from rag.types import Answer, Citation, Hit, StageTrace, Usage
 
 _CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 _WORD = re.compile(r"\w+")
 # Words too common to say which passage an answer came from.
-_STOPWORDS = frozenset(
-    ["a", "an", "and", "are", "as", "at", "be", "by", "did", "do", "does", "for", "from", "had", "has", "have", "he", "her", "his", "in", "is", "it", "its", "of", "on", "or", "she", "that", "the", "their", "there", "they", "this", "to", "was", "were", "what", "when", "where", "which", "who", "whom", "why", "will", "with", "you", "your", "i", "not", "no", "yes", "answer", "passage", "passages", "question"]
-)
+_STOPWORDS = frozenset([
+    "a", "an", "and", "are", "as", "at", "be", "by", "did", "do", "does", "for", "from", "had",
+    "has", "have", "he", "her", "his", "in", "is", "it", "its", "of", "on", "or", "she", "that",
+    "the", "their", "there", "they", "this", "to", "was", "were", "what", "when", "where",
+    "which", "who", "whom", "why", "will", "with", "you", "your", "i", "not", "no", "yes",
+    "answer", "passage", "passages", "question",
+])
 
 
 def _content_words(text: str) -> set[str]:
@@ -53,9 +59,11 @@ def cite(text: str, sources: list[Citation], hits: list[Hit]) -> list[Citation]:
     return [source.model_copy(update={"inferred": True})] if source and best >= 2 else []
 
 
-def answer_for(query: str, text: str, sources: list[Citation], hits: list[Hit],
-               usage: Usage) -> Answer:
-    """The answer to `query` from a generated `text`, with its citations and token usage."""
-    text = text.strip()
+def build_answer(
+    query: str, text: str, *, sources: list[Citation], hits: list[Hit], usage: Usage,
+    supported: bool | None = None, agreement: float | None = None,
+    trace: list[StageTrace] | None = None,
+) -> Answer:
+    """The answer to `query`: `text` as the stages left it, citing the `sources` it refers to."""
     return Answer(query=query, text=text, citations=cite(text, sources, hits), sources=sources,
-                  usage=usage)
+                  usage=usage, supported=supported, agreement=agreement, trace=trace or [])
