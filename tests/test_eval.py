@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rag.cli import app
-from rag.errors import DatasetError, RagError
+from rag.errors import DatasetError, PipelineError, RagError
 from rag.eval.datasets import CodeTask, QAExample, humaneval, read_qa_jsonl
 from rag.eval.harness import evaluate_qa
 from rag.eval.metrics import accuracy, exact_match, qa_scores, token_f1
@@ -194,6 +194,23 @@ def _code_pipeline(pool: Path, k: int = 2, model: str = "tiny", system_order: st
                      {"type": "code_prompt", "order": system_order},
                      {"type": "generate", "generator": {"type": "test_prompt_recorder", "model": model}},
                      {"type": "extract_programs"}])
+
+
+def test_code_runs_resume_and_refuse_a_pipeline_that_writes_no_programs(tmp_path):
+    recorder = build("generator", {"type": "test_prompt_recorder"})
+    unextracted = Pipeline([{"type": "code_prompt"},
+                            {"type": "generate", "generator": {"type": "test_prompt_recorder"}}])
+    with pytest.raises(PipelineError, match="must write `programs`.*extract_programs"):
+        run_code(unextracted, [INC], tmp_path, progress=False)
+    assert not any(tmp_path.iterdir())  # refused before anything ran or was written
+    pipeline = Pipeline([*unextracted.stages, {"type": "extract_programs"}])
+    recorder.prompts = []
+    run_code(pipeline, [INC], tmp_path, progress=False)
+    both = run_code(pipeline, [INC, INC.model_copy(update={"id": "inc2"})], tmp_path,
+                    progress=False)
+    assert len(recorder.prompts) == 2  # the second run asked only for the new task
+    assert [p.id for p in both] == ["inc", "inc2"] and all(p.answer_passed for p in both)
+    assert len((tmp_path / "predictions.jsonl").read_text().splitlines()) == 2
 
 
 def test_code_demonstrations_come_from_the_other_problems_as_solved_turns(tmp_path):

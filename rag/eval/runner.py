@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, Field, ValidationError
 from tqdm.auto import tqdm
 
-from rag.errors import RagError
+from rag.errors import PipelineError, RagError
 from rag.eval.datasets import CodeTask, QAExample
 from rag.eval.metrics import mrr_at, pass_at_k, qa_scores, recall_at, stage_seconds
 from rag.models import model_fingerprint
@@ -25,10 +25,11 @@ from rag.pipeline import Pipeline
 from rag.state import State
 from rag.storage import atomic_write_json, load_json
 from rag.types import Usage
-from rag.verifiers.code import Program, program_for, run_unit_tests
+from rag.verifiers.code import run_unit_tests
 from rag.verifiers.sandbox import Sandbox
 
 P = TypeVar("P", bound=BaseModel)
+Item = TypeVar("Item", QAExample, CodeTask)  # what a runner answers: each has an `id`
 # Runs a pipeline over batches of inputs, yielding (batch index, states) as each batch finishes,
 # in any order: in this process (`in_process`) or elsewhere (`rag.distributed.evaluation`).
 BatchRunner = Callable[[Pipeline, list[list[Any]]], Iterator[tuple[int, list[State]]]]
@@ -128,39 +129,58 @@ def pipeline_fingerprint(pipeline: Pipeline) -> dict[str, Any]:
             "models": {ref: model_fingerprint(ref) for ref in sorted(_model_references(spec))}}
 
 
+def _resumed(
+    pipeline: Pipeline, items: Sequence[Item], folder: Path, model: type[P],
+    query: Callable[[Item], str | State], predict: Callable[[Item, State], P],
+    postfix: Callable[[list[P]], dict[str, str]], batch_size: int, progress: bool,
+    runner: BatchRunner,
+) -> list[P]:
+    """The one resumable loop of every runner: refuse another configuration's folder, skip the
+    items already predicted, save each batch's predictions as it comes back (whichever `runner`
+    ran it), and return the predictions in the items' order."""
+    check_same_config(folder, pipeline_fingerprint(pipeline))
+    cache = folder / "predictions.jsonl"
+    done = load_cache(cache, model)
+    todo = [item for item in items if item.id not in done]
+    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=folder.name,
+               disable=not progress)
+    batches = list(_batches(todo, batch_size))
+    for index, states in runner(pipeline, [[query(item) for item in b] for b in batches]):
+        batch = batches[index]
+        fresh = [predict(item, state) for item, state in zip(batch, states, strict=True)]
+        _append(cache, fresh)
+        done.update({p.id: p for p in fresh})  # type: ignore[attr-defined]
+        bar.update(len(batch))
+        bar.set_postfix(postfix(list(done.values())))
+    bar.close()
+    return [done[item.id] for item in items]
+
+
+def _mean(predictions: Sequence[Any], value: Callable[[Any], float]) -> str:
+    return f"{sum(value(p) for p in predictions) / len(predictions):.3f}"
+
+
+def _qa_prediction(example: QAExample, state: State) -> QAPrediction:
+    answer = state.answer
+    if answer is None:
+        raise RagError("the pipeline writes no answer: its last stage must generate one")
+    return QAPrediction(
+        id=example.id, answer=answer.text, scores=qa_scores(answer.text, example.answers),
+        retrieved=[h.chunk.doc_id for h in state.hits],  # in ranked order, unlike the prompt's
+        stage_seconds=stage_seconds([answer.trace]), usage=answer.usage,
+    )
+
+
 def run_qa(
     pipeline: Pipeline, examples: Sequence[QAExample], folder: Path, batch_size: int = 16,
     progress: bool = True, runner: BatchRunner = in_process,
 ) -> list[QAPrediction]:
-    """Answer every example (resuming from `folder`), with running EM and F1 on the bar; each
-    batch's predictions are saved as it comes back, whichever `runner` ran it."""
-    check_same_config(folder, pipeline_fingerprint(pipeline))
-    cache = folder / "predictions.jsonl"
-    done = load_cache(cache, QAPrediction)
-    todo = [e for e in examples if e.id not in done]
-    bar = tqdm(total=len(examples), initial=len(examples) - len(todo), desc=folder.name,
-               disable=not progress)
-    batches = list(_batches(todo, batch_size))
-    for index, states in runner(pipeline, [[e.question for e in b] for b in batches]):
-        batch = batches[index]
-        fresh = []
-        for example, state in zip(batch, states, strict=True):
-            answer = state.answer
-            if answer is None:
-                raise RagError("the pipeline writes no answer: its last stage must generate one")
-            fresh.append(QAPrediction(
-                id=example.id, answer=answer.text, scores=qa_scores(answer.text, example.answers),
-                retrieved=[h.chunk.doc_id for h in state.hits],  # in ranked order, unlike the prompt's
-                stage_seconds=stage_seconds([answer.trace]), usage=answer.usage,
-            ))
-        _append(cache, fresh)
-        done.update({p.id: p for p in fresh})
-        bar.update(len(batch))
-        scored = list(done.values())
-        bar.set_postfix(em=f"{sum(p.scores['em'] for p in scored) / len(scored):.3f}",
-                        f1=f"{sum(p.scores['f1'] for p in scored) / len(scored):.3f}")
-    bar.close()
-    return [done[e.id] for e in examples]
+    """Answer every example (resuming from `folder`), with running EM and F1 on the bar."""
+    return _resumed(
+        pipeline, examples, folder, QAPrediction, lambda e: e.question, _qa_prediction,
+        lambda done: {"em": _mean(done, lambda p: p.scores["em"]),
+                      "f1": _mean(done, lambda p: p.scores["f1"])},
+        batch_size, progress, runner)
 
 
 def summarize_qa(examples: Sequence[QAExample], predictions: Sequence[QAPrediction]) -> dict[str, Any]:
@@ -190,8 +210,7 @@ def _code_prediction(task: CodeTask, state: State, sandbox: Sandbox) -> CodePred
     answer = state.answer
     if answer is None:
         raise RagError("the code pipeline writes no answer")
-    programs = state.programs or [Program(code=program_for(task.prompt, answer.text, task.entry_point))]
-    code = programs[0].code if not state.programs else answer.text
+    programs, code = state.programs, answer.text
     codes = [p.code for p in programs]
     to_run = codes if code in codes else [*codes, code]
     verdicts = dict(zip(to_run, run_unit_tests(sandbox, to_run, task.test, task.entry_point)))
@@ -208,25 +227,19 @@ def run_code(
     progress: bool = True, sandbox: Sandbox | None = None, runner: BatchRunner = in_process,
 ) -> list[CodePrediction]:
     """Answer every task with the pipeline (resuming from `folder`) and run the hidden tests on
-    its answer and on every program it sampled, in the sandbox."""
+    its answer and on every program it sampled, in the sandbox. The pipeline must write the
+    `programs` it sampled (`extract_programs`): the programs scored are the pipeline's own."""
+    if "programs" not in pipeline.writes:
+        raise PipelineError(
+            "a code pipeline must write `programs`: add an `extract_programs` stage after "
+            "`generate` (rag.recipes.code_generation builds one); no stage of this one writes it")
     sandbox = sandbox or Sandbox()
-    check_same_config(folder, pipeline_fingerprint(pipeline))
-    cache = folder / "predictions.jsonl"
-    done = load_cache(cache, CodePrediction)
-    todo = [t for t in tasks if t.id not in done]
-    bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc=folder.name, disable=not progress)
-    batches = list(_batches(todo, batch_size))
-    inputs = [[State(query=t.prompt, entry_point=t.entry_point) for t in b] for b in batches]
-    for index, states in runner(pipeline, inputs):
-        batch = batches[index]
-        fresh = [_code_prediction(task, state, sandbox) for task, state in zip(batch, states, strict=True)]
-        _append(cache, fresh)
-        done.update({p.id: p for p in fresh})
-        bar.update(len(batch))
-        scored = list(done.values())
-        bar.set_postfix(pass1=f"{sum(p.answer_passed for p in scored) / len(scored):.3f}")
-    bar.close()
-    return [done[t.id] for t in tasks]
+    return _resumed(
+        pipeline, tasks, folder, CodePrediction,
+        lambda t: State(query=t.prompt, entry_point=t.entry_point),
+        lambda task, state: _code_prediction(task, state, sandbox),
+        lambda done: {"pass1": _mean(done, lambda p: p.answer_passed)},
+        batch_size, progress, runner)
 
 
 def summarize_code(predictions: Sequence[CodePrediction], ks: Sequence[int] = (1, 5, 10)) -> dict[str, Any]:
