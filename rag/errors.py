@@ -31,6 +31,11 @@ class CorpusError(RagError):
     """A corpus source could not be read; the message names the file and line."""
 
 
+class EmptyCorpusError(CorpusError):
+    """A corpus source holds no document that could be read; the message lists each file that
+    could not be read and why."""
+
+
 class IndexLoadError(RagError):
     """An index or cache folder is missing, truncated or was written by something else."""
 

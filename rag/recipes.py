@@ -14,6 +14,7 @@ import numpy as np
 
 from rag.chunkers import FixedTokenChunker
 from rag.generators.stage import Generate
+from rag.ingest import metadata_at
 from rag.kvcache.stage import KVGenerate
 from rag.pipeline import Pipeline, Stage
 from rag.prompts.templates import BRIEF_ANSWER, CLOSED_BOOK_SYSTEM, RAG_SYSTEM, SHORT_RAG_SYSTEM
@@ -45,7 +46,7 @@ Picker = Literal["first", "random", "logprob", "examples", "codet", "mbr_exec", 
 def document_chunks(docs: Sequence[Document]) -> list[Chunk]:
     """One chunk per document, for corpora of short documents (such as article summaries)."""
     return [Chunk(id=d.id, doc_id=d.id, text=d.text, start=0, end=len(d.text), title=d.title,
-                  metadata=d.metadata) for d in docs]
+                  metadata=metadata_at(d.metadata, 0)) for d in docs]
 
 
 def index_encoder_spec(encoder: str = "encoder") -> dict[str, Any]:

@@ -168,9 +168,23 @@ class Citation(BaseModel):
     chunk_id: str
     doc_id: str
     title: str = ""
+    source: str = Field(default="", description="The file it came from, relative to the folder.")
+    page: int | None = Field(default=None, description="The PDF page its passage starts on.")
     inferred: bool = Field(
         default=False, description="True when found by word overlap, not cited by the model."
     )
+
+    @classmethod
+    def of(cls, number: int, chunk: Chunk) -> Citation:
+        """Passage `number` of a prompt, showing `chunk`."""
+        return cls(number=number, chunk_id=chunk.id, doc_id=chunk.doc_id, title=chunk.title,
+                   source=chunk.metadata.get("source", ""), page=chunk.metadata.get("page"))
+
+    @property
+    def label(self) -> str:
+        """How a reader finds it: `manual.pdf p. 4` for a file, else its title or document id."""
+        where = self.source or self.title or self.doc_id
+        return where if self.page is None else f"{where} p. {self.page}"
 
 
 class StageTrace(BaseModel):

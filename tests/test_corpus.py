@@ -5,7 +5,7 @@ import json
 import pytest
 
 from rag.corpus import load_corpus, read_jsonl, vital_articles
-from rag.errors import CorpusError
+from rag.errors import CorpusError, EmptyCorpusError
 
 
 def write_lines(path, lines):
@@ -43,9 +43,10 @@ def test_folder_of_text_files(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "a.md").write_text("# A\nalpha")
     (tmp_path / "sub" / "b.txt").write_text("beta")
-    (tmp_path / "ignored.bin").write_bytes(b"\0")
-    docs = load_corpus(tmp_path)
-    assert [(d.id, d.title) for d in docs] == [("a.md", "a"), ("sub/b.txt", "b")]
+    (tmp_path / "listed.bin").write_bytes(b"\0")
+    with pytest.warns(UserWarning, match="listed.bin: no reader for .bin"):
+        docs = load_corpus(tmp_path)
+    assert [(d.id, d.title) for d in docs] == [("a.md", "A"), ("sub/b.txt", "b")]
 
 
 def test_vital_articles_are_complete_and_labelled():
@@ -61,7 +62,7 @@ def test_missing_or_unsupported_sources_are_refused(tmp_path):
     with pytest.raises(CorpusError, match="corpus not found"):
         load_corpus(tmp_path / "nope.jsonl")
     (tmp_path / "c.csv").write_text("a,b")
-    with pytest.raises(CorpusError, match="unsupported"):
+    with pytest.raises(EmptyCorpusError, match="c.csv: no reader for .csv"):
         load_corpus(tmp_path / "c.csv")
     with pytest.raises(CorpusError, match="limit"):
         load_corpus("vital-articles", limit=0)

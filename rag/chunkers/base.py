@@ -7,15 +7,17 @@ from collections.abc import Iterable
 from tqdm.auto import tqdm
 
 from rag.errors import RagError
+from rag.ingest import metadata_at
 from rag.registry import Component
 from rag.types import Chunk, Document
 
 
 def make_chunk(doc: Document, index: int, start: int, end: int) -> Chunk:
-    """The `index`-th chunk of `doc`, covering `doc.text[start:end]`."""
+    """The `index`-th chunk of `doc`, covering `doc.text[start:end]`, with the section and page
+    where it starts."""
     return Chunk(
         id=f"{doc.id}#{index}", doc_id=doc.id, text=doc.text[start:end], start=start, end=end,
-        title=doc.title, metadata=doc.metadata,
+        title=doc.title, metadata=metadata_at(doc.metadata, start),
     )
 
 

@@ -167,9 +167,7 @@ class KVGenerate(CachedPieces):
         return [h.chunk for h in item.hits[::-1]]
 
     def extra_writes(self, item: View) -> Writes:
-        return {"sources": [Citation(number=i, chunk_id=h.chunk.id, doc_id=h.chunk.doc_id,
-                                     title=h.chunk.title)
-                            for i, h in enumerate(item.hits[::-1], 1)]}
+        return {"sources": [Citation.of(i, h.chunk) for i, h in enumerate(item.hits[::-1], 1)]}
 
 
 @register("stage", "kv_icl_generate")

@@ -39,10 +39,7 @@ class RagPrompt(Stage):
             hits = item.hits[: self.config.max_passages]
             if self.config.order == "relevance_last":
                 hits = hits[::-1]
-            sources = [
-                Citation(number=i, chunk_id=h.chunk.id, doc_id=h.chunk.doc_id, title=h.chunk.title)
-                for i, h in enumerate(hits, 1)
-            ]
+            sources = [Citation.of(i, h.chunk) for i, h in enumerate(hits, 1)]
             user = f"Passages:\n{format_passages(hits)}\n\nQuestion: {item.query}"
             out.append({"prompt": chat(self.config.system, item.history, user), "sources": sources})
         return out

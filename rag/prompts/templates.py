@@ -38,11 +38,14 @@ CODE_COMPLETION = DemoTemplate(instruction="# Complete each Python function.", i
 
 
 def format_passages(hits: Sequence[Hit]) -> str:
-    """Passages numbered from 1 in the order given, each with its title line when it has one."""
+    """Passages numbered from 1 in the order given, each with its title line when it has one:
+    the document's title, then the section the passage starts in (files read by `rag.ingest`)."""
     blocks = []
     for number, hit in enumerate(hits, 1):
-        title = f"{hit.chunk.title}\n" if hit.chunk.title else ""
-        blocks.append(f"[{number}] {title}{hit.chunk.text}")
+        section = str(hit.chunk.metadata.get("section") or "")
+        header = " / ".join(dict.fromkeys(part for part in (hit.chunk.title, section) if part))
+        blocks.append(f"[{number}] {header}\n{hit.chunk.text}" if header
+                      else f"[{number}] {hit.chunk.text}")
     return "\n\n".join(blocks)
 
 
