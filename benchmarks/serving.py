@@ -5,8 +5,13 @@
    pipeline called in-process by the same number of threads (`Pipeline.ask`), one run.
 2. Raw generation: the same completions (`tiny`, 48 tokens) from our server and from
    `vllm serve` on the same model folder, at 8 concurrent clients.
+3. The contract (`--parts contract`): each sampling field's effect on the pipeline's answers,
+   checked through the `openai` client, and the malformed requests of `rag.serving.probes`,
+   counted by status (none may get a 5xx); the test suite asserts the same checks.
 
-    python benchmarks/serving.py [--requests 200]
+    python benchmarks/serving.py [--requests 200] [--parts speed contract] [--articles 2000]
+
+A run of some parts keeps the other parts' rows in the results file.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import openai
 import uvicorn
 
 from rag.corpus import vital_articles
@@ -34,8 +40,14 @@ from rag.models import resolve_model
 from rag.recipes import index_corpus, naive_rag
 from rag.registry import build
 from rag.serving import ServeConfig, Served, create_app
+from rag.serving.probes import SAMPLING_CHECKS, malformed_requests, send
 
 PORT_VLLM = 8799
+PARTS = ("speed", "contract")
+# The sections each summary key is computed from (the contract part's).
+SUMMARY_SECTIONS = {"sampling_fields_honoured": ["sampling"],
+                    "malformed_requests_tried": ["malformed"],
+                    "malformed_requests_5xx": ["malformed"]}
 
 
 def row(system: str, clients: int, latencies: list[float], seconds: float) -> dict:
@@ -112,53 +124,104 @@ def start_vllm_serve(model: Path) -> subprocess.Popen:
     raise SystemExit("vllm serve did not come up")
 
 
+def contract(url: str) -> tuple[dict[str, list[dict]], dict]:
+    """Sampling checks and malformed requests against the server at `url`: rows and summary."""
+    client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=600)
+    sampling = [{"field": field, "honoured": check(client, "rag")}
+                for field, check in SAMPLING_CHECKS.items()]
+    malformed = []
+    with httpx.Client(base_url=url, timeout=600) as http:
+        for request in malformed_requests(generator="tiny", pipeline="rag", encoder="minilm"):
+            method, path, body = request
+            response = send(http, request)
+            error = response.json().get("error", {}) if response.content.startswith(b"{") else {}
+            malformed.append({"request": f"{method} {path}", "body": repr(body)[:70],
+                              "status": response.status_code,
+                              "error": str(error.get("message", response.text))[:120]})
+            print(malformed[-1], flush=True)
+    summary = {"sampling_fields_honoured": [r["field"] for r in sampling if r["honoured"]],
+               "malformed_requests_tried": len(malformed),
+               "malformed_requests_5xx": sum(r["status"] >= 500 for r in malformed)}
+    return {"sampling": sampling, "malformed": malformed}, summary
+
+
+async def over_http(clients: int, bodies: list[dict], path: str,
+                    base: str) -> tuple[list[float], float]:
+    async with httpx.AsyncClient(timeout=600) as http:
+        return await load(clients, http_calls(base, bodies, path, http))
+
+
+def speed(args: argparse.Namespace, pipeline, questions: list[str], server: uvicorn.Server,
+          url: str) -> dict[str, list[dict]]:
+    """Parts 1 and 2: the pipeline over HTTP and in-process, then raw completions from our
+    server (stopped after them) and from `vllm serve`."""
+    pipeline_rows, raw_rows = [], []
+    chats = [{"model": "rag", "messages": [{"role": "user", "content": q}]} for q in questions]
+    for clients in args.levels:
+        over = asyncio.run(over_http(clients, chats, "/v1/chat/completions", url))
+        pipeline_rows.append(row("rag pipeline over HTTP", clients, *over))
+        local = in_process(pipeline, questions, clients)
+        pipeline_rows.append(row("rag pipeline in-process", clients, *local))
+        print(pipeline_rows[-2:], flush=True)
+    completions = [{"model": "tiny", "prompt": f"Question: {q}\nAnswer:", "max_tokens": 48,
+                    "temperature": 0} for q in questions]
+    raw_rows.append(row("our server, raw completions", 8,
+                        *asyncio.run(over_http(8, completions, "/v1/completions", url))))
+    server.should_exit = True
+    if not args.skip_vllm_serve:
+        vllm_server = start_vllm_serve(resolve_model("tiny"))
+        try:
+            raw_rows.append(row("vllm serve, raw completions", 8, *asyncio.run(
+                over_http(8, completions, "/v1/completions", f"http://127.0.0.1:{PORT_VLLM}"))))
+        finally:
+            vllm_server.terminate()
+            vllm_server.wait(timeout=60)
+    http = {r["clients"]: r["req_per_s"] for r in pipeline_rows if "HTTP" in r["system"]}
+    local = {r["clients"]: r["req_per_s"] for r in pipeline_rows if "in-process" in r["system"]}
+    ratios = [{"clients": c, "http_vs_in_process": round(http[c] / local[c], 3),
+               "http_vs_http_at_1": round(http[c] / http[min(http)], 3)} for c in sorted(http)]
+    return {"pipeline": pipeline_rows, "ratios": ratios, "raw_generation": raw_rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--skip-vllm-serve", action="store_true")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--articles", type=int, default=2000, help="the index's vital articles")
     args = parser.parse_args()
-    docs = vital_articles()[:2000]
+    docs = vital_articles()[: args.articles]
     questions = [e.question for e in vital_qa(args.requests, docs=docs)]
     generator = build("generator", {"type": "vllm", "model": "tiny"})
-    pipeline_rows, raw_rows = [], []
+    served_pipeline = f"naive RAG, first {len(docs):,} vital articles, k=3, tiny, 48 new tokens"
+    setup: dict[str, object] = {}
+    sections: dict[str, list[dict]] = {}
+    summary = None
     with tempfile.TemporaryDirectory() as folder:
         pipeline = naive_rag(index_corpus(docs, folder), generator, k=3, max_tokens=48)
         pipeline.ask("warm-up question")
+        served = Served({"rag": pipeline}, {"tiny": generator},
+                        {"minilm": build("encoder", {"type": "sentence_transformers"})})
         server, url = start_server(create_app(ServeConfig(models={"tiny": {}}, max_in_flight=256),
-                                              Served({"rag": pipeline}, {"tiny": generator})))
-        chats = [{"model": "rag", "messages": [{"role": "user", "content": q}]} for q in questions]
-
-        async def over_http(clients: int, bodies: list[dict], path: str, base: str) -> tuple[list[float], float]:
-            async with httpx.AsyncClient(timeout=600) as http:
-                return await load(clients, http_calls(base, bodies, path, http))
-
-        for clients in args.levels:
-            pipeline_rows.append(row("rag pipeline over HTTP", clients,
-                                     *asyncio.run(over_http(clients, chats, "/v1/chat/completions", url))))
-            pipeline_rows.append(row("rag pipeline in-process", clients, *in_process(pipeline, questions, clients)))
-            print(pipeline_rows[-2:], flush=True)
-        completions = [{"model": "tiny", "prompt": f"Question: {q}\nAnswer:", "max_tokens": 48,
-                        "temperature": 0} for q in questions]
-        raw_rows.append(row("our server, raw completions", 8,
-                            *asyncio.run(over_http(8, completions, "/v1/completions", url))))
+                                              served))
+        if "contract" in args.parts:
+            checked, summary = contract(url)
+            sections |= checked
+            setup |= dict.fromkeys(checked, {
+                "pipeline": served_pipeline, "client": "openai (sampling), httpx (malformed)",
+                "checks": "rag.serving.probes, as tests/test_serving.py asserts them"})
+        if "speed" in args.parts:
+            made = speed(args, pipeline, questions, server, url)
+            sections |= made
+            setup |= dict.fromkeys(made, {
+                "pipeline": served_pipeline,
+                "questions": f"{len(questions)} vital-qa questions over those articles",
+                "transport": "uvicorn on 127.0.0.1, httpx clients",
+                "engine": "one AsyncLLM shared by all"})
         server.should_exit = True
-        if not args.skip_vllm_serve:
-            vllm_server = start_vllm_serve(resolve_model("tiny"))
-            try:
-                raw_rows.append(row("vllm serve, raw completions", 8, *asyncio.run(
-                    over_http(8, completions, "/v1/completions", f"http://127.0.0.1:{PORT_VLLM}"))))
-            finally:
-                vllm_server.terminate()
-                vllm_server.wait(timeout=60)
-    http = {r["clients"]: r["req_per_s"] for r in pipeline_rows if "HTTP" in r["system"]}
-    local = {r["clients"]: r["req_per_s"] for r in pipeline_rows if "in-process" in r["system"]}
-    ratios = [{"clients": c, "http_vs_in_process": round(http[c] / local[c], 3),
-               "http_vs_http_at_1": round(http[c] / http[min(http)], 3)} for c in sorted(http)]
-    setup = {"pipeline": "naive RAG, first 2,000 vital articles, k=3, tiny, 48 new tokens",
-             "questions": f"{len(questions)} vital-qa questions over those articles",
-             "transport": "uvicorn on 127.0.0.1, httpx clients", "engine": "one AsyncLLM shared by all"}
-    write_results("serving", setup, {"pipeline": pipeline_rows, "ratios": ratios, "raw_generation": raw_rows})
+    write_results("serving", setup, sections, keep_other_sections=True, summary=summary,
+                  summary_sections=SUMMARY_SECTIONS)
 
 
 if __name__ == "__main__":
