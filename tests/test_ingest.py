@@ -64,6 +64,8 @@ PAGE = """<html><head><title>Widget Guide</title><script>var tracking = 1;</scri
 <nav><a href="/">Home</a> <a href="/shop">Shop the catalogue</a></nav>
 <main><h1>The widget</h1><p>The widget turns <b>blue</b> when charged.</p>
 <h2>Cleaning</h2><p>Wipe it with a dry cloth,<br>never with water.</p>
+<pre>widget --charge
+widget   --status</pre>
 <table><tr><td>colour</td><td>blue</td></tr></table></main>
 <aside>Related products you may like</aside>
 <footer>Copyright ACME. Privacy policy.</footer></body></html>"""
@@ -97,7 +99,8 @@ def test_html_keeps_main_text_title_and_headings_and_drops_boilerplate(tmp_path)
     page = docs["guide.html"]
     assert page.title == "Widget Guide"
     assert page.text == ("The widget\n\nThe widget turns blue when charged.\n\nCleaning\n\n"
-                         "Wipe it with a dry cloth, never with water.\n\ncolour blue")
+                         "Wipe it with a dry cloth, never with water.\n\n"
+                         "widget --charge\nwidget   --status\n\ncolour blue")
     for boilerplate in ("header", "Shop", "tracking", "Related", "Copyright"):
         assert boilerplate not in page.text
     assert [s for _, s in page.metadata["section_starts"]] == ["The widget", "Cleaning"]

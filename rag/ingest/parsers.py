@@ -131,7 +131,7 @@ HTML_CHROME = ("script, style, noscript, template, nav, aside, footer, form, ifr
 HTML_HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
 HTML_BLOCKS = {
     "address", "article", "blockquote", "dd", "details", "div", "dl", "dt", "figcaption",
-    "figure", "header", "hr", "li", "main", "ol", "p", "pre", "section", "summary", "table", "tr",
+    "figure", "header", "hr", "li", "main", "ol", "p", "section", "summary", "table", "tr",
     "ul",
 }
 
@@ -144,13 +144,17 @@ def _flush(out: TextBuilder, line: list[str]) -> None:
 
 def _walk_html(node: Any, out: TextBuilder, line: list[str]) -> None:
     """Text of `node`'s children in document order: block elements end a paragraph, headings
-    become sections, inline elements, line breaks and table cells run on within a line."""
+    become sections, inline elements, line breaks and table cells run on within a line (white
+    space made one space, except inside `<pre>`)."""
     for child in node.iter(include_text=True):
         if child.tag == "-text":
             line.append(child.text(deep=False))
         elif child.tag in HTML_HEADINGS:
             _flush(out, line)
             out.heading(child.text(separator=" "))
+        elif child.tag == "pre":  # code and verse keep their lines
+            _flush(out, line)
+            out.block(child.text())
         elif child.tag in HTML_BLOCKS:
             _flush(out, line)
             _walk_html(child, out, line)
@@ -209,23 +213,27 @@ def parse_docx(path: Path) -> Parsed:
 
 
 def _largest_text(page: Any) -> str:
-    """The first run of text set larger than the page's body size (its most used size, by
-    characters): the page's heading, or "" when every line is one size."""
+    """The first stretch of the page's largest text, when that is larger than its body text
+    (the size most characters are set in); "" when every line is one size."""
     runs: list[tuple[str, float]] = []
-    page.extract_text(visitor_text=lambda text, cm, tm, font, size: runs.append(
-        (text, size * abs(tm[3] or 1) * abs(cm[3] or 1))))
+
+    def visit(text: str, cm: list[float], tm: list[float], font: Any, size: float) -> None:
+        if text.strip():  # the size as printed: the font size scaled by both matrices
+            runs.append((text.strip(), round(size * abs(tm[3] or 1) * abs(cm[3] or 1), 1)))
+
+    page.extract_text(visitor_text=visit)
     sizes: Counter[float] = Counter()
     for text, size in runs:
-        sizes[round(size, 1)] += len(text.strip())
-    if not sizes:
+        sizes[size] += len(text)
+    if not sizes or max(sizes) <= sizes.most_common(1)[0][0] * 1.15:
         return ""
-    body = sizes.most_common(1)[0][0]
-    heading: list[str] = []
-    for text, size in runs:
-        if round(size, 1) > body * 1.15 and text.strip():
-            heading.append(text.strip())
-        elif heading and text.strip():
+    largest = max(sizes)
+    first = next(i for i, (_, size) in enumerate(runs) if size == largest)
+    heading = []
+    for text, size in runs[first:]:
+        if size != largest:
             break
+        heading.append(text)
     return " ".join(heading)
 
 
