@@ -20,7 +20,7 @@ never its title. Both run over the same 10,033 vital articles, one chunk each, o
    (all else as the default): EM, and how often the compressed passages lost the answer that the
    gold article's passage held.
 
-    python benchmarks/qa_general.py [--dev-questions 200] [--test-questions 500] [--parts test compression]
+    python benchmarks/qa_general.py [--dev-questions 200] [--test-questions 500] [--parts test runner-up compression]
 """
 
 from __future__ import annotations
@@ -114,6 +114,7 @@ def paired(out: Path, system: str, baseline: str, ids: Sequence[str]) -> dict[st
 
 def run_sets(configs: dict[str, Pipeline], sets: dict[str, list[QAExample]],
              out: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every configuration on every set, with each set's side-by-side report."""
     return {name: evaluate_qa(configs, questions, out / name, dataset=name)
             for name, questions in sets.items()}
 
@@ -151,32 +152,38 @@ def closed_book(generator: dict[str, Any], instruction: str, max_tokens: int) ->
 
 def test(args: argparse.Namespace, index: HybridRetriever, generator: dict[str, Any],
          sets: dict[str, list[QAExample]], default: QAConfig,
-         runner_up: QAConfig) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
-    """Each system on each test split; runs are named by configuration, so a configuration that
-    two roles share (or the compression part reuses) is generated once."""
+         runner_up: QAConfig | None) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
+    """Each system on each test split, the default first (the run resumes, so an interrupted
+    one keeps what it finished); runs are named by configuration, so a configuration that two
+    roles share (or the compression part reuses) is generated once."""
     plain = replace(PLAIN_HYBRID, instruction=default.instruction)
-    roles = {"default": default, "runner-up": runner_up, "plain-hybrid": plain}
-    systems = {c.name: c.pipeline(index, generator, args.max_tokens) for c in roles.values()}
-    systems["closed-book"] = closed_book(generator, INSTRUCTIONS[default.instruction],
-                                         args.max_tokens)
-    scores = run_sets(systems, sets, args.out / "test")
-    names = {role: c.name for role, c in roles.items()} | {"closed-book": "closed-book"}
-    settings = {role: c.describe() for role, c in roles.items()}
-    settings["closed-book"] = "closed_book_prompt -> generate"
+    roles: dict[str, QAConfig | None] = {"default": default, "closed-book": None,
+                                         "plain-hybrid": plain}
+    if runner_up is not None:
+        roles["runner-up"] = runner_up
+    names = {role: c.name if c else "closed-book" for role, c in roles.items()}
+    scores: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in sets}
+    for role, config in roles.items():
+        pipeline = (config.pipeline(index, generator, args.max_tokens) if config else
+                    closed_book(generator, INSTRUCTIONS[default.instruction], args.max_tokens))
+        for set_name, questions in sets.items():
+            folder = args.out / "test" / set_name / names[role]
+            scores[set_name][role] = summarize_qa(questions, run_qa(pipeline, questions, folder))
     rows = []
     for set_name, questions in sets.items():
         ids = [q.id for q in questions]
-        for role, name in names.items():
-            summary = scores[set_name][name]
-            row = {"set": set_name, "system": role, "configuration": name,
+        for role, config in roles.items():
+            summary = scores[set_name][role]
+            row = {"set": set_name, "system": role, "configuration": names[role],
                    "em": round(summary["em"], 4), "f1": round(summary["f1"], 4),
-                   "acc": round(summary["acc"], 4), "setting": settings[role]}
+                   "acc": round(summary["acc"], 4),
+                   "setting": config.describe() if config else "closed_book_prompt -> generate"}
             if role != "default":
-                versus = paired(args.out / "test" / set_name, default.name, name, ids)
+                versus = paired(args.out / "test" / set_name, default.name, names[role], ids)
                 row["default_minus_this"] = versus["em_difference"]
                 row["default_minus_this_paired_95"] = versus["paired_95"]
             rows.append(row)
-    ems = {s: {role: scores[s][name]["em"] for role, name in names.items()} for s in sets}
+    ems = {s: {role: scores[s][role]["em"] for role in roles} for s in sets}
     return rows, ems
 
 
@@ -235,8 +242,9 @@ def main() -> None:
     parser.add_argument("--dev-questions", type=int, default=200, help="per dev split")
     parser.add_argument("--test-questions", type=int, default=500, help="of the factual test split")
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--parts", nargs="*", choices=["test", "compression"],
-                        default=["test", "compression"], help="after dev, which always runs")
+    parser.add_argument("--parts", nargs="*", choices=["test", "runner-up", "compression"],
+                        default=["test", "runner-up", "compression"],
+                        help="after dev, which always runs (runner-up: it too on the test splits)")
     parser.add_argument("--out", type=Path, default=RESULTS / "qa_general")
     parser.add_argument("--work", type=Path, default=Path(".cache/bench-qa"))
     args = parser.parse_args()
@@ -257,8 +265,9 @@ def main() -> None:
     summary: dict[str, Any] = {"facts_questions": len(facts_test),
                                "facts_sample_well_formed": well_formed}
     if "test" in args.parts:
-        rows, ems = test(args, index, generator, {"vital-qa": vital_qa_split("test"),
-                                                  "vital-facts": facts_test}, default, runner_up)
+        rows, ems = test(args, index, generator,
+                         {"vital-facts": facts_test, "vital-qa": vital_qa_split("test")},
+                         default, runner_up if "runner-up" in args.parts else None)
         sections["test"] = rows
         summary |= {"facts_em_default": round(ems["vital-facts"]["default"], 4),
                     "facts_em_closed_book": round(ems["vital-facts"]["closed-book"], 4),
