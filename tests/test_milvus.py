@@ -56,9 +56,10 @@ def test_filters_apply_inside_the_search(milvus, hnsw):
 
 def test_filter_values_stay_literals():
     expression = filter_expression({"title": 'x" or true or "', "year": [1968, 2001]})
-    assert expression == ('(filterable["title"] == "x\\" or true or \\"") and '
-                          '(filterable["year"] == 1968 or filterable["year"] == 2001)')
-    with pytest.raises(RagError, match="strings, numbers or booleans"):
+    assert expression == (
+        '((exists filterable["title"] and filterable["title"] == "x\\" or true or \\"") and '
+        '(exists filterable["year"] and (filterable["year"] == 1968 or filterable["year"] == 2001)))')
+    with pytest.raises(RagError, match="strings, numbers, booleans or dates"):
         filter_expression({"year": [None]})
 
 

@@ -1,6 +1,7 @@
 """Retrievers: find the chunks that answer a query (HNSW, Milvus, BM25, SPLADE, hybrid fusion, HyDE)."""
 
-from rag.retrievers.base import Retriever, matches, open_index
+from rag.retrievers.base import Retriever, open_index
+from rag.retrievers.filters import FilterError, MetadataFilter, matches, parse_filter
 from rag.retrievers.bm25 import BM25Retriever
 from rag.retrievers.fusion import HybridRetriever, convex, rrf
 from rag.retrievers.hnsw import HNSWRetriever
@@ -10,8 +11,10 @@ from rag.retrievers.sparse import SparseRetriever
 
 __all__ = [
     "BM25Retriever",
+    "FilterError",
     "HNSWRetriever",
     "HyDERetriever",
+    "MetadataFilter",
     "MilvusRetriever",
     "HybridRetriever",
     "Retriever",
@@ -19,5 +22,6 @@ __all__ = [
     "convex",
     "matches",
     "open_index",
+    "parse_filter",
     "rrf",
 ]

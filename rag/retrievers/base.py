@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Container, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from rag.errors import EncoderMismatchError, IndexLoadError, RagError
 from rag.registry import Component, build, registered
+from rag.retrievers.filters import Filter
 from rag.storage import atomic_path, atomic_write_json, load_json
 from rag.types import Chunk, Hit
 
 MANIFEST = "manifest.json"
 CHUNKS = "chunks.jsonl"
-
-# A metadata filter: field -> required value, or a list/set/tuple of allowed values. Fields are
-# looked up in the chunk's metadata; `doc_id` and `title` name the chunk's own attributes.
-Filter = Mapping[str, Any]
-
-
-def matches(chunk: Chunk, filter: Filter | None) -> bool:
-    """Whether a chunk satisfies every condition of a filter (equality or set membership)."""
-    if not filter:
-        return True
-    for field, wanted in filter.items():
-        value = getattr(chunk, field) if field in ("doc_id", "title") else chunk.metadata.get(field)
-        if isinstance(wanted, (list, set, tuple, frozenset)):
-            if value not in wanted:
-                return False
-        elif value != wanted:
-            return False
-    return True
-
 
 def embed_text(chunk: Chunk) -> str:
     """The text a chunk is indexed as: its title (when it has one) gives the passage context."""
@@ -61,7 +43,8 @@ class Retriever(Component):
     """Base of retrievers: `index`/`add`/`delete` chunks, `search` a batch of queries, persist.
 
     Every retriever returns, per query, at most `k` hits best first, each naming the retriever;
-    a `filter` keeps only chunks that match it, and k hits come back when k match.
+    a `filter` (rag.retrievers.filters) keeps only chunks that match it, applied inside the index
+    before its top k, so k hits come back when k match.
     """
 
     kind = "retriever"

@@ -27,11 +27,11 @@ from rag.retrievers.base import (
     check_new_ids,
     embed_text,
     load_chunks,
-    matches,
     read_manifest,
     save_chunks,
     write_manifest,
 )
+from rag.retrievers.filters import select
 from rag.types import Chunk, Hit
 
 FORMAT = "rag-icl/bm25-v1"
@@ -105,15 +105,17 @@ class BM25Retriever(Retriever):
         self, queries: Sequence[str], k: int = 10, filter: Filter | None = None
     ) -> list[list[Hit]]:
         check_k(k)
-        mask = np.array([matches(c, filter) for c in self.chunks], dtype=np.float32)
-        live = int(mask.sum()) if self.chunks else 0
+        # a mask over the scores: exact at any selectivity, so no fallback is needed
+        keep = select(self.chunks, filter)
+        mask = (np.ones(len(self.chunks)) if keep is None else keep).astype(np.float32)
+        live = int(mask.sum())
         if self._model is None or live == 0:
             return [[] for _ in queries]
         k = min(k, live)
         tokens = [t or [""] for t in self._tokenize(list(queries))]
         ids, scores = self._model.retrieve(
             tokens, k=k, show_progress=False, n_threads=1,
-            weight_mask=mask if filter else None,
+            weight_mask=None if keep is None else mask,
         )
         allowed = np.flatnonzero(mask)
         results = []

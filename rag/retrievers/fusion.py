@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 from rag.errors import IndexLoadError
 from rag.registry import ComponentConfig, register
 from rag.retrievers.base import Filter, Retriever, check_k, read_manifest, write_manifest
+from rag.retrievers.filters import parse_filter
 from rag.types import Chunk, Hit
 
 FORMAT = "rag-icl/hybrid-v1"
@@ -129,6 +130,7 @@ class HybridRetriever(Retriever):
     ) -> list[list[Hit]]:
         check_k(k)
         depth = max(k, self.config.candidates)
+        filter = parse_filter(filter)  # parsed once; each child applies it inside its own index
         runs = [child.search(queries, depth, filter) for child in self.retrievers]
         n = len(self.retrievers)
         fused = []

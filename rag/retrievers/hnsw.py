@@ -31,11 +31,11 @@ from rag.retrievers.base import (
     check_new_ids,
     embed_text,
     load_chunks,
-    matches,
     read_manifest,
     save_chunks,
     write_manifest,
 )
+from rag.retrievers.filters import ExactBelow, select
 from rag.storage import atomic_path, atomic_save_npy, checked_load, load_npy
 from rag.types import Chunk, Document, Hit
 
@@ -43,6 +43,22 @@ FORMAT = "rag-icl/hnsw-v1"
 GRAPH = "hnsw.bin"
 VECTORS = "vectors.npy"
 DEFAULT_ENCODER = {"type": "sentence_transformers"}
+
+
+def exact_top_k(
+    queries: np.ndarray, stored: np.ndarray, k: int, space: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force top-k rows of `stored` per query by cosine or inner product, best first:
+    positions and similarities."""
+    stored, queries = np.asarray(stored, dtype=np.float32), np.asarray(queries, dtype=np.float32)
+    if space == "cosine":
+        stored = stored / np.linalg.norm(stored, axis=1, keepdims=True).clip(1e-12)
+        queries = queries / np.linalg.norm(queries, axis=1, keepdims=True).clip(1e-12)
+    sims = queries @ stored.T
+    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    order = np.take_along_axis(sims, top, axis=1).argsort(axis=1)[:, ::-1]
+    top = np.take_along_axis(top, order, axis=1)
+    return top, np.take_along_axis(sims, top, axis=1)
 
 
 @register("retriever", "hnsw")
@@ -62,6 +78,7 @@ class HNSWRetriever(Retriever):
         ef_construction: int = Field(default=200, ge=1)
         ef_search: int = Field(default=64, ge=1, description="raised to k when k is larger")
         exact: bool = Field(default=False, description="brute-force search: the reference")
+        exact_below: ExactBelow = 0.01
 
     config: Config
     encoder: Encoder
@@ -188,27 +205,44 @@ class HNSWRetriever(Retriever):
     ) -> list[list[Hit]]:
         """Nearest chunks to query vectors made by this index's encoder (HyDE uses this)."""
         check_k(k)
-        allowed = [i for i, c in enumerate(self.chunks)
-                   if i not in self._deleted and matches(c, filter)] if filter else None
+        allowed = self._allowed(filter)
         live = len(allowed) if allowed is not None else len(self)
         if live == 0:
             return [[] for _ in range(len(vectors))]
         k = min(k, live)
-        if self.config.exact:
-            labels, scores = self._exact(vectors, k, allowed)
-        else:
+        # A graph walk through few matches visits most of the graph and may find fewer than k:
+        # below `exact_below` of the chunks, exact search over the matches is cheaper and exact
+        # (as Qdrant and Milvus switch).
+        exact = self.config.exact or (
+            allowed is not None and live < self.config.exact_below * len(self))
+        if not exact:
             self._graph.set_ef(max(self.config.ef_search, k))
             # hnswlib applies the filter inside the graph walk, so k matches come back when k
             # exist; the callback runs once per visited node (single-threaded when set).
             keep = set(allowed) if allowed is not None else None
-            labels, distances = self._graph.knn_query(
-                vectors, k=k, filter=(lambda label: label in keep) if keep is not None else None)
-            scores = 1.0 - distances
+            try:
+                labels, distances = self._graph.knn_query(
+                    vectors, k=k, filter=None if keep is None else keep.__contains__)
+                scores = 1.0 - distances
+            except RuntimeError:  # hnswlib found fewer than k matches in the graph
+                if allowed is None:
+                    raise
+                exact = True
+        if exact:
+            labels, scores = self._exact(vectors, k, allowed)
         return [
             [Hit(chunk=self.chunks[int(i)], score=float(s), retriever=self.name)
              for i, s in zip(row_labels, row_scores)]
             for row_labels, row_scores in zip(labels, scores)
         ]
+
+    def _allowed(self, filter: Filter | None) -> list[int] | None:
+        """The labels of the live chunks a filter keeps (None: no filter)."""
+        if filter is None:
+            return None
+        live = [i for i in range(len(self.chunks)) if i not in self._deleted]
+        keep = select([self.chunks[i] for i in live], filter)
+        return None if keep is None else [i for i, ok in zip(live, keep) if ok]
 
     def _exact(
         self, vectors: np.ndarray, k: int, allowed: list[int] | None
@@ -216,15 +250,8 @@ class HNSWRetriever(Retriever):
         """Brute-force top-k by the index's own similarity."""
         candidates = np.array(allowed if allowed is not None else
                               [i for i in range(len(self.chunks)) if i not in self._deleted])
-        stored, queries = self.vectors[candidates], np.asarray(vectors, dtype=np.float32)
-        if self.config.space == "cosine":
-            stored = stored / np.linalg.norm(stored, axis=1, keepdims=True).clip(1e-12)
-            queries = queries / np.linalg.norm(queries, axis=1, keepdims=True).clip(1e-12)
-        sims = queries @ stored.T
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        order = np.take_along_axis(sims, top, axis=1).argsort(axis=1)[:, ::-1]
-        top = np.take_along_axis(top, order, axis=1)
-        return candidates[top], np.take_along_axis(sims, top, axis=1)
+        top, sims = exact_top_k(vectors, self.vectors[candidates], k, self.config.space)
+        return candidates[top], sims
 
     def save(self, path: str | Path) -> None:
         if self._graph is None:

@@ -38,6 +38,15 @@ from rag.retrievers.base import (
     read_manifest,
     write_manifest,
 )
+from rag.retrievers.filters import (
+    ExactBelow,
+    Logic,
+    MetadataFilter,
+    metadata_key,
+    parse_filter,
+    select,
+)
+from rag.retrievers.hnsw import exact_top_k
 from rag.types import Chunk, Hit
 
 FORMAT = "rag-icl/milvus-v1"
@@ -48,22 +57,26 @@ MAX_ID, MAX_JSON = 512, 65_535  # VARCHAR limits of the id and chunk fields
 
 
 def filter_expression(filter: Filter | None) -> str:
-    """A Milvus boolean expression for a rag filter: equality, or membership as an `or` of
-    equalities (milvus-lite's `in` takes only plain fields). Values are JSON literals, so quotes
-    inside them cannot end the string."""
-    if not filter:
-        return ""
-    clauses = []
-    for field, wanted in filter.items():
-        values = list(wanted) if isinstance(wanted, (list, set, tuple, frozenset)) else [wanted]
-        for value in values:
-            if not isinstance(value, (str, int, float, bool)):
-                raise RagError(f"a milvus filter compares strings, numbers or booleans; {field!r} "
-                               f"has {type(value).__name__}")
-        path = f"filterable[{json.dumps(field, ensure_ascii=False)}]"
-        terms = [f"{path} == {json.dumps(v, ensure_ascii=False)}" for v in values]
-        clauses.append("(" + " or ".join(terms) + ")" if terms else "false")
-    return " and ".join(clauses)
+    """A Milvus boolean expression for a filter. Each comparison first asks that the key exist,
+    so a chunk without it is false, not null, and `NOT` matches it as in the other indexes;
+    `in` becomes an `or` of equalities (milvus-lite's `in` takes only plain fields). Values are
+    JSON literals, so quotes inside them cannot end the string."""
+    node = parse_filter(filter)
+    return "" if node is None else _expression(node)
+
+
+def _expression(node: MetadataFilter) -> str:
+    if isinstance(node, Logic):
+        joiner = " or " if node.operator == "OR" else " and "
+        joined = "(" + joiner.join(_expression(c) for c in node.conditions) + ")"
+        return f"not {joined}" if node.operator == "NOT" else joined
+    path = f"filterable[{json.dumps(metadata_key(node.field), ensure_ascii=False)}]"
+    if isinstance(node.value, list):
+        test = " or ".join(f"{path} == {json.dumps(v, ensure_ascii=False)}" for v in node.value)
+        test = f"({test or 'false'})" if node.operator == "in" else f"not ({test or 'false'})"
+    else:
+        test = f"{path} {node.operator} {json.dumps(node.value, ensure_ascii=False)}"
+    return f"(exists {path} and {test})"
 
 
 def id_expression(ids: Sequence[str]) -> str:
@@ -89,6 +102,7 @@ class MilvusRetriever(Retriever):
         M: int = Field(default=16, ge=2, description="graph degree")
         ef_construction: int = Field(default=200, ge=1)
         ef_search: int = Field(default=64, ge=1, description="raised to k when k is larger")
+        exact_below: ExactBelow = 0.01
 
     config: Config
     encoder: Encoder
@@ -103,6 +117,7 @@ class MilvusRetriever(Retriever):
             chosen = encoder if encoder is not None else DEFAULT_ENCODER
         super().__init__(encoder=chosen, **kwargs)
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        self._filterable: list[Chunk] | None = None  # read once per change, for filter checks
         if manifest is None:
             # an empty index keeps its store in a scratch folder (removed with the retriever)
             # until `save` names one
@@ -196,12 +211,12 @@ class MilvusRetriever(Retriever):
                  "filterable": {**c.metadata, "doc_id": c.doc_id, "title": c.title}}
                 for c, v in zip(chunks, np.asarray(vectors, dtype=np.float32))]
         self.client.insert(self.config.collection, rows)
-        self._unsaved = True
+        self._unsaved, self._filterable = True, None
 
     def delete(self, ids: Sequence[str]) -> None:
         check_deletable(self._present(ids), ids)
         self.client.delete(self.config.collection, filter=id_expression(ids))
-        self._unsaved = True
+        self._unsaved, self._filterable = True, None
 
     def search(self, queries: Sequence[str], k: int = 10, filter: Filter | None = None) -> list[list[Hit]]:
         check_k(k)
@@ -213,13 +228,46 @@ class MilvusRetriever(Retriever):
         check_k(k)
         if not len(vectors):
             return []
+        node = parse_filter(filter)
+        if node is not None and len(self):
+            rows = self._filterable_rows()
+            ids = [row.id for row, ok in zip(rows, select(rows, node)) if ok]
+            if len(ids) < self.config.exact_below * len(rows):
+                return self._exact(vectors, k, ids)
         found = self.client.search(
             self.config.collection, data=np.asarray(vectors, dtype=np.float32).tolist(), limit=k,
-            filter=filter_expression(filter), output_fields=["chunk"],
+            filter=filter_expression(node), output_fields=["chunk"],
             search_params={"params": {"ef": max(self.config.ef_search, k)}})
         return [[Hit(chunk=Chunk.model_validate_json(hit["entity"]["chunk"]),
                      score=float(hit["distance"]), retriever=self.name) for hit in row]
                 for row in found]
+
+    def _exact(self, vectors: np.ndarray, k: int, ids: list[str]) -> list[list[Hit]]:
+        """Exact search over a few chunks: their stored vectors, scored here."""
+        if not ids:
+            return [[] for _ in vectors]
+        rows = self.client.query(self.config.collection, filter=id_expression(ids),
+                                 output_fields=["vector", "chunk"])
+        stored = np.array([row["vector"] for row in rows], dtype=np.float32)
+        top, sims = exact_top_k(vectors, stored, min(k, len(rows)), self.config.space)
+        return [[Hit(chunk=Chunk.model_validate_json(rows[i]["chunk"]), score=float(s),
+                     retriever=self.name) for i, s in zip(row_top, row_sims)]
+                for row_top, row_sims in zip(top, sims)]
+
+    def _filterable_rows(self) -> list[Chunk]:
+        """Stand-in chunks holding what filters can name, read from the collection once per
+        change, so a filter is checked against this index's fields as in the other indexes."""
+        if self._filterable is None:
+            rows: list[dict[str, Any]] = []
+            pages = self.client.query_iterator(self.config.collection, batch_size=4096,
+                                               filter="", output_fields=["filterable"])
+            while page := pages.next():
+                rows.extend(page)
+            pages.close()
+            self._filterable = [Chunk.model_construct(id=r["id"], doc_id=r["filterable"]["doc_id"],
+                                                      title=r["filterable"]["title"],
+                                                      metadata=r["filterable"]) for r in rows]
+        return self._filterable
 
     # ---- persistence ----------------------------------------------------------------------
 

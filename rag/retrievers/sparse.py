@@ -29,11 +29,11 @@ from rag.retrievers.base import (
     check_new_ids,
     embed_text,
     load_chunks,
-    matches,
     read_manifest,
     save_chunks,
     write_manifest,
 )
+from rag.retrievers.filters import select
 from rag.storage import atomic_path, checked_load
 from rag.types import Chunk, Hit
 
@@ -114,7 +114,8 @@ class SparseRetriever(Retriever):
         self, queries: Sequence[str], k: int = 10, filter: Filter | None = None  # noqa: A002
     ) -> list[list[Hit]]:
         check_k(k)
-        allowed = np.array([matches(c, filter) for c in self.chunks], dtype=bool)
+        keep = select(self.chunks, filter)  # masks the scores: exact at any selectivity
+        allowed = np.ones(len(self.chunks), dtype=bool) if keep is None else keep
         if not allowed.any():
             return [[] for _ in queries]
         k = min(k, int(allowed.sum()))

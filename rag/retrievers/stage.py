@@ -9,6 +9,7 @@ from pydantic import Field
 from rag.pipeline import Stage, Writes
 from rag.registry import ComponentConfig, register
 from rag.retrievers.base import Retriever
+from rag.retrievers.filters import FilterField
 from rag.state import View
 
 
@@ -23,10 +24,13 @@ class Retrieve(Stage):
     class Config(ComponentConfig):
         retriever: dict[str, Any]
         k: int = Field(default=5, ge=1)
+        filter: FilterField = Field(
+            default=None, description="keep only chunks whose metadata match (docs/filters.md)")
 
     config: Config
     retriever: Retriever
 
     def run(self, batch: list[View]) -> list[Writes]:
-        results = self.retriever.search([item.query for item in batch], k=self.config.k)
+        results = self.retriever.search([item.query for item in batch], k=self.config.k,
+                                         filter=self.config.filter)
         return [{"hits": hits} for hits in results]
