@@ -36,6 +36,8 @@ COMPARISONS = ("==", "!=", *RANGES, "in", "not in")
 LOGIC = ("AND", "OR", "NOT")
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?")
 MISSING = object()  # a chunk's value for a field it does not have
+TYPE_KINDS: dict[type, str] = {bool: "bool", int: "number", float: "number", str: "string"}
+KIND_TYPES = {"bool": (bool,), "number": (int, float), "string": (str,)}
 
 Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
 
@@ -55,20 +57,29 @@ class Comparison(BaseModel):
 
     def test(self, value: Any) -> bool:
         """Whether one chunk's value of the field satisfies this comparison."""
-        if value is MISSING:
-            return False
-        if self.operator in RANGES:  # a number range, or ISO dates compared as written
-            wanted = self.value
-            fits = (isinstance(value, str) if isinstance(wanted, str)
-                    else kind(value) == "number")
-            return fits and RANGES[self.operator](value, wanted)
-        if self.operator in ("==", "!="):  # values of another kind are neither
-            if kind(value) != kind(self.value):
-                return False
-            return (value == self.value) == (self.operator == "==")
-        assert isinstance(self.value, list)
-        found = any(kind(value) == kind(v) and value == v for v in self.value)
-        return found if self.operator == "in" else not found
+        return self.predicate()(value)
+
+    def predicate(self) -> Callable[[Any], bool]:
+        """`test` as a closure over this comparison's constants (a search calls it per chunk).
+
+        Values compare only with values of their own kind (True is not 1); ranges compare
+        numbers, or strings in their written order (ISO dates)."""
+        wanted, name = self.value, self.operator
+        if isinstance(wanted, list):  # in, not in: a set per value type, so True stays apart
+            sets: dict[type, set[Any]] = {}
+            for w in wanted:
+                for t in KIND_TYPES[kind(w)]:
+                    sets.setdefault(t, set()).add(w)
+            if name == "in":
+                return lambda v: v in sets.get(type(v), ())
+            return lambda v: v is not MISSING and v not in sets.get(type(v), ())
+        types = KIND_TYPES[kind(wanted)]
+        if name in RANGES:
+            compare = RANGES[name]
+            return lambda v: type(v) in types and compare(v, wanted)
+        if name == "==":
+            return lambda v: type(v) in types and v == wanted
+        return lambda v: type(v) in types and v != wanted
 
     def matches(self, chunk: Chunk) -> bool:
         return self.test(value_of(chunk, self.field))
@@ -95,12 +106,9 @@ Filter = MetadataFilter | Mapping[str, Any]
 
 
 def kind(value: Any) -> str:
-    """The kind of a metadata value as filters see it: bool, number, string, or its type."""
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "number"
-    return "string" if isinstance(value, str) else type(value).__name__
+    """The kind of a metadata value as filters see it (JSON's): bool, number, string, or its
+    type's name."""
+    return TYPE_KINDS.get(type(value)) or type(value).__name__
 
 
 def is_date(value: Any) -> bool:
@@ -217,9 +225,10 @@ def check(node: MetadataFilter, chunks: Sequence[Chunk]) -> dict[str, list[Any]]
     """Each field's values over `chunks`, after checking that the index holds every field the
     filter names and values of the kinds it compares them with (a typo is an error, not an
     empty result)."""
-    columns = {c.field: [value_of(chunk, c.field) for chunk in chunks] for c in comparisons(node)}
+    columns = {c.field: column(chunks, c.field) for c in comparisons(node)}
     for comparison in comparisons(node):
-        held = {kind(v) for v in columns[comparison.field] if v is not MISSING}
+        held = {TYPE_KINDS.get(t) or t.__name__
+                for t in set(map(type, columns[comparison.field])) if t is not object}
         if not held:
             known = {k for chunk in chunks for k in chunk.metadata} | set(CHUNK_FIELDS)
             raise FilterError(f"unknown filter field {comparison.field!r}: no chunk in the index "
@@ -236,9 +245,17 @@ def check(node: MetadataFilter, chunks: Sequence[Chunk]) -> dict[str, list[Any]]
     return columns
 
 
+def column(chunks: Sequence[Chunk], field: str) -> list[Any]:
+    """A field's value in each chunk (MISSING where it has none)."""
+    if field in CHUNK_FIELDS:
+        return [getattr(chunk, field) for chunk in chunks]
+    key = metadata_key(field)
+    return [chunk.metadata.get(key, MISSING) for chunk in chunks]
+
+
 def _evaluate(node: MetadataFilter, columns: dict[str, list[Any]], n: int) -> np.ndarray:
     if isinstance(node, Comparison):
-        return np.fromiter(map(node.test, columns[node.field]), dtype=bool, count=n)
+        return np.fromiter(map(node.predicate(), columns[node.field]), dtype=bool, count=n)
     parts = [_evaluate(c, columns, n) for c in node.conditions]
     if node.operator == "OR":
         return np.logical_or.reduce(parts)
