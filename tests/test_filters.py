@@ -3,9 +3,13 @@ index (k hits when k match), the exact path at low selectivity, YAML, and named 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from rag.cli import app
 from rag.errors import ConfigError
 from rag.pipeline import Pipeline
 from rag.retrievers import (
@@ -208,8 +212,12 @@ def test_each_bad_filter_is_a_named_error(retrievers, name, filter, message):
         retrievers[name].search(QUERIES, k=3, filter=filter)
 
 
-def test_a_bad_filter_in_a_pipeline_file_fails_when_built(dense_dir):
+def test_a_bad_filter_in_a_pipeline_file_fails_when_built(dense_dir, tmp_path):
     stage = {"type": "retrieve", "retriever": {"type": "hnsw", "path": str(dense_dir)},
              "filter": {"field": "year", "operator": "between", "value": [1, 2]}}
     with pytest.raises(ConfigError, match="filter.*unknown filter operator 'between'"):
         Pipeline([stage])
+    (tmp_path / "bad.json").write_text(json.dumps({"stages": [stage]}))
+    result = CliRunner().invoke(app, ["ask", str(dense_dir), "q", "--pipeline",
+                                      str(tmp_path / "bad.json")])
+    assert result.exit_code == 2 and "unknown filter operator 'between'" in result.output

@@ -191,6 +191,7 @@ class MilvusRetriever(Retriever):
     def index(self, chunks: Sequence[Chunk], progress: bool = False) -> None:
         self.client.drop_collection(self.config.collection)
         self._create()
+        self._filterable = None
         self.add(chunks, progress)
 
     def add(self, chunks: Sequence[Chunk], progress: bool = False) -> None:
