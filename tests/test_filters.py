@@ -154,6 +154,18 @@ def test_low_selectivity_falls_back_to_the_exact_top_k(dense, milvus, monkeypatc
         [[h.chunk.id for h in row] for row in hits]
 
 
+def test_deleted_chunks_are_neither_returned_nor_fields(dense):
+    index = HNSWRetriever(encoder=dense.encoder)
+    index.add_vectors(dense.chunks, np.asarray(dense.vectors))
+    gone = [c.id for c in dense.chunks if matches(c, {"year": 1995})][::2]
+    index.delete(gone + [c.id for c in dense.chunks if matches(c, {"rare": True})])
+    left = sum(matches(c, {"year": 1995}) for c in dense.chunks) - len(gone)
+    for hits in index.search(QUERIES, k=50, filter={"year": 1995}):
+        assert len(hits) == left and not {h.chunk.id for h in hits} & set(gone)
+    with pytest.raises(FilterError, match="unknown filter field 'rare'"):
+        index.search(QUERIES, k=3, filter={"rare": True})
+
+
 def test_sparse_masks_its_scores(dense):
     retriever = SparseRetriever(encoder={"type": "splade", "model": "splade", "max_length": 64})
     retriever.index(dense.chunks[:120])
