@@ -35,7 +35,11 @@
    against full prefill of the same prompts; the same from a situated store (each demonstration
    encoded after its `--demo-context` nearest pool neighbours), rows `--demo-situated-last`
    (summary: demo_kv_ttft_speedup_16_shots, demo_kv_accuracy_delta, of kv_icl_generate's default
-   over a situated store).
+   over a situated store). Labels are scored as the ICL pipeline scores them (`predict_labels`).
+   Two matched baselines in full prefill see the labelled examples the situated caches carry:
+   the distinct neighbours those caches were encoded after, then the same 16 shots; and kNN at
+   k = 16 + that many (summary: demo_kv_vs_matched_prefill_delta, against the first; each delta
+   with its paired 95% interval).
 7. Compression that keeps KV reuse (`--compressors`, in vLLM): each retrieved chunk compressed
    alone, without the question, before its cache is built; per compressor and read (full
    prefill = compression alone, the connector = compression + reuse, the connector with the last
@@ -70,7 +74,7 @@ from tqdm.auto import tqdm
 from rag.compression import Compressor
 from rag.corpus import vital_articles
 from rag.eval.datasets import topic_template, vital_qa, vital_topics
-from rag.eval.metrics import bootstrap_interval, qa_scores
+from rag.eval.metrics import bootstrap_interval, paired_bootstrap_interval, qa_scores
 from rag.eval.report import write_results
 from rag.kvcache import ChunkKV, ChunkKVStore
 from rag.kvcache.demos import demo_chunks, demo_frame, situated_context
@@ -81,9 +85,9 @@ from rag.prompts import SHORT_RAG_SYSTEM
 from rag.recipes import document_chunks, hybrid_index
 from rag.registry import build
 from rag.selectors import DemoTemplate
-from rag.selectors.prompt import ordered
+from rag.selectors.prompt import ordered, predict_labels
 from rag.text import normalize_answer
-from rag.types import Chunk, SamplingParams
+from rag.types import Chunk, Demo, SamplingParams
 
 SYSTEM = SHORT_RAG_SYSTEM
 
@@ -206,7 +210,8 @@ def paired(name: str, scores: list[float], reference: list[float]) -> dict:
     return {name: round(float(np.mean(scores)), 4),
             f"{name} 95% interval": [round(x, 4) for x in bootstrap_interval(scores)],
             f"{name} delta": round(float(np.mean(delta)), 4),
-            f"{name} delta 95% interval": [round(x, 4) for x in bootstrap_interval(delta)]}
+            f"{name} delta 95% interval": [
+                round(x, 4) for x in paired_bootstrap_interval(scores, reference)]}
 
 
 def agreement(texts: list[str], reference: list[str]) -> float:
@@ -458,18 +463,36 @@ def demo_mode(last: int, situated: bool = False) -> str:
     return f"{store} + last {last}" if last else store
 
 
+MATCHED = "full prefill, neighbours + 16 shots"
+KNN_MATCHED = "full prefill, kNN at 16 + neighbours"
+
+
+def matched_pieces(picks: list[Demo], wide: list[Demo], template: DemoTemplate,
+                   context: dict[str, list[Chunk]]) -> dict[str, list[Chunk]]:
+    """One query's prompts of the two matched baselines: the neighbours the situated caches of
+    its 16 shots were encoded after (each once, none of the 16, in the order those caches saw
+    them), then the 16 as shown; and kNN's top 16 + as many, most similar last (`wide`: kNN's
+    ranking, whose first 16 are the shots), so each sees as many labelled examples."""
+    shown = {d.id for d in picks}
+    before = list({c.id: c for d in picks for c in context[d.id] if c.id not in shown}.values())
+    return {MATCHED: [*before, *demo_chunks(template, picks)],
+            KNN_MATCHED: demo_chunks(template, ordered(wide[: len(picks) + len(before)],
+                                                       "similar_last"))}
+
+
 def demo_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]], dict]:
     """Selected demonstrations' caches assembled in vLLM, all of them or all but the last
     `--demo-last` ones, from a plain store and from a situated one (`--demo-situated-last`),
-    against full prefill: TTFT, accuracy."""
+    against full prefill of the same 16 shots and against the two matched full prefills
+    (`matched_pieces`): TTFT, accuracy scored as the ICL pipeline scores (`predict_labels`)."""
     data = vital_topics(max_chars=300, seed=0)
     pool, test = data[: args.demo_pool], data[4000 : 4000 + args.demo_test]  # as benchmarks/selectors.py
     labels = sorted({d.output for d in data})
     template = topic_template(labels)
-    picks = [ordered(p, "similar_last") for p in build("selector", {"type": "knn"}).fit(pool).select(
-        [t.input for t in test], 16)]
+    knn = build("selector", {"type": "knn"}).fit(pool)
+    wide = knn.select([t.input for t in test], 16 * (1 + args.demo_context))
+    picks = [ordered(w[:16], "similar_last") for w in wide]
     hf = build("generator", {"type": "transformers", "model": args.demo_model})
-    engine = build("generator", {"type": "vllm", "model": args.demo_model, "kv_connector": True})
     used = list({d.id: d for p in picks for d in p}.values())
     context = situated_context(template, pool, k=args.demo_context)
     stores = {situated: built(hf, work / f"demos{'-situated' * situated}-{args.demo_model}",
@@ -477,40 +500,62 @@ def demo_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]]
                               context=context if situated else None)
               for situated in (False, True)}
     lasts = {False: sorted({0, *args.demo_last}), True: sorted(set(args.demo_situated_last))}
-    requests = {}
-    for situated, stored in stores.items():
-        kv = ChunkKV(engine, stored.store_path, demo_frame(template), "float16")
-        requests |= {demo_mode(last, situated): [kv.request(t.input, demo_chunks(template, p), last)
-                                                 for t, p in zip(test, picks)]
-                     for last in lasts[situated]}
-    modes = ["full", *requests]
-
-    def loads(mode: str, at: slice) -> list[dict] | None:
-        return None if mode == "full" else [transfer for _, transfer in requests[mode][at]]
-
+    readers = {situated: ChunkKV(hf, stored.store_path, demo_frame(template), "float16")
+               for situated, stored in stores.items()}
+    requests = {demo_mode(last, situated): [kv.request(t.input, demo_chunks(template, p), last)
+                                            for t, p in zip(test, picks)]
+                for situated, kv in readers.items() for last in lasts[situated]}
     ids = [layout.ids for layout, _ in requests["connector"]]  # the same prompt in every mode
-    one = SamplingParams(max_tokens=1)
-    for mode in modes:  # warm-up: the instruction prefix and the engine's first steps
-        engine.generate_ids(ids[-1:], one, loads(mode, slice(-1, None)))
-    seconds: dict[str, list[float]] = {mode: [] for mode in modes}
+    prompts: dict[str, tuple[list[list[int]], list[dict] | None]] = {"full": (ids, None)} | {
+        mode: (ids, [transfer for _, transfer in made]) for mode, made in requests.items()}
+    matched = [matched_pieces(p, w, template, context) for p, w in zip(picks, wide)]
+    for baseline in (MATCHED, KNN_MATCHED):  # tokenized as the stores' pieces, read in full
+        prompts[baseline] = ([readers[True].text_layout(t.input, m[baseline]).ids
+                              for t, m in zip(test, matched)], None)
+    longest = max(len(i) for made, _ in prompts.values() for i in made)
+    engine = build("generator", {"type": "vllm", "model": args.demo_model, "kv_connector": True,
+                                 "max_model_len": longest + 1})  # the matched prompts + 1 token
+    timed_modes = ["full", *requests]  # the same 16 shots: the matched prompts are longer
+
+    def send(mode: str, at: slice, score: list[str] | None = None):  # type: ignore[no-untyped-def]
+        made, loads = prompts[mode]
+        loaded = None if loads is None else loads[at]
+        if score is None:
+            return engine.generate_ids(made[at], SamplingParams(max_tokens=1), loaded)
+        return engine.next_token_logprobs_ids(made[at], score, loaded)
+
+    for mode in timed_modes:  # warm-up: the instruction prefix and the engine's first steps
+        send(mode, slice(-1, None))
+    seconds: dict[str, list[float]] = {mode: [] for mode in timed_modes}
     for q in range(args.trials):  # before the accuracy pass caches them
-        for mode in modes:
-            at = slice(q, q + 1)
-            seconds[mode].append(timed(engine.generate_ids, ids[at], one, loads(mode, at))[1])
+        for mode in timed_modes:
+            seconds[mode].append(timed(send, mode, slice(q, q + 1))[1])
     ttft_row = {"shots": 16, "prompt tokens": round(float(np.mean([len(i) for i in ids])), 1),
                 **timing(seconds)}
     print(ttft_row, flush=True)
-    right = {mode: [float(labels[int(np.argmax(row))] == t.output) for row, t in zip(
-                 engine.next_token_logprobs_ids(ids, labels, loads(mode, slice(None))), test)]
-             for mode in modes}
-    rows = [{"mode": mode, "queries": len(test), **paired("accuracy", hits, right["full"])}
-            for mode, hits in right.items()]
+
+    def correct(mode: str) -> list[float]:
+        predicted = predict_labels(lambda options: send(mode, slice(None), options), template,
+                                   labels)
+        return [float(label == t.output) for label, t in zip(predicted, test)]
+
+    right = {mode: correct(mode) for mode in prompts}
+    shots = {MATCHED: [len(m[MATCHED]) for m in matched],
+             KNN_MATCHED: [len(m[KNN_MATCHED]) for m in matched]}
+    rows = [{"mode": mode, "queries": len(test),
+             "demonstrations": round(float(np.mean(shots.get(mode, [16]))), 1),
+             "prompt tokens": round(float(np.mean([len(i) for i in prompts[mode][0]])), 1),
+             **paired("accuracy", scores, right["full"])} for mode, scores in right.items()]
     print(rows, flush=True)
     default = demo_mode(KVIclGenerate.DEFAULT_LAST["situated"], situated=True)
-    if default not in modes:
+    if default not in prompts:
         raise SystemExit(f"kv_icl_generate's default ({default}) is not among --demo-situated-last")
-    summary = {"demo_kv_ttft_speedup_16_shots": ttft_row[f"{default} speed-up"],
-               "demo_kv_accuracy_delta": next(r["accuracy delta"] for r in rows if r["mode"] == default)}
+    summary = {"demo_kv_ttft_speedup_16_shots": ttft_row[f"{default} speed-up"]}
+    for key, baseline in (("demo_kv_accuracy_delta", "full"),
+                          ("demo_kv_vs_matched_prefill_delta", MATCHED)):
+        delta = np.mean(right[default]) - np.mean(right[baseline])
+        summary |= {key: round(float(delta), 4), f"{key}_95_interval": [
+            round(x, 4) for x in paired_bootstrap_interval(right[default], right[baseline])]}
     return {"demo kv ttft": [ttft_row], "demo kv accuracy": rows}, summary
 
 
@@ -550,6 +595,9 @@ def main() -> None:
                         choices=["ttft", "quality", "prefix", "vllm", "compressed", "demos"],
                         help="parts not to run; their rows stay from an earlier run")
     parser.add_argument("--work", default=None, help="folder for the KV stores (default: temp)")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="folder of kvcache.json (default benchmarks/results; a scratch one "
+                             "for trial runs)")
     args = parser.parse_args()
     resolved = {name: build("generator", {"type": name, "model": args.model}).dtype
                 for name in ("transformers", "vllm")}  # `auto` resolved; nothing loaded yet
@@ -571,7 +619,9 @@ def main() -> None:
                   f"demonstrations from a pool of {args.demo_pool}, {args.demo_test} queries; "
                   "demonstration caches stored in float16, loaded by the KV connector; plain "
                   "store: each demonstration encoded after the instruction alone; situated: after "
-                  f"the instruction and its {args.demo_context} nearest pool neighbours")
+                  f"the instruction and its {args.demo_context} nearest pool neighbours; labels "
+                  "scored as the ICL pipeline scores them (rag.selectors.predict_labels: the "
+                  "first token of the template's answer, leading space included)")
     compressed_setup = (f"{args.model} in vLLM (prefix caching on), {args.vllm_questions} vital-qa "
                         f"questions, hybrid top 4, greedy, 16 tokens; each chunk compressed alone, "
                         f"without the question, to 1/{args.compress_ratio:g} of its tokens before "
@@ -581,7 +631,12 @@ def main() -> None:
                         "prefill of the uncompressed passages, paired bootstrap interval")
     setup.update({"compressed kv": compressed_setup, "compressed kv bytes": compressed_setup})
     setup.update({"demo kv ttft": f"{demo_setup}; median of {args.trials} queries, one at a time",
-                  "demo kv accuracy": f"{demo_setup}; paired bootstrap interval of the delta"})
+                  "demo kv accuracy": f"{demo_setup}; matched baselines, in full prefill: "
+                  f"'{MATCHED}' (exactly the distinct neighbour demonstrations the situated caches "
+                  "of the 16 shots were encoded after, none of the 16, in the order those caches "
+                  f"saw them, then the 16 as shown) and '{KNN_MATCHED}' (kNN's top 16 + as many "
+                  "as that query's neighbours, most similar last); paired bootstrap interval of "
+                  "each delta to full prefill of the 16 shots"})
     sections, summary = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
@@ -608,7 +663,7 @@ def main() -> None:
     if "prefix" not in args.skip:
         sections["prefix caching (vLLM)"] = prefix_caching(args)
     write_results("kvcache", {n: setup[n] for n in sections if n in setup}, sections,
-                  keep_other_sections=True, summary=summary or None)
+                  folder=args.results, keep_other_sections=True, summary=summary or None)
 
 
 if __name__ == "__main__":
