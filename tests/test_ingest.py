@@ -133,7 +133,7 @@ def test_pdf_pages_titles_and_bookmarks(tmp_path):
         "Introduction", "Charging", "Cleaning"])]
     # No title property and no bookmarks: the largest text on the first page.
     assert docs["untitled.pdf"].title == "Quick Start"
-    assert "section_starts" in docs["untitled.pdf"].metadata
+    assert docs["untitled.pdf"].metadata["section_starts"] == []  # no bookmarks: no sections
 
 
 def test_chunks_carry_source_title_section_and_page(tmp_path):
