@@ -12,13 +12,17 @@ vectors are encoded once, so both times are search alone.
 `--actors` actors per stage, alternating, the embedding cache off; docs/s median with min and max,
 the ratio per repeat, and whether both wrote the same chunks and vectors.
 
-`ray-eval`: the default QA pipeline (`best_qa` on the saved hybrid index, transformers `tiny`,
-greedy) on the first `--questions` vital-qa questions in process and through `rag eval`'s Ray
-runner: whether every answer and ranking is the same.
+`ray-eval`: the best QA pipeline (`best_qa` on the saved hybrid index, transformers
+`--eval-model`, `bench` by default, greedy) on the first `--questions` vital-qa questions in
+process and through `rag eval`'s Ray runner, both from scratch: EM, and whether every answer and
+ranking is the same, compared answer by answer; both runs' predictions are kept in
+`results/scale/ray-eval/`.
 
 `ray-serve`: `rag serve --replicas 2` of transformers `tiny` on Ray Serve under `--requests`
-chat requests from 8 clients (no retries), one replica SIGKILLed once half are answered: the
-fraction answered 200 and whether Ray brought the deployment back to 2 running replicas.
+chat requests from 8 clients (no retries), one replica SIGKILLed once half are answered, run
+`--serve-runs` times: the fraction answered 200 with the very answer the same model gives in
+process (greedy), its minimum and median over the runs, and whether Ray brought the deployment
+back to 2 running replicas each time.
 
     python benchmarks/scale.py [--parts vectordb ray-index ray-eval ray-serve] [--repeat 3]
 """
@@ -139,8 +143,9 @@ def ray_indexing(args: argparse.Namespace) -> tuple[dict, dict, dict]:
 
 
 def ray_evaluation(args: argparse.Namespace) -> tuple[dict, dict, dict]:
-    """The default QA pipeline (`best_qa` on the saved hybrid index, greedy) over the first
-    `--questions` vital-qa questions, in process and on Ray actors: the same predictions?"""
+    """The best QA pipeline (`best_qa` on the saved hybrid index, greedy) over the first
+    `--questions` vital-qa questions, in process and on Ray actors: the same predictions? A
+    pipeline that answers (EM well above 0), so equal answers are not equally empty ones."""
     import ray
 
     from rag.distributed.evaluation import ray_runner
@@ -149,26 +154,32 @@ def ray_evaluation(args: argparse.Namespace) -> tuple[dict, dict, dict]:
     from rag.recipes import best_qa
 
     index = hybrid_index(document_chunks(vital_articles()), out=args.work / "vital-hybrid")
-    pipeline = best_qa(index, {"type": "transformers", "model": "tiny"}, max_tokens=32)
+    pipeline = best_qa(index, {"type": "transformers", "model": args.eval_model}, max_tokens=32)
     questions = vital_qa(args.questions)
+    kept = args.results / "scale" / "ray-eval"
     connect()
     runs = {}
-    with tempfile.TemporaryDirectory() as scratch:
-        for name, runner in (("in-process", None), ("ray", ray_runner(actors=args.actors))):
-            began = time.perf_counter()
-            options = {"runner": runner} if runner else {}
-            runs[name] = (run_qa(pipeline, questions, Path(scratch) / name, progress=True, **options),
-                          time.perf_counter() - began)
+    for name, runner in (("in-process", None), ("ray", ray_runner(actors=args.actors))):
+        shutil.rmtree(kept / name, ignore_errors=True)  # answered now, not resumed
+        began = time.perf_counter()
+        options = {"runner": runner} if runner else {}
+        runs[name] = (run_qa(pipeline, questions, kept / name, progress=True, **options),
+                      time.perf_counter() - began)
     ray.shutdown()
     same = [a.answer == b.answer and a.retrieved == b.retrieved
-            for a, b in zip(runs["in-process"][0], runs["ray"][0])]
-    rows = [{"evaluation": name, "questions": len(questions),
-             "EM": round(sum(p.scores["em"] for p in preds) / len(preds), 4),
-             "seconds": round(seconds, 1)} for name, (preds, seconds) in runs.items()]
-    setup = {"pipeline": "best_qa: hybrid k=3, extractive 2x, short-answer prompt, transformers tiny, "
-                         "greedy, 32 tokens", "questions": len(questions), "actors": args.actors}
-    return ({"ray_evaluation": rows}, {"ray_eval_matches": all(same), "ray_eval_same_predictions":
-                                        f"{sum(same)}/{len(same)}"}, {"ray_evaluation": setup})
+            for a, b in zip(runs["in-process"][0], runs["ray"][0], strict=True)]
+    ems = {name: round(sum(p.scores["em"] for p in preds) / len(preds), 4)
+           for name, (preds, _) in runs.items()}
+    rows = [{"evaluation": name, "questions": len(questions), "EM": ems[name],
+             "seconds": round(seconds, 1),
+             "predictions": str((kept / name / "predictions.jsonl").relative_to(args.results))}
+            for name, (_, seconds) in runs.items()]
+    setup = {"pipeline": f"best_qa: hybrid k=3, extractive 2x, short-answer prompt, transformers "
+                         f"{args.eval_model}, greedy, 32 tokens", "questions": len(questions),
+             "actors": args.actors, "compared": "answer by answer: the text and the ranking"}
+    return ({"ray_evaluation": rows},
+            {"ray_eval_em": ems["ray"], "ray_eval_matches": all(same),
+             "ray_eval_same_predictions": f"{sum(same)}/{len(same)}"}, {"ray_evaluation": setup})
 
 
 def replica_pids() -> list[int]:
@@ -184,10 +195,19 @@ def replica_pids() -> list[int]:
     return pids
 
 
-def ray_serving(args: argparse.Namespace) -> tuple[dict, dict, dict]:
-    """Two replicas of `tiny` on Ray Serve, `--requests` chat requests from 8 clients with no
-    retries; one replica SIGKILLed once half have been answered. What fraction got a 200, and
-    did Ray bring the deployment back to 2 running replicas?"""
+SERVED = {"type": "transformers", "model": "tiny"}
+SERVE_TOKENS = 16
+
+
+def question(title: str) -> str:
+    """The chat message of one replica-kill request, asked of the server and in process alike."""
+    return f"What is {title}?"
+
+
+def kill_one_replica(titles: list[str], expected: list[str]) -> dict[str, Any]:
+    """Two replicas of `SERVED` on Ray Serve, one chat request per title from 8 clients with no
+    retries; one replica SIGKILLed once half have been answered. How many got a 200 with the
+    `expected` answer, and did Ray bring the deployment back to 2 running replicas?"""
     import signal
     import socket
     import threading
@@ -203,30 +223,31 @@ def ray_serving(args: argparse.Namespace) -> tuple[dict, dict, dict]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    config = ServeConfig(models={"tiny": {"type": "transformers", "model": "tiny"}}, port=port)
+    config = ServeConfig(models={"tiny": SERVED}, port=port)
     connect()
     serve_on_ray(config, replicas=2, blocking=False, cpus_per_replica=0.5)
     answered, lock, killed = [], threading.Lock(), threading.Event()
-    titles = [d.title for d in vital_articles()[: args.requests]]
 
-    def ask(title: str) -> int:
-        body = {"model": "tiny", "max_tokens": 16, "temperature": 0,
-                "messages": [{"role": "user", "content": f"What is {title}?"}]}
+    def ask(title: str) -> tuple[int, str | None]:
+        body = {"model": "tiny", "max_tokens": SERVE_TOKENS, "temperature": 0,
+                "messages": [{"role": "user", "content": question(title)}]}
         try:
-            status = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body,
-                                timeout=120).status_code
+            response = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body,
+                                  timeout=120)
+            status = response.status_code
+            text = response.json()["choices"][0]["message"]["content"] if status == 200 else None
         except httpx.HTTPError:
-            status = 0
+            status, text = 0, None
         with lock:
             answered.append(status)
             if len(answered) == len(titles) // 2 and not killed.is_set():
                 killed.set()
                 os.kill(replica_pids()[0], signal.SIGKILL)
-        return status
+        return status, text
 
     began = time.perf_counter()
     with ThreadPoolExecutor(8) as clients:
-        statuses = list(clients.map(ask, titles))
+        replies = list(clients.map(ask, titles))
     seconds = time.perf_counter() - began
     deadline, running = time.time() + 180, 0
     while time.time() < deadline:
@@ -237,16 +258,40 @@ def ray_serving(args: argparse.Namespace) -> tuple[dict, dict, dict]:
         time.sleep(2)
     serve.shutdown()
     ray.shutdown()
-    ok = sum(s == 200 for s in statuses) / len(statuses)
+    statuses = [status for status, _ in replies]
+    right = sum(text == want for (_, text), want in zip(replies, expected, strict=True))
     counts = {code: statuses.count(code) for code in sorted(set(statuses))}
-    rows = [{"requests": len(statuses), "clients": 8, "answered 200": counts.get(200, 0),
-             "statuses": ", ".join(f"{code or 'no response'}: {n}" for code, n in counts.items()),
-             "seconds": round(seconds, 1), "replicas running after": running}]
+    return {"requests": len(statuses), "clients": 8, "answered 200": counts.get(200, 0),
+            "answered as in process": right, "ok": round(right / len(statuses), 3),
+            "statuses": ", ".join(f"{code or 'no response'}: {n}" for code, n in counts.items()),
+            "seconds": round(seconds, 1), "replicas running after": running}
+
+
+def ray_serving(args: argparse.Namespace) -> tuple[dict, dict, dict]:
+    """The replica-kill test `--serve-runs` times, each answer checked against the answer the
+    same model gives in process (greedy), so a 200 with a wrong or empty answer is no success:
+    the fraction answered right, its minimum and median over the runs."""
+    from rag.registry import build
+    from rag.types import Message, Prompt, SamplingParams
+
+    titles = [d.title for d in vital_articles()[: args.requests]]
+    model = build("generator", SERVED)
+    greedy = SamplingParams(max_tokens=SERVE_TOKENS, temperature=0)
+    expected = [model.generate([Prompt(messages=[Message(role="user", content=question(t))])],
+                               greedy)[0].completions[0].text for t in titles]  # one at a time
+    del model
+    rows = [{"run": run + 1, **kill_one_replica(titles, expected)}
+            for run in range(args.serve_runs)]
+    ok = [r["ok"] for r in rows]
     setup = {"deployment": "rag serve --replicas 2 (Ray Serve FastAPI ingress), transformers tiny, "
-                           "16 tokens, greedy", "kill": "SIGKILL of one replica after half the answers",
-             "clients": "8 threads, httpx, no retries"}
-    return ({"ray_serving": rows}, {"serve_replicas_ok": round(ok, 3),
-                                    "serve_replicas_recovered": running == 2}, {"ray_serving": setup})
+                           f"{SERVE_TOKENS} tokens, greedy",
+             "kill": "SIGKILL of one replica after half the answers",
+             "clients": "8 threads, httpx, no retries", "runs": args.serve_runs,
+             "ok": "HTTP 200 with the answer text equal to the same model's in-process greedy "
+                   "answer to the same message, one request at a time"}
+    summary = {"serve_replicas_ok_min": min(ok), "serve_replicas_ok_median": statistics.median(ok),
+               "serve_replicas_recovered": all(r["replicas running after"] == 2 for r in rows)}
+    return {"ray_serving": rows}, summary, {"ray_serving": setup}
 
 
 PARTS = {"vectordb": vector_database, "ray-index": ray_indexing, "ray-eval": ray_evaluation,
@@ -260,9 +305,14 @@ def main() -> None:
     parser.add_argument("--actors", type=int, default=2, help="Ray actors per stage")
     parser.add_argument("--documents", type=int, default=None, help="first N articles for ray-index")
     parser.add_argument("--questions", type=int, default=100, help="vital-qa questions for ray-eval")
+    parser.add_argument("--eval-model", default="bench", help="the ray-eval pipeline's model")
     parser.add_argument("--requests", type=int, default=200, help="chat requests for ray-serve")
+    parser.add_argument("--serve-runs", type=int, default=3, help="replica-kill tests")
     parser.add_argument("--work", type=Path, default=Path(".cache/bench-end-to-end"),
                         help="where the saved hybrid index lives (built if missing)")
+    parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "results",
+                        help="folder of scale.json and the ray-eval predictions (a scratch one "
+                             "for trial runs)")
     args = parser.parse_args()
     sections: dict[str, list[dict]] = {}
     summary: dict[str, Any] = {}  # this run's keys; write_results keeps the other parts' keys
@@ -274,8 +324,8 @@ def main() -> None:
         summary |= found
         from_sections |= {k: list(rows) for k in found}
         setup |= described
-    write_results("scale", setup, sections, keep_other_sections=True, summary=summary,
-                  summary_sections=from_sections)
+    write_results("scale", setup, sections, folder=args.results, keep_other_sections=True,
+                  summary=summary, summary_sections=from_sections)
 
 
 if __name__ == "__main__":
