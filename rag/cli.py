@@ -92,8 +92,8 @@ def ask(
     pipeline: Annotated[Path | None, typer.Option(
         help="Run this pipeline file instead of the default.")] = None,
 ) -> None:
-    """Answer questions with the best measured pipeline: hybrid top k, extractive 2x
-    compression, a short-answer prompt (or with --pipeline FILE)."""
+    """Answer questions with the QA default (`rag.recipes.best_qa`): hybrid top k fused by
+    reciprocal rank, extractive 2x compression, a short-answer prompt (or --pipeline FILE)."""
     from rag.pipeline import Pipeline
     from rag.recipes import best_qa
 

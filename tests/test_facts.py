@@ -13,8 +13,10 @@ from rag.errors import DatasetError
 from rag.eval.datasets import VITAL_FACTS, load_qa, vital_qa, vital_qa_split
 from rag.eval.facts import split_of, vital_facts
 from rag.eval.metrics import exact_match
-from rag.recipes import rag_qa
+from rag.pipeline import Pipeline
+from rag.recipes import best_qa, rag_qa
 from rag.retrievers import HybridRetriever, open_index
+from rag.retrievers.fusion import rrf
 from rag.types import Document
 
 
@@ -92,3 +94,18 @@ def test_qa_recipe_builds_each_setting(index_dir: Path, vllm_tiny):
     squeezed = rag_qa(index, vllm_tiny, compression=1.5)
     assert [s.name for s in squeezed.stages][1] == "compress"
     assert squeezed.stages[0].retriever is index  # the saved fusion unless asked otherwise
+
+
+def test_the_qa_default_fuses_by_rank_and_round_trips(index_dir: Path, vllm_tiny):
+    index = open_index(index_dir)
+    default = best_qa(index, vllm_tiny)
+    assert [s.name for s in default.stages] == ["retrieve", "compress", "rag_prompt", "generate"]
+    fused = default.stages[0].retriever
+    assert fused.config.method == "rrf" and fused.retrievers == index.retrievers
+    query = ["Which 1968 film did Stanley Kubrick direct?"]
+    reloaded = Pipeline.from_yaml(default.to_yaml()).stages[0].retriever
+    assert reloaded.config.method == "rrf"
+    ids = [h.chunk.id for h in fused.search(query, k=5)[0]]
+    assert [h.chunk.id for h in reloaded.search(query, k=5)[0]] == ids
+    runs = [child.search(query, k=fused.config.candidates)[0] for child in index.retrievers]
+    assert ids == [h.chunk.id for h in rrf(runs)[:5]]  # equal weights, as the dev runs fused
