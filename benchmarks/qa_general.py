@@ -281,7 +281,7 @@ def main() -> None:
              "facts": {"all": len(facts), "dev_used": len(facts_dev), "test_used": len(facts_test),
                        "sample": f"{well_formed} of 50 well-formed ({SAMPLE.name})"},
              "vital_qa": {"dev": f"questions 500-{499 + args.dev_questions} (seed 0)",
-                          "test": "questions 0-499 (seed 0)"},
+                          "test": "questions 0-499 (seed 0)", "test_questions": 500},
              "chosen_on": "mean EM over the two dev splits",
              "not_tuned": "chunk size: one chunk per article, as in the end-to-end benchmark",
              "reports": str(args.out.relative_to(RESULTS.parent.parent))}
