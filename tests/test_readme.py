@@ -17,6 +17,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 # Each docs link of the table, to the results file the linked section is written from.
 LINKED_RESULTS = {
     "docs/benchmarks.md#end-to-end-qa-and-code": "end_to_end.json",
+    "docs/benchmarks.md#qa-beyond-its-own-benchmark": "qa_general.json",
     "docs/benchmarks.md#retrieval": "retrieval.json",
     "docs/benchmarks.md#scaling-out": "scale.json",
     "docs/scaling.md#measured-on-one-2-core-machine": "scale.json",
