@@ -291,7 +291,7 @@ def train_reranker(
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 3e-5,
 ) -> None:
     """Fine-tune a cross-encoder for this corpus (from MiniLM, fresh head); rerun to resume."""
-    from rag.corpus import iter_json_lines
+    from rag.ingest.jsonl import iter_json_lines
     from rag.eval.datasets import known_items
     from rag.rerankers.training import train_cross_encoder
     from rag.retrievers import open_index

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from rag.corpus import load_corpus, read_jsonl, vital_articles
+from rag.corpus import load_corpus, vital_articles
+from rag.ingest.jsonl import read_jsonl
 from rag.errors import CorpusError, EmptyCorpusError
 
 

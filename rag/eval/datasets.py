@@ -14,29 +14,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-from rag.corpus import iter_json_lines, vital_articles
+from rag.corpus import vital_articles
 from rag.errors import CorpusError, DatasetError
+from rag.eval.facts import VITAL_FACTS, vital_facts
+from rag.eval.qa import QAExample
+from rag.ingest.jsonl import iter_json_lines
 from rag.models import package_dir
 from rag.selectors.prompt import DemoTemplate
 from rag.types import Demo, Document, KnownItem
 
 VITAL_QA = "vital-qa"
-VITAL_FACTS = "vital-facts"
 # vital-qa's first 500 questions (seed 0) are its test split, as every published figure used;
 # the next 500 are dev, for choosing defaults.
 VITAL_QA_TEST = 500
 HUMANEVAL = "humaneval"
-
-
-class QAExample(BaseModel):
-    id: str
-    question: str
-    answers: list[str] = Field(min_length=1)
-    gold_doc: str | None = Field(default=None, description="id of the document holding the answer")
-    kind: str | None = Field(default=None, description="the answer's type, where the set has one")
-    evidence: str | None = Field(default=None, description="the sentence stating the answer")
 
 
 class CodeTask(BaseModel):
@@ -163,8 +156,6 @@ def load_qa(name_or_path: str, limit: int | None = None) -> list[QAExample]:
     if name_or_path == VITAL_QA:
         return vital_qa(limit)
     if name_or_path == VITAL_FACTS:
-        from rag.eval.facts import vital_facts  # it builds on QAExample, defined here
-
         return vital_facts(vital_articles(), "test")[:limit]
     path = Path(name_or_path)
     if not path.is_file():

@@ -22,9 +22,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from rag.errors import DatasetError
-from rag.eval.datasets import VITAL_FACTS, QAExample
+from rag.eval.qa import QAExample
 from rag.types import Document
 
+VITAL_FACTS = "vital-facts"
 NATIONALITY_CAP = 300
 
 _PARTICLES = "de|da|del|della|di|du|van|von|der|den|la|le|al|bin|ibn|y|of|for|the"

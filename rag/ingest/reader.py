@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import CorpusError
+from rag.ingest.jsonl import read_jsonl
 from rag.ingest.parsers import PARSERS, Unreadable
 from rag.types import Document
 
@@ -46,8 +47,6 @@ def file_documents(path: Path, source: str) -> list[Document]:
     """The documents of one file; `source` (its path relative to the folder read) is the id."""
     suffix = path.suffix.lower()
     if suffix == JSONL:
-        from rag.corpus import read_jsonl  # rag.corpus reads folders through this module
-
         return [doc.model_copy(update={"id": f"{source}:{doc.id}",
                                        "metadata": {**doc.metadata, "source": source}})
                 for doc in read_jsonl(path)]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from rag.corpus import iter_json_lines
+from rag.ingest.jsonl import iter_json_lines
 from rag.errors import CorpusError, RagError
 from rag.registry import Component, ComponentConfig
 from rag.storage import atomic_write_text
