@@ -1,4 +1,4 @@
-"""QA beyond its own benchmark: the default QA pipeline chosen on two question sets, reported on both.
+"""QA beyond its own benchmark: the default QA pipeline chosen on two question sets, shown on both.
 
 `vital-qa` asks for an article's title from its description; `vital-facts` (rag.eval.facts) asks
 for facts stated inside one article (years, places, people, quantities, languages, families),
@@ -20,7 +20,8 @@ never its title. Both run over the same 10,033 vital articles, one chunk each, o
    (all else as the default): EM, and how often the compressed passages lost the answer that the
    gold article's passage held.
 
-    python benchmarks/qa_general.py [--dev-questions 200] [--test-questions 500] [--parts test runner-up compression]
+    python benchmarks/qa_general.py [--dev-questions 200] [--test-questions 500]
+                                    [--parts test runner-up compression]
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ class QAConfig:
                 f"{squeeze} -> rag_prompt ('{qa_system(INSTRUCTIONS[self.instruction])}', best "
                 f"passage {self.order.split('_')[1]}) -> generate")
 
-    def pipeline(self, index: HybridRetriever, generator: dict[str, Any], max_tokens: int) -> Pipeline:
+    def pipeline(self, index: HybridRetriever, generator: dict[str, Any],
+                 max_tokens: int) -> Pipeline:
         return rag_qa(index, generator, k=self.k, compression=self.compression, fusion=self.fusion,
                       order=self.order, system=qa_system(INSTRUCTIONS[self.instruction]),
                       max_tokens=max_tokens)
@@ -93,7 +95,8 @@ def sample_check(questions: Sequence[QAExample]) -> int:
     rows = json.loads(SAMPLE.read_text())["sample"]
     known = {q.id: q for q in questions}
     stale = [r["id"] for r in rows if r["id"] not in known
-             or known[r["id"]].question != r["question"] or known[r["id"]].answers[0] != r["answer"]]
+             or known[r["id"]].question != r["question"]
+             or known[r["id"]].answers[0] != r["answer"]]
     if stale:
         raise SystemExit(f"{SAMPLE.name}: {len(stale)} read questions are no longer in the set "
                          f"(e.g. {stale[0]}); draw and read the sample again")
@@ -101,7 +104,8 @@ def sample_check(questions: Sequence[QAExample]) -> int:
 
 
 def em_by_id(folder: Path) -> dict[str, float]:
-    return {i: p.scores["em"] for i, p in load_cache(folder / "predictions.jsonl", QAPrediction).items()}
+    cached = load_cache(folder / "predictions.jsonl", QAPrediction)
+    return {i: p.scores["em"] for i, p in cached.items()}
 
 
 def paired(out: Path, system: str, baseline: str, ids: Sequence[str]) -> dict[str, Any]:
@@ -140,7 +144,8 @@ def dev(args: argparse.Namespace, index: HybridRetriever, generator: dict[str, A
             scores[s][combined.name] = extra[s][combined.name]
         mean[combined.name] = sum(scores[s][combined.name]["em"] for s in sets) / len(sets)
     ranked = sorted(tried, key=lambda c: mean[c.name], reverse=True)
-    rows = [{"configuration": c.name, **{f"em_{s}": round(scores[s][c.name]["em"], 4) for s in sets},
+    rows = [{"configuration": c.name,
+             **{f"em_{s}": round(scores[s][c.name]["em"], 4) for s in sets},
              "mean_em": round(mean[c.name], 4), "setting": c.describe()} for c in ranked]
     return rows, ranked
 
@@ -258,8 +263,8 @@ def main() -> None:
     # The default 2,048-token window keeps each step capped; 1 GiB of KV holds 80,000 tokens.
     generator = {"type": "vllm", "model": args.model, "cpu_kv_cache_gib": 1}
 
-    dev_rows, ranked = dev(args, index, generator, {"vital-qa": vital_qa_split("dev", args.dev_questions),
-                                                     "vital-facts": facts_dev})
+    dev_sets = {"vital-qa": vital_qa_split("dev", args.dev_questions), "vital-facts": facts_dev}
+    dev_rows, ranked = dev(args, index, generator, dev_sets)
     default, runner_up = ranked[0], ranked[1]
     sections: dict[str, list[dict[str, Any]]] = {"dev": dev_rows}
     summary: dict[str, Any] = {"facts_questions": len(facts_test),

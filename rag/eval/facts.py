@@ -32,7 +32,8 @@ _PARTICLES = "de|da|del|della|di|du|van|von|der|den|la|le|al|bin|ibn|y|of|for|th
 _NAME_TOKEN = rf"(?:[A-Z][\w'’.-]*|(?:{_PARTICLES})(?= [A-Z]))"
 NAME = rf"(?P<a>[A-Z][\w'’.-]*(?: {_NAME_TOKEN}){{0,4}})"
 # What may follow a name for the name to be complete: the end of a clause, not a list.
-_NAME_END = r"(?=$|[.;:)]|,(?! [A-Z])| (?:in|on|at|during|for|from|as|with|after|while|who|which|to)\b| \()"
+_NAME_END = (r"(?=$|[.;:)]|,(?! [A-Z])"
+             r"| (?:in|on|at|during|for|from|as|with|after|while|who|which|to)\b| \()")
 _NUMBER = r"\d[\d,.]*\d|\d"
 _QUALIFIER = (r"(?:about |around |approximately |over |more than |nearly |some |roughly |"
               r"almost |an estimated |just over |just under )?")
@@ -102,7 +103,8 @@ TEMPLATES: tuple[Template, ...] = (
              rf"\b(?:[Ii]ts|[Tt]he) (?:largest|most populous) city is {NAME}{_NAME_END}",
              "What is the largest city of {title}?", subject_first=False),
     Template("capital_of", "place",
-             rf"^is the (?:capital|capital city)(?: and largest city)? of (?:the )?{NAME}{_NAME_END}",
+             r"^is the (?:capital|capital city)(?: and largest city)? of (?:the )?"
+             rf"{NAME}{_NAME_END}",
              "Of which country or region is {title} the capital?"),
     Template("city_country", "place",
              r"^is an? (?:[\w-]+ ){0,3}?(?:city|town|village|port|municipality|river|lake|"
@@ -124,7 +126,8 @@ TEMPLATES: tuple[Template, ...] = (
              rf"(?:the )?{NAME}{_NAME_END}", "Into which body of water does {title} flow?"),
     Template("work_year", "year", r"^(?:is|was) an? (?:[\w-]+ ){0,2}?(?P<a>\d{4}) (?:[\w-]+ ){0,5}?"
              rf"(?P<k>{'|'.join(_RELEASE_VERB)})\b", "In what year was the {k} {title} {verb}?"),
-    Template("dated", "year", rf"^(?:was|were) (?:officially |formally |first )?(?P<v>{_DATED_VERBS})"
+    Template("dated", "year",
+             rf"^(?:was|were) (?:officially |formally |first )?(?P<v>{_DATED_VERBS})"
              r" (?:[\w,]+ ){0,4}?in (?P<a>\d{4})\b", "In what year was {title} {v}?"),
     Template("agent", "person or organisation",
              rf"^(?:was|were|is) (?:first |originally |jointly )?(?P<v>{_AGENT_VERBS}) "
@@ -151,7 +154,8 @@ TEMPLATES: tuple[Template, ...] = (
     Template("speakers", "quantity", rf"\b(?:has|had|with) {_QUALIFIER}(?P<a>(?:{_NUMBER})"
              r"(?: (?:million|billion))?) (?:native |first-language |L1 )?speakers",
              "How many speakers does {title} have?", subject_first=False),
-    Template("population", "quantity", rf"\b(?:with|has|had) a population of {_QUALIFIER}(?P<a>(?:{_NUMBER})"
+    Template("population", "quantity",
+             rf"\b(?:with|has|had) a population of {_QUALIFIER}(?P<a>(?:{_NUMBER})"
              r"(?: (?:million|billion))?)\b", "What is the population of {title}?",
              subject_first=False, reject=r"metro|urban|agglomeration|county|district|region"),
     Template("elevation", "quantity", rf"\b(?:elevation|height|altitude) of {_QUALIFIER}"
@@ -208,7 +212,8 @@ def _answerable(answer: str, title: str, question: str) -> bool:
 
 def _fill(template: Template, title: str, groups: dict[str, str | None]) -> str:
     kind = groups.get("k") or ""
-    verb = _RELEASE_VERB.get(kind, "") if template.name == "work_year" else _AUTHOR_VERB.get(kind, "")
+    verbs = _RELEASE_VERB if template.name == "work_year" else _AUTHOR_VERB
+    verb = verbs.get(kind, "")
     return template.question.format(title=title, k=kind, v=groups.get("v") or "", verb=verb,
                                     p=groups.get("p") or "")
 
@@ -222,12 +227,15 @@ def country_names(docs: Sequence[Document]) -> list[str]:
     """Country names as the corpus itself lists them: articles whose Wikidata description says
     country or sovereign state; longest first, so "South Sudan" wins over "Sudan"."""
     names = [d.title for d in docs
-             if re.search(r"\b(?:country|sovereign state)\b", d.metadata.get("description", ""), re.I)
+             if re.search(r"\b(?:country|sovereign state)\b", d.metadata.get("description", ""),
+                          re.I)
              and "(" not in d.title]
     return sorted({n.removeprefix("The ") for n in names}, key=len, reverse=True)
 
 
-def facts_for(doc: Document, compiled: Sequence[tuple[Template, re.Pattern[str]]]) -> Iterator[QAExample]:
+def facts_for(
+    doc: Document, compiled: Sequence[tuple[Template, re.Pattern[str]]]
+) -> Iterator[QAExample]:
     """One question per template whose rule matches a sentence about `doc` (the first match)."""
     if "(" in doc.title:  # "Time (magazine)": no question would read naturally with it
         return
