@@ -40,14 +40,11 @@ from rag.eval.harness import evaluate_qa
 from rag.eval.metrics import paired_bootstrap_interval
 from rag.eval.report import write_results
 from rag.eval.runner import QAPrediction, load_cache, run_qa, summarize_qa
-from rag.generators.stage import Generate
 from rag.pipeline import Pipeline
-from rag.prompts.stage import ClosedBookPrompt
 from rag.prompts.templates import BRIEF_ANSWER, PHRASE_ANSWER
-from rag.recipes import document_chunks, hybrid_index, qa_system, rag_qa
+from rag.recipes import closed_book, document_chunks, hybrid_index, qa_system, rag_qa
 from rag.retrievers import HybridRetriever
 from rag.text import normalize_answer
-from rag.types import SamplingParams
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SAMPLE = Path(__file__).resolve().parent / "facts_sample.json"
@@ -150,11 +147,6 @@ def dev(args: argparse.Namespace, index: HybridRetriever, generator: dict[str, A
     return rows, ranked
 
 
-def closed_book(generator: dict[str, Any], instruction: str, max_tokens: int) -> Pipeline:
-    return Pipeline([ClosedBookPrompt(system=f"Answer the question. {instruction}"),
-                     Generate(generator, SamplingParams(max_tokens=max_tokens))])
-
-
 def test(args: argparse.Namespace, index: HybridRetriever, generator: dict[str, Any],
          sets: dict[str, list[QAExample]], default: QAConfig,
          runner_up: QAConfig | None) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
@@ -170,7 +162,8 @@ def test(args: argparse.Namespace, index: HybridRetriever, generator: dict[str, 
     scores: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in sets}
     for role, config in roles.items():
         pipeline = (config.pipeline(index, generator, args.max_tokens) if config else
-                    closed_book(generator, INSTRUCTIONS[default.instruction], args.max_tokens))
+                    closed_book(generator, args.max_tokens,
+                                f"Answer the question. {INSTRUCTIONS[default.instruction]}"))
         for set_name, questions in sets.items():
             folder = args.out / "test" / set_name / names[role]
             scores[set_name][role] = summarize_qa(questions, run_qa(pipeline, questions, folder))
