@@ -41,8 +41,8 @@ from rag.eval.metrics import paired_bootstrap_interval
 from rag.eval.report import write_results
 from rag.eval.runner import QAPrediction, load_cache, run_qa, summarize_qa
 from rag.pipeline import Pipeline
-from rag.prompts.templates import BRIEF_ANSWER, PHRASE_ANSWER
-from rag.recipes import closed_book, document_chunks, hybrid_index, qa_system, rag_qa
+from rag.prompts.templates import BRIEF_ANSWER, PHRASE_ANSWER, qa_system
+from rag.recipes import closed_book, document_chunks, hybrid_index, rag_qa
 from rag.retrievers import HybridRetriever
 from rag.text import normalize_answer
 

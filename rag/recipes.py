@@ -17,7 +17,7 @@ from rag.generators.stage import Generate
 from rag.ingest import metadata_at
 from rag.kvcache.stage import KVGenerate
 from rag.pipeline import Pipeline, Stage
-from rag.prompts.templates import BRIEF_ANSWER, CLOSED_BOOK_SYSTEM, RAG_SYSTEM, SHORT_RAG_SYSTEM
+from rag.prompts.templates import CLOSED_BOOK_SYSTEM, RAG_SYSTEM, SHORT_RAG_SYSTEM, qa_system
 from rag.retrievers import (
     BM25Retriever,
     HNSWRetriever,
@@ -106,16 +106,9 @@ def _generate(generator: Any, params: SamplingParams) -> Generate:
     return Generate(generator or DEFAULT_GENERATOR, params)
 
 
-def qa_system(answer: str = BRIEF_ANSWER) -> str:
-    """The short-answer QA instruction with its answer-form sentence."""
-    return f"Answer the question using the numbered passages. {answer}"
-
-
 def with_fusion(retriever: Retriever, fusion: Literal["convex", "rrf"] | None) -> Retriever:
     """A hybrid retriever's children fused another way (`None`: as saved)."""
-    if fusion is None or not isinstance(retriever, HybridRetriever):
-        return retriever
-    if fusion == retriever.config.method:
+    if not isinstance(retriever, HybridRetriever) or fusion in (None, retriever.config.method):
         return retriever
     return HybridRetriever(retriever.retrievers, method=fusion)
 
@@ -150,11 +143,8 @@ def best_qa(index: str | Path | Retriever, generator: Any = None, k: int = 3,
 def naive_rag(index: str | Path | Retriever, generator: Any = None, k: int = 3,
               max_tokens: int = 128) -> Pipeline:
     """Retrieve k passages, number them in the prompt, generate an answer that cites them."""
-    return Pipeline([
-        Retrieve(_retriever(index), k=k),
-        {"type": "rag_prompt", "system": RAG_SYSTEM},
-        _generate(generator, SamplingParams(max_tokens=max_tokens)),
-    ])
+    return rag_qa(index, generator, k=k, compression=None, system=RAG_SYSTEM,
+                  max_tokens=max_tokens)
 
 
 def closed_book(generator: Any = None, max_tokens: int = 128,

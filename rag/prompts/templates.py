@@ -22,10 +22,17 @@ CLOSED_BOOK_SYSTEM = "You answer questions briefly and accurately."
 # the KV and compression benchmarks were measured with it; QA defaults use BRIEF_ANSWER, chosen
 # on two sets (benchmarks/qa_general.py).
 SHORT_ANSWER = "Give only the answer (a name), no other words."
-SHORT_RAG_SYSTEM = f"Answer the question using the numbered passages. {SHORT_ANSWER}"
-SHORT_CLOSED_BOOK_SYSTEM = f"Answer the question. {SHORT_ANSWER}"
 BRIEF_ANSWER = "Give only the answer, no other words."
 PHRASE_ANSWER = "Answer with the shortest phrase from the passages that answers it, no other words."
+
+
+def qa_system(answer: str = BRIEF_ANSWER) -> str:
+    """The short-answer RAG instruction, with the sentence that says what form the answer takes."""
+    return f"Answer the question using the numbered passages. {answer}"
+
+
+SHORT_RAG_SYSTEM = qa_system(SHORT_ANSWER)
+SHORT_CLOSED_BOOK_SYSTEM = f"Answer the question. {SHORT_ANSWER}"
 
 SOLVE_PROMPT = (
     "Complete the following Python function. Reply with the whole function in one Python code "
