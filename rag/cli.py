@@ -53,7 +53,9 @@ def index(
                          "0.888, at about 1.3x the query time and 1.7x the indexing time.",
     )] = False,
 ) -> None:
-    """Chunk a corpus and save a hybrid index (BM25 + MiniLM HNSW, one folder, one retriever)."""
+    """Chunk a corpus and save a hybrid index (BM25 + MiniLM HNSW, one folder, one retriever).
+    Run again on an index folder to update it: new and changed documents are embedded, removed
+    ones deleted, unchanged ones kept (a crash leaves the old or the new version, never a mix)."""
     from rag.corpus import read_corpus
 
     ingested = read_corpus(corpus, limit=limit)
@@ -66,14 +68,16 @@ def index(
         retriever = ray_index_corpus(docs, out, chunk_size=chunk_size, overlap=overlap,
                                      encoder=encoder, address=ray_address, actors=actors,
                                      splade=splade)
+        changes = f"{len(docs)} added"
     else:
         from rag.recipes import index_corpus
 
-        retriever = index_corpus(docs, out, chunk_size=chunk_size, overlap=overlap,
-                                 encoder=encoder, splade=splade)
+        built, changed = index_corpus(docs, out, chunk_size=chunk_size, overlap=overlap,
+                                      encoder=encoder, splade=splade)
+        retriever, changes = built.retriever, str(changed)
     kinds = " + ".join(child.name for child in retriever.retrievers)
-    typer.echo(f"indexed {len(retriever)} chunks of {len(docs)} documents into {out} "
-               f"(hybrid: {kinds})")
+    typer.echo(f"indexed: {changes} documents; {out} holds {len(retriever)} chunks of "
+               f"{len(docs)} documents (hybrid: {kinds})")
     if ingested.unreadable:
         typer.secho(f"{len(ingested.unreadable)} file(s) could not be read:", fg="yellow", err=True)
         for file in ingested.unreadable:

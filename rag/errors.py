@@ -40,6 +40,14 @@ class IndexLoadError(RagError):
     """An index or cache folder is missing, truncated or was written by something else."""
 
 
+class IndexExistsError(RagError):
+    """The folder already holds an index that this command would not update."""
+
+
+class IndexLockedError(RagError):
+    """Another process is writing the index folder."""
+
+
 class EncoderMismatchError(RagError):
     """A query encoder differs from the one that built the index."""
 

@@ -26,6 +26,13 @@ from rag.retrievers import (
     SparseRetriever,
     open_index,
 )
+from rag.retrievers.documents import (
+    Changes,
+    DocumentIndex,
+    check_same_children,
+    clear_stale,
+    writer_lock,
+)
 from rag.retrievers.stage import Retrieve
 from rag.types import Chunk, Document, SamplingParams
 from rag.verifiers.stage import Execute
@@ -66,36 +73,49 @@ def hybrid_index(
     is not used)."""
     if out is not None and (Path(out) / "manifest.json").is_file():
         return HybridRetriever(path=str(out))
-    dense = HNSWRetriever(encoder=index_encoder_spec(encoder))
-    bm25 = BM25Retriever()
-    if vectors is None:
-        dense.index(chunks, progress=progress)
-    else:
-        dense.add_vectors(list(chunks), vectors)
-    bm25.index(chunks)
-    children: list[Retriever] = [bm25, dense]
-    weights = [bm25_weight, 1 - bm25_weight]
-    if splade:
-        sparse = SparseRetriever(encoder={"type": "splade", "model": "splade"})
-        sparse.index(chunks, progress=progress)
-        children, weights = [*children, sparse], list(SPLADE_HYBRID_WEIGHTS)
-    hybrid = HybridRetriever(children, method="convex", weights=weights)
+    hybrid = empty_hybrid(encoder, bm25_weight, splade)
+    for child in hybrid.retrievers:
+        if vectors is not None and isinstance(child, HNSWRetriever):
+            child.add_vectors(list(chunks), vectors)
+        else:
+            child.index(chunks, progress=progress)
     if out is not None:
         hybrid.save(out)
     return hybrid
 
 
+def empty_hybrid(encoder: str = "encoder", bm25_weight: float = BM25_WEIGHT,
+                 splade: bool = False) -> HybridRetriever:
+    """The default hybrid (BM25 + MiniLM/HNSW, fused convexly; with `splade`, SPLADE-tiny as a
+    third index), holding nothing yet."""
+    children: list[Retriever] = [BM25Retriever(), HNSWRetriever(encoder=index_encoder_spec(encoder))]
+    weights = [bm25_weight, 1 - bm25_weight]
+    if splade:
+        children.append(SparseRetriever(encoder={"type": "splade", "model": "splade"}))
+        weights = list(SPLADE_HYBRID_WEIGHTS)
+    return HybridRetriever(children, method="convex", weights=weights)
+
+
 def index_corpus(
     docs: Sequence[Document], out: str | Path, chunk_size: int = 200, overlap: int = 0,
     encoder: str = "encoder", progress: bool = True, splade: bool = False,
-) -> HybridRetriever:
-    """Chunk `docs` into encoder-token windows and save a hybrid (BM25 + HNSW) index to `out`;
-    with `splade`, a three-way one (BM25 + HNSW + SPLADE-tiny)."""
+) -> tuple[DocumentIndex, Changes]:
+    """Make the index at `out` hold exactly `docs`: build it (a hybrid of BM25 + MiniLM/HNSW
+    over encoder-token windows; with `splade`, SPLADE-tiny too), or update one built here before
+    (new and changed documents embedded, removed ones deleted, the rest untouched). Crash-safe
+    and locked: see `rag.retrievers.documents`."""
     chunker = FixedTokenChunker(size=chunk_size, overlap=overlap, tokenizer=encoder)
-    chunks = chunker.chunk_all(docs, progress=progress)
-    if (Path(out) / "manifest.json").exists():
-        raise FileExistsError(f"{out} already holds an index; choose another folder")
-    return hybrid_index(chunks, encoder=encoder, out=out, progress=progress, splade=splade)
+    with writer_lock(out):
+        if (Path(out) / "manifest.json").exists():
+            clear_stale(out)
+            index = DocumentIndex.open(out, chunker)
+            check_same_children(index.retriever, empty_hybrid(encoder, splade=splade))
+        else:
+            index = DocumentIndex(out, empty_hybrid(encoder, splade=splade), chunker)
+        changes = index.sync(docs, progress=progress)
+        if changes:
+            index.save()
+    return index, changes
 
 
 def _retriever(index: str | Path | Retriever) -> Retriever:

@@ -67,4 +67,4 @@ def index_dir(tmp_path_factory: pytest.TempPathFactory, vital_slice: list[Docume
 @pytest.fixture(scope="session")
 def dense_dir(index_dir: Path) -> Path:
     """The HNSW half of the hybrid index `rag index` writes (its own loadable folder)."""
-    return index_dir / "1-hnsw"
+    return next(index_dir.glob("v*/1-hnsw"))

@@ -55,7 +55,8 @@ def test_cli_index_then_ask_a_missing_index(tmp_path):
     corpus.write_text(json.dumps({"id": "a", "title": "Zorblax", "text": "Zorblax is a moon."}) + "\n")
     result = runner.invoke(app, ["index", str(corpus), "--out", str(tmp_path / "idx")])
     assert result.exit_code == 0, result.output
-    assert "indexed 1 chunks of 1 documents" in result.output
+    assert "indexed: 1 added, 0 updated, 0 deleted, 0 unchanged documents" in result.output
+    assert "holds 1 chunks of 1 documents" in result.output
     result = runner.invoke(app, ["ask", str(tmp_path / "missing"), "question?"])
     assert result.exit_code == 2 and "index folder not found" in result.output
 

@@ -24,7 +24,9 @@ import numpy as np
 from rag.chunkers import FixedTokenChunker
 from rag.distributed import connect
 from rag.registry import build
-from rag.retrievers import HybridRetriever
+from rag.errors import IndexExistsError
+from rag.retrievers import DocumentIndex, HybridRetriever
+from rag.retrievers.documents import writer_lock
 from rag.retrievers.base import embed_text
 from rag.types import Chunk, Document
 
@@ -94,8 +96,14 @@ def ray_index_corpus(
     from rag.recipes import hybrid_index, index_encoder_spec
 
     if (Path(out) / "manifest.json").exists():
-        raise FileExistsError(f"{out} already holds an index; choose another folder")
+        raise IndexExistsError(f"{out} already holds an index: update it without --ray (only "
+                               "changed documents are embedded), or choose another folder")
     spec = build("encoder", index_encoder_spec(encoder)).pinned_spec()
     chunks, vectors = ray_chunk_and_embed(docs, spec, chunk_size, overlap, address, actors,
                                           batch_size, gpus_per_actor)
-    return hybrid_index(chunks, encoder=encoder, out=out, vectors=vectors, splade=splade)
+    index = DocumentIndex(out, hybrid_index(chunks, encoder=encoder, vectors=vectors, splade=splade),
+                          FixedTokenChunker(size=chunk_size, overlap=overlap, tokenizer=encoder))
+    index.record(docs, chunks)
+    with writer_lock(out):
+        index.save()
+    return index.retriever

@@ -3,6 +3,7 @@
 from rag.retrievers.base import Retriever, open_index
 from rag.retrievers.filters import FilterError, MetadataFilter, matches, parse_filter
 from rag.retrievers.bm25 import BM25Retriever
+from rag.retrievers.documents import Changes, DocumentIndex
 from rag.retrievers.fusion import HybridRetriever, convex, rrf
 from rag.retrievers.hnsw import HNSWRetriever
 from rag.retrievers.hyde import HyDERetriever
@@ -11,6 +12,8 @@ from rag.retrievers.sparse import SparseRetriever
 
 __all__ = [
     "BM25Retriever",
+    "Changes",
+    "DocumentIndex",
     "FilterError",
     "HNSWRetriever",
     "HyDERetriever",

@@ -142,17 +142,19 @@ class HybridRetriever(Retriever):
             fused.append(hits[:k])
         return fused
 
-    def save(self, path: str | Path) -> None:
-        """Each child into its own subfolder, plus a manifest holding the hybrid's spec; the
-        folder then loads as one retriever (`{"type": "hybrid", "path": FOLDER}`)."""
+    def save(self, path: str | Path, subfolder: str = "",
+             extra: dict[str, Any] | None = None) -> None:
+        """Each child into its own subfolder (under `subfolder`, when given), then a manifest
+        holding the hybrid's spec (and `extra`); the folder then loads as one retriever
+        (`{"type": "hybrid", "path": FOLDER}`). The manifest is written last, in one rename."""
         folder = Path(path)
-        subfolders = [name.replace(":", "-") for name in self.names]
+        subfolders = [str(Path(subfolder, name.replace(":", "-"))) for name in self.names]
         for sub, child in zip(subfolders, self.retrievers):
             child.save(folder / sub)
         spec = {**self.config.model_dump(mode="json"), "type": self.name, "path": None,
                 # children by subfolder, so the saved hybrid can move as one folder
                 "retrievers": [{**c.spec(), "path": sub} for sub, c in zip(subfolders, self.retrievers)]}
-        write_manifest(folder, FORMAT, {"spec": spec})
+        write_manifest(folder, FORMAT, {"spec": spec, **(extra or {})})
         self.config.path = str(folder)
 
     def spec(self) -> dict[str, Any]:

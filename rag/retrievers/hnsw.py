@@ -169,7 +169,9 @@ class HNSWRetriever(Retriever):
         """Add chunks whose vectors were computed elsewhere (late chunking, situated, ...)."""
         if vectors.shape != (len(chunks), self.dim):
             raise RagError(f"expected vectors of shape {(len(chunks), self.dim)}, got {vectors.shape}")
-        check_new_ids(self._labels, chunks)
+        # a deleted chunk's id may come back (a changed document's chunks keep their ids)
+        check_new_ids({i for i, label in self._labels.items() if label not in self._deleted},
+                      chunks)
         vectors = np.asarray(vectors, dtype=np.float32)
         if self._graph is None:
             self._graph = self._new_graph(self.dim)
