@@ -15,7 +15,17 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from rag.errors import ConfigError, PipelineError
-from rag.types import Answer, Citation, Demo, Generation, Hit, Message, Prompt, SamplingOverride
+from rag.types import (
+    Answer,
+    Citation,
+    Demo,
+    Generation,
+    Hit,
+    Message,
+    Prompt,
+    RetrievalOverride,
+    SamplingOverride,
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,9 @@ state_field("history", list[Message], default=list, given=True,
 state_field("sampling", SamplingOverride | None, given=True,
             description="the request's own decoding settings; a stage that reads it lays them "
             "over its configured params and honours every field it sets")
+state_field("retrieval", RetrievalOverride | None, given=True,
+            description="the request's own filter and k; a retrieve stage that reads it uses them "
+            "instead of its configured ones")
 state_field("hits", list[Hit], default=list, description="retrieved passages, best first")
 state_field("demos", list[Demo], default=list, description="demonstrations, most relevant first")
 state_field("sources", list[Citation], default=list, description="passages the prompt shows")

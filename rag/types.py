@@ -114,6 +114,16 @@ class SamplingOverride(BaseModel):
     seed: int | None = None
 
 
+class RetrievalOverride(BaseModel):
+    """One request's own retrieval settings: a metadata filter (the grammar of docs/filters.md)
+    and k replace a retrieve stage's configured ones; None leaves them as configured."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    k: int | None = Field(default=None, ge=1, le=1000)
+    filter: dict[str, Any] | None = None
+
+
 class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0

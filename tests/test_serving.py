@@ -73,6 +73,9 @@ def test_chat_with_a_generator_and_with_a_pipeline(client):
     assert answer.choices[0].message.content
     assert "Mona Lisa" in [s["title"] for s in extra["sources"]]
     assert [t["stage"] for t in extra["trace"]] == ["retrieve", "rag_prompt", "generate"]
+    with pytest.raises(openai.BadRequestError, match="applies to pipelines that retrieve"):
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
+                                       extra_body={"k": 3})
 
 
 def test_usage_reports_prompt_tokens_served_from_the_prefix_cache(client):
@@ -263,3 +266,54 @@ def test_config_errors_name_the_field_and_public_binding_needs_a_key(tmp_path, m
     with pytest.raises(ConfigError, match="without API keys"):
         public.check_binding()
     ServeConfig(models={"tiny": {}}, host="0.0.0.0", api_keys=["k"]).check_binding()
+
+
+@register("stage", "test_serving_hit_ids")
+class HitIds(Stage):
+    """An answer naming the retrieved documents, best first."""
+
+    reads = ("hits",)
+    writes = ("text",)
+
+    def run(self, batch: list[View]) -> list[dict]:
+        return [{"text": ",".join(h.chunk.doc_id for h in item.hits)} for item in batch]
+
+
+def test_a_request_filters_and_sizes_the_pipelines_retrieval_or_gets_a_400():
+    from rag.retrievers import BM25Retriever
+    from rag.retrievers.stage import Retrieve
+    from rag.types import Chunk
+
+    chunks = [Chunk(id=f"d{i}", doc_id=f"d{i}", text=f"widget manual page {i}", start=0, end=20,
+                    metadata={"product": "ab"[i % 2], "year": 2020 + i}) for i in range(10)]
+    index = BM25Retriever()
+    index.index(chunks)
+    served = Served(pipelines={"find": Pipeline([Retrieve(index, k=5), {"type": "test_serving_hit_ids"}]),
+                               "echo": Pipeline([{"type": "test_serving_echo"}])})
+    running = Running(create_app(ServeConfig(models={"find": {}, "echo": {}}), served))
+    try:
+        client = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0)
+        ask = {"model": "find", "messages": [{"role": "user", "content": "widget manual"}]}
+
+        def found(**extra) -> list[str]:  # type: ignore[no-untyped-def]
+            reply = client.chat.completions.create(**ask, extra_body=extra or None)
+            return reply.choices[0].message.content.split(",")
+
+        assert len(found()) == 5 and {int(d[1:]) % 2 for d in found()} == {0, 1}
+        only_b = found(filter={"product": "b"}, k=3)
+        assert len(only_b) == 3 and all(int(d[1:]) % 2 == 1 for d in only_b)
+        recent = found(filter={"operator": "AND", "conditions": [
+            {"field": "year", "operator": ">=", "value": 2027},
+            {"field": "product", "operator": "in", "value": ["a", "b"]}]})
+        assert sorted(recent) == ["d7", "d8", "d9"]
+        assert len(found(k=8)) == 8 and len(found()) == 5  # one request's k is not kept
+        for extra, param in [({"filter": {"operator": "~", "field": "year", "value": 1}}, "filter"),
+                             ({"k": 0}, "k"), ({"filter": "product = b"}, "filter")]:
+            with pytest.raises(openai.BadRequestError) as refused:
+                found(**extra)
+            assert param in refused.value.message
+        with pytest.raises(openai.BadRequestError, match="retrieves nothing"):
+            client.chat.completions.create(model="echo", messages=ask["messages"],
+                                           extra_body={"filter": {"product": "a"}})
+    finally:
+        running.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import Field
@@ -9,15 +10,19 @@ from pydantic import Field
 from rag.pipeline import Stage, Writes
 from rag.registry import ComponentConfig, register
 from rag.retrievers.base import Retriever
-from rag.retrievers.filters import FilterField
+from rag.retrievers.filters import FilterField, MetadataFilter, parse_filter
 from rag.state import View
+from rag.types import Hit, RetrievalOverride
 
 
 @register("stage", "retrieve")
 class Retrieve(Stage):
-    """Search the whole batch of queries in one call."""
+    """Search the batch's queries in one call per distinct (k, filter): the configured ones, or
+    a request's own (`retrieval`, e.g. `extra_body={"filter": ..., "k": ...}` through the
+    server)."""
 
     reads = ("query",)
+    optional_reads = ("retrieval",)
     writes = ("hits",)
     nested = {"retriever": "retriever"}
 
@@ -30,7 +35,22 @@ class Retrieve(Stage):
     config: Config
     retriever: Retriever
 
+    def settings(self, item: View) -> tuple[int, MetadataFilter | None]:
+        """The k and filter this state is searched with."""
+        asked: RetrievalOverride | None = item.retrieval
+        if asked is None:
+            return self.config.k, self.config.filter
+        return (asked.k or self.config.k,
+                parse_filter(asked.filter) if asked.filter is not None else self.config.filter)
+
     def run(self, batch: list[View]) -> list[Writes]:
-        results = self.retriever.search([item.query for item in batch], k=self.config.k,
-                                         filter=self.config.filter)
-        return [{"hits": hits} for hits in results]
+        groups: dict[str, tuple[int, MetadataFilter | None, list[int]]] = {}
+        for i, item in enumerate(batch):
+            k, chosen = self.settings(item)
+            key = json.dumps([k, chosen.model_dump(mode="json") if chosen else None], sort_keys=True)
+            groups.setdefault(key, (k, chosen, []))[2].append(i)
+        found: dict[int, list[Hit]] = {}
+        for k, chosen, members in groups.values():
+            results = self.retriever.search([batch[i].query for i in members], k=k, filter=chosen)
+            found.update(zip(members, results))
+        return [{"hits": found[i]} for i in range(len(batch))]

@@ -32,6 +32,7 @@ from rag.errors import RagError
 from rag.generators.base import Generator
 from rag.pipeline import Pipeline, Stage
 from rag.registry import build
+from rag.retrievers.filters import FilterError, parse_filter
 from rag.serving.config import ServeConfig
 from rag.serving.metrics import ServerMetrics
 from rag.serving.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling
@@ -124,6 +125,10 @@ class _BodyTooLarge(Exception):
 
 
 def _params(req: Sampling, generator: Generator, max_tokens: int | None) -> SamplingParams:
+    if req.retrieval() is not None:
+        field = req.retrieval_field()
+        raise ApiError(400, f"{field} applies to pipelines that retrieve; {req.model!r} is a "
+                       "generator", param=field)
     limit = getattr(generator.config, "max_model_len", None)
     wanted = max_tokens or DEFAULT_MAX_TOKENS
     if limit is not None and wanted >= limit:
@@ -153,7 +158,17 @@ def _pipeline_state(name: str, pipeline: Pipeline, req: Sampling, query: str,
                            param=refused[0])
     if req.stream and req.n != 1:
         raise ApiError(400, "streaming supports n=1", param="n")
-    return State(query=query, history=history, sampling=req.override())
+    retrieval = req.retrieval()
+    if retrieval is not None:
+        field = req.retrieval_field()
+        if not any("retrieval" in s.optional_reads for s in pipeline.stages):
+            raise ApiError(400, f"{field} cannot be honoured: pipeline {name!r} retrieves nothing",
+                           param=field)
+        try:
+            parse_filter(retrieval.filter)
+        except FilterError as exc:
+            raise ApiError(400, f"filter: {exc}", param="filter") from None
+    return State(query=query, history=history, sampling=req.override(), retrieval=retrieval)
 
 
 def _choices(stage: Stage, state: State, n: int) -> list[tuple[str, str]]:

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from rag.types import Role, SamplingOverride
+from rag.types import RetrievalOverride, Role, SamplingOverride
 
 MAX_STOP = 4
 # The request fields that set decoding, as clients name them; `max_completion_tokens` is chat's
@@ -88,6 +88,9 @@ class Sampling(Strict):
     seed: int | None = Field(default=None, ge=-INT64, lt=INT64)
     stream: bool = False
     user: str | None = None
+    # Not OpenAI's: a pipeline's retrieval for this request (`extra_body={"filter": ..., "k": 5}`)
+    filter: dict[str, Any] | None = None
+    k: int | None = Field(default=None, ge=1, le=1000)
 
     @field_validator("stop")
     @classmethod
@@ -101,6 +104,16 @@ class Sampling(Strict):
         """The sampling fields this request sets (to a value: a null or empty one sets none)."""
         return [f for f in SAMPLING_FIELDS if getattr(self, f, None) not in (None, [])
                 and f in self.model_fields_set]
+
+    def retrieval(self) -> RetrievalOverride | None:
+        """The request's own filter and k, for a pipeline's retrieve stages (None: as configured)."""
+        if self.filter is None and self.k is None:
+            return None
+        return RetrievalOverride(k=self.k, filter=self.filter)
+
+    def retrieval_field(self) -> str:
+        """The retrieval field this request sets, to name in an error."""
+        return "filter" if self.filter is not None else "k"
 
     def override(self) -> SamplingOverride:
         """The fields it sets, for a pipeline's generation to lay over its own params."""
