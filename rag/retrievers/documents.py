@@ -171,8 +171,27 @@ class DocumentIndex:
         """Add new documents and replace changed ones; the others are untouched."""
         changes = self.plan(docs)
         changes.deleted = []
-        fresh = set(changes.added) | set(changes.updated)
-        self._remove(changes.updated)
+        return self._apply(changes, docs, progress)
+
+    def delete(self, doc_ids: Sequence[str]) -> Changes:
+        """Remove documents and all their chunks; an id not in the index is an error."""
+        unknown = [i for i in doc_ids if i not in self.entries]
+        if unknown:
+            raise RagError(f"cannot delete documents that are not in the index: {unknown[:5]}")
+        self._remove(doc_ids)
+        return Changes(deleted=list(doc_ids), unchanged=list(self.entries))
+
+    def sync(self, docs: Sequence[Document], progress: bool = False) -> Changes:
+        """Make the index hold exactly `docs`: upsert them, delete the documents not among them."""
+        if not docs:
+            raise RagError("the update would delete every document; delete the folder instead")
+        return self._apply(self.plan(docs), docs, progress)
+
+    def _apply(self, changes: Changes, docs: Sequence[Document], progress: bool) -> Changes:
+        """Remove the deleted and changed documents' chunks, then chunk, embed and add the new
+        and changed ones (one removal and one addition per child index)."""
+        self._remove([*changes.deleted, *changes.updated])
+        fresh = {*changes.added, *changes.updated}
         todo = [d for d in docs if d.id in fresh]
         chunks = self.chunker.chunk_all(todo, progress=progress) if todo else []
         if chunks:
@@ -187,24 +206,6 @@ class DocumentIndex:
             by_doc[chunk.doc_id].append(chunk.id)
         for doc in docs:
             self.entries[doc.id] = Entry(id=doc.id, hash=content_hash(doc), chunks=by_doc[doc.id])
-
-    def delete(self, doc_ids: Sequence[str]) -> Changes:
-        """Remove documents and all their chunks; an id not in the index is an error."""
-        unknown = [i for i in doc_ids if i not in self.entries]
-        if unknown:
-            raise RagError(f"cannot delete documents that are not in the index: {unknown[:5]}")
-        self._remove(doc_ids)
-        return Changes(deleted=list(doc_ids), unchanged=list(self.entries))
-
-    def sync(self, docs: Sequence[Document], progress: bool = False) -> Changes:
-        """Make the index hold exactly `docs`: upsert them, delete the documents not among them."""
-        gone = self.plan(docs).deleted
-        if gone and len(gone) == len(self.entries) and not docs:
-            raise RagError("the update would delete every document; delete the folder instead")
-        self._remove(gone)
-        changes = self.upsert(docs, progress)
-        changes.deleted = gone
-        return changes
 
     def _remove(self, doc_ids: Sequence[str]) -> None:
         chunk_ids = [c for i in doc_ids for c in self.entries[i].chunks]
