@@ -124,6 +124,14 @@ def test_bm25_finds_the_gold_article(bm25, description_queries):
     assert bm25.search(["Stanley Kubrick 1968 film"], k=1)[0][0].chunk.doc_id == "2001: A Space Odyssey"
 
 
+def test_bm25_finds_nothing_for_a_query_of_stopwords_only(bm25, tmp_path):
+    bm25.save(tmp_path / "bm25")
+    for index in (bm25, BM25Retriever.load(tmp_path / "bm25")):  # a saved vocabulary holds ""
+        found = index.search(["is it the?", "Stanley Kubrick 1968 film", "a"], k=3)
+        assert found[0] == [] and found[2] == []
+        assert found[1][0].chunk.doc_id == "2001: A Space Odyssey"
+
+
 def test_bm25_save_load_and_damage(bm25, tmp_path, description_queries):
     bm25.save(tmp_path / "bm25")
     loaded = BM25Retriever.load(tmp_path / "bm25")

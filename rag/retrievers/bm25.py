@@ -112,20 +112,24 @@ class BM25Retriever(Retriever):
         if self._model is None or live == 0:
             return [[] for _ in queries]
         k = min(k, live)
-        tokens = [t or [""] for t in self._tokenize(list(queries))]
+        tokens = self._tokenize(list(queries))
+        # a query of stopwords only has no term to score: it finds nothing (bm25s would fail)
+        searchable = [i for i, t in enumerate(tokens) if t]
+        results: list[list[Hit]] = [[] for _ in queries]
+        if not searchable:
+            return results
         ids, scores = self._model.retrieve(
-            tokens, k=k, show_progress=False, n_threads=1,
+            [tokens[i] for i in searchable], k=k, show_progress=False, n_threads=1,
             weight_mask=None if keep is None else mask,
         )
         allowed = np.flatnonzero(mask)
-        results = []
-        for row_ids, row_scores in zip(ids, scores):
+        for at, row_ids, row_scores in zip(searchable, ids, scores):
             # bm25s pads a masked ranking with non-matching zero-score documents: drop those and
             # pad with matching ones instead, so k matches come back whenever k exist.
             row = [(int(i), float(s)) for i, s in zip(row_ids, row_scores) if mask[int(i)]]
             seen = {i for i, _ in row}
             row += [(int(i), 0.0) for i in allowed if int(i) not in seen][: k - len(row)]
-            results.append([Hit(chunk=self.chunks[i], score=s, retriever=self.name) for i, s in row])
+            results[at] = [Hit(chunk=self.chunks[i], score=s, retriever=self.name) for i, s in row]
         return results
 
     def save(self, path: str | Path) -> None:
