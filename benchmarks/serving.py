@@ -199,7 +199,7 @@ def main() -> None:
     sections: dict[str, list[dict]] = {}
     summary = None
     with tempfile.TemporaryDirectory() as folder:
-        pipeline = naive_rag(index_corpus(docs, folder)[0].retriever, generator, k=3, max_tokens=48)
+        pipeline = naive_rag(index_corpus(docs, folder), generator, k=3, max_tokens=48)
         pipeline.ask("warm-up question")
         served = Served({"rag": pipeline}, {"tiny": generator},
                         {"minilm": build("encoder", {"type": "sentence_transformers"})})

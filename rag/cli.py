@@ -70,10 +70,10 @@ def index(
                                      splade=splade)
         changes = f"{len(docs)} added"
     else:
-        from rag.recipes import index_corpus
+        from rag.recipes import sync_index
 
-        built, changed = index_corpus(docs, out, chunk_size=chunk_size, overlap=overlap,
-                                      encoder=encoder, splade=splade)
+        built, changed = sync_index(docs, out, chunk_size=chunk_size, overlap=overlap,
+                                    encoder=encoder, splade=splade)
         retriever, changes = built.retriever, str(changed)
     kinds = " + ".join(child.name for child in retriever.retrievers)
     typer.echo(f"indexed: {changes} documents; {out} holds {len(retriever)} chunks of "

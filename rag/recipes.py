@@ -99,11 +99,19 @@ def empty_hybrid(encoder: str = "encoder", bm25_weight: float = BM25_WEIGHT,
 def index_corpus(
     docs: Sequence[Document], out: str | Path, chunk_size: int = 200, overlap: int = 0,
     encoder: str = "encoder", progress: bool = True, splade: bool = False,
+) -> HybridRetriever:
+    """The hybrid index at `out`, made to hold exactly `docs` (built, or updated: `sync_index`)."""
+    return sync_index(docs, out, chunk_size, overlap, encoder, progress, splade)[0].retriever
+
+
+def sync_index(
+    docs: Sequence[Document], out: str | Path, chunk_size: int = 200, overlap: int = 0,
+    encoder: str = "encoder", progress: bool = True, splade: bool = False,
 ) -> tuple[DocumentIndex, Changes]:
     """Make the index at `out` hold exactly `docs`: build it (a hybrid of BM25 + MiniLM/HNSW
     over encoder-token windows; with `splade`, SPLADE-tiny too), or update one built here before
-    (new and changed documents embedded, removed ones deleted, the rest untouched). Crash-safe
-    and locked: see `rag.retrievers.documents`."""
+    (new and changed documents embedded, removed ones deleted, the rest untouched), and say what
+    changed. Crash-safe and locked: see `rag.retrievers.documents`."""
     chunker = FixedTokenChunker(size=chunk_size, overlap=overlap, tokenizer=encoder)
     with writer_lock(out):
         if (Path(out) / "manifest.json").exists():

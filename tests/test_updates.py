@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from rag.cli import app
 from rag.errors import ConfigError, EncoderMismatchError, IndexLoadError, IndexLockedError, RagError
-from rag.recipes import empty_hybrid, hybrid_index, index_corpus
+from rag.recipes import empty_hybrid, hybrid_index, sync_index
 from rag.retrievers import DocumentIndex, open_index
 from rag.retrievers.documents import check_same_children, writer_lock
 from rag.types import Document
@@ -42,7 +42,7 @@ def docs(vital_slice: list[Document]) -> list[Document]:
 
 def test_an_update_adds_edits_and_deletes_and_equals_a_rebuild(docs, tmp_path, monkeypatch):
     out = tmp_path / "idx"
-    index_corpus(docs, out, chunk_size=CHUNK, progress=False)
+    sync_index(docs, out, chunk_size=CHUNK, progress=False)
     final = changed_set(docs)
     from rag.retrievers import HybridRetriever
 
@@ -50,7 +50,7 @@ def test_an_update_adds_edits_and_deletes_and_equals_a_rebuild(docs, tmp_path, m
     add = HybridRetriever.add
     monkeypatch.setattr(HybridRetriever, "add", lambda self, chunks, progress=False: (
         embedded.extend(c.doc_id for c in chunks), add(self, chunks, progress))[1])
-    updated, changes = index_corpus(final, out, chunk_size=CHUNK, progress=False)
+    updated, changes = sync_index(final, out, chunk_size=CHUNK, progress=False)
     monkeypatch.undo()
     assert (changes.added, changes.updated) == (["new-doc"], [docs[3].id])
     assert sorted(changes.deleted) == sorted(d.id for d in docs[:3])
@@ -58,7 +58,7 @@ def test_an_update_adds_edits_and_deletes_and_equals_a_rebuild(docs, tmp_path, m
     assert set(embedded) == {"new-doc", docs[3].id}  # unchanged documents are not re-embedded
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["v2"]  # the old version gone
 
-    rebuilt, _ = index_corpus(final, tmp_path / "rebuilt", chunk_size=CHUNK, progress=False)
+    rebuilt, _ = sync_index(final, tmp_path / "rebuilt", chunk_size=CHUNK, progress=False)
     a, b = open_index(out), open_index(tmp_path / "rebuilt")
     assert sorted(c.id for c in a.chunks) == sorted(c.id for c in b.chunks)
     queries = [d.title for d in final] + [d.title for d in docs[:3]] + ["third moon of Quillon"]
@@ -96,7 +96,7 @@ def test_running_rag_index_again_on_a_folder_reports_and_applies_changes(tmp_pat
 
 
 def test_document_level_upsert_and_delete(docs, tmp_path):
-    index, _ = index_corpus(docs[:6], tmp_path / "idx", chunk_size=CHUNK, progress=False)
+    index, _ = sync_index(docs[:6], tmp_path / "idx", chunk_size=CHUNK, progress=False)
     with writer_lock(index.folder):
         changes = index.upsert([docs[6], docs[0]])
         assert (changes.added, changes.updated, changes.unchanged) == ([docs[6].id], [], [docs[0].id])
@@ -111,18 +111,18 @@ def test_document_level_upsert_and_delete(docs, tmp_path):
 
 def test_bad_updates_are_named_errors_that_write_nothing(docs, tmp_path):
     out = tmp_path / "idx"
-    index_corpus(docs[:4], out, chunk_size=CHUNK, progress=False)
+    sync_index(docs[:4], out, chunk_size=CHUNK, progress=False)
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
     with pytest.raises(ConfigError, match="chunked otherwise.*size"):
-        index_corpus(docs[:5], out, chunk_size=CHUNK + 1, progress=False)
+        sync_index(docs[:5], out, chunk_size=CHUNK + 1, progress=False)
     with pytest.raises(ConfigError, match="holds bm25 \\+ hnsw indexes.*splade"):
-        index_corpus(docs[:5], out, chunk_size=CHUNK, progress=False, splade=True)
+        sync_index(docs[:5], out, chunk_size=CHUNK, progress=False, splade=True)
     with pytest.raises(ConfigError, match="chunked otherwise.*tokenizer"):  # it follows the encoder
-        index_corpus(docs[:5], out, chunk_size=CHUNK, progress=False, encoder="splade")
+        sync_index(docs[:5], out, chunk_size=CHUNK, progress=False, encoder="splade")
     with pytest.raises(EncoderMismatchError, match="built with encoder"):
         check_same_children(open_index(out), empty_hybrid("splade"))
     with writer_lock(out), pytest.raises(IndexLockedError, match="another process"):
-        index_corpus(docs[:5], out, chunk_size=CHUNK, progress=False)
+        sync_index(docs[:5], out, chunk_size=CHUNK, progress=False)
     after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
     assert after == before
     result = CliRunner().invoke(app, ["index", str(tmp_path / "missing"), "--out", str(out)])
@@ -135,7 +135,7 @@ def test_an_index_without_a_catalog_or_with_a_damaged_one_is_a_named_error(docs,
     hybrid_index(document_chunks(docs[:3]), out=tmp_path / "chunks-only", progress=False)
     with pytest.raises(IndexLoadError, match="without a document catalog"):
         DocumentIndex.open(tmp_path / "chunks-only")
-    index_corpus(docs[:3], tmp_path / "idx", chunk_size=CHUNK, progress=False)
+    sync_index(docs[:3], tmp_path / "idx", chunk_size=CHUNK, progress=False)
     catalog = next((tmp_path / "idx").glob("v*/documents.jsonl"))
     catalog.write_text(catalog.read_text()[:-20])
     with pytest.raises(IndexLoadError, match="documents.jsonl:3: not a valid catalog entry"):
