@@ -178,3 +178,10 @@ def test_a_kill_during_an_update_leaves_the_old_or_the_new_version(docs, tmp_pat
     assert {c.doc_id for c in open_index(out).chunks} == versions["new"]
     assert len([p for p in out.iterdir() if p.is_dir()]) == 1
     assert "old" in seen  # at least one kill landed before the switch
+
+
+def test_repeated_document_ids_are_refused_before_anything_changes(docs, tmp_path):
+    index, _ = sync_index(docs[:3], tmp_path / "idx", chunk_size=CHUNK, progress=False)
+    with pytest.raises(RagError, match="repeated"):
+        index.sync([docs[0], docs[0].model_copy(update={"text": "other"})])
+    assert sorted(index.entries) == sorted(d.id for d in docs[:3])

@@ -20,6 +20,7 @@ import hashlib
 import json
 import re
 import shutil
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -152,11 +153,11 @@ class DocumentIndex:
 
     def plan(self, docs: Sequence[Document]) -> Changes:
         """What `sync(docs)` would do, doing nothing."""
-        ids = [d.id for d in docs]
-        repeated = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []
+        counts = Counter(d.id for d in docs)
+        repeated = sorted(i for i, n in counts.items() if n > 1)
         if repeated:
             raise RagError(f"document ids must be unique; repeated: {repeated[:5]}")
-        changes = Changes(deleted=[i for i in self.entries if i not in set(ids)])
+        changes = Changes(deleted=[i for i in self.entries if i not in counts])
         for doc in docs:
             entry = self.entries.get(doc.id)
             if entry is None:
