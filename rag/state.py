@@ -86,6 +86,9 @@ state_field("sampling", SamplingOverride | None, given=True,
 state_field("retrieval", RetrievalOverride | None, given=True,
             description="the request's own filter and k; a retrieve stage that reads it uses them "
             "instead of its configured ones")
+state_field("standalone", str | None,
+            description="the query as a self-contained question, for retrieval: a follow-up "
+            "rewritten with its conversation (`condense`); None: the query itself")
 state_field("hits", list[Hit], default=list, description="retrieved passages, best first")
 state_field("demos", list[Demo], default=list, description="demonstrations, most relevant first")
 state_field("sources", list[Citation], default=list, description="passages the prompt shows")

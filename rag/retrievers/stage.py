@@ -19,10 +19,10 @@ from rag.types import Hit, RetrievalOverride
 class Retrieve(Stage):
     """Search the batch's queries in one call per distinct (k, filter): the configured ones, or
     a request's own (`retrieval`, e.g. `extra_body={"filter": ..., "k": ...}` through the
-    server)."""
+    server). A query's `standalone` form (`condense`), when there is one, is what is searched."""
 
     reads = ("query",)
-    optional_reads = ("retrieval",)
+    optional_reads = ("retrieval", "standalone")
     writes = ("hits",)
     nested = {"retriever": "retriever"}
 
@@ -51,6 +51,7 @@ class Retrieve(Stage):
             groups.setdefault(key, (k, chosen, []))[2].append(i)
         found: dict[int, list[Hit]] = {}
         for k, chosen, members in groups.values():
-            results = self.retriever.search([batch[i].query for i in members], k=k, filter=chosen)
+            results = self.retriever.search([batch[i].standalone or batch[i].query for i in members],
+                                            k=k, filter=chosen)
             found.update(zip(members, results))
         return [{"hits": found[i]} for i in range(len(batch))]
