@@ -146,11 +146,16 @@ def rag_qa(
     compression: float | None = 2.0, fusion: Literal["convex", "rrf"] | None = None,
     order: Literal["relevance_first", "relevance_last"] = "relevance_last",
     system: str | None = None, max_tokens: int = 64, compressor: str = "extractive",
+    condense: bool = False,
 ) -> Pipeline:
     """Retrieve k passages (a hybrid index fused by `fusion`), optionally compress them (by
     default extractive sentence selection) to 1/`compression` of their tokens, and ask for a
-    short answer: every QA configuration the QA benchmarks compare is one call of this."""
+    short answer: every QA configuration the QA benchmarks compare is one call of this. With
+    `condense`, a follow-up question (a query with history) is first rewritten by the same
+    generator into the standalone question that retrieval searches."""
     stages: list[Stage | dict[str, Any]] = [Retrieve(with_fusion(_retriever(index), fusion), k=k)]
+    if condense:
+        stages.insert(0, {"type": "condense", "generator": generator or DEFAULT_GENERATOR})
     if compression is not None:
         stages.append({"type": "compress",
                        "compressor": {"type": compressor, "ratio": compression}})
@@ -164,8 +169,10 @@ def best_qa(index: str | Path | Retriever, generator: Any = None, k: int = 3,
     """The QA default, chosen by mean EM over the dev splits of vital-qa and vital-facts
     (benchmarks/qa_general.py): the hybrid's children fused by reciprocal rank, top k, passages
     compressed 2x by extractive sentence selection, best passage last, and "Give only the
-    answer, no other words." """
-    return rag_qa(index, generator, k=k, compression=2.0, fusion="rrf", max_tokens=max_tokens)
+    answer, no other words."; a follow-up question is condensed with its history first (no
+    generation for a question without history)."""
+    return rag_qa(index, generator, k=k, compression=2.0, fusion="rrf", max_tokens=max_tokens,
+                  condense=True)
 
 
 def naive_rag(index: str | Path | Retriever, generator: Any = None, k: int = 3,

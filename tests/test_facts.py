@@ -99,11 +99,13 @@ def test_qa_recipe_builds_each_setting(index_dir: Path, vllm_tiny):
 def test_the_qa_default_fuses_by_rank_and_round_trips(index_dir: Path, vllm_tiny):
     index = open_index(index_dir)
     default = best_qa(index, vllm_tiny)
-    assert [s.name for s in default.stages] == ["retrieve", "compress", "rag_prompt", "generate"]
-    fused = default.stages[0].retriever
+    assert [s.name for s in default.stages] == ["condense", "retrieve", "compress", "rag_prompt",
+                                                "generate"]
+    assert default.stages[0].generator is default.stages[-1].generator  # one engine for both
+    fused = default.stages[1].retriever
     assert fused.config.method == "rrf" and fused.retrievers == index.retrievers
     query = ["Which 1968 film did Stanley Kubrick direct?"]
-    reloaded = Pipeline.from_yaml(default.to_yaml()).stages[0].retriever
+    reloaded = Pipeline.from_yaml(default.to_yaml()).stages[1].retriever
     assert reloaded.config.method == "rrf"
     ids = [h.chunk.id for h in fused.search(query, k=5)[0]]
     assert [h.chunk.id for h in reloaded.search(query, k=5)[0]] == ids
