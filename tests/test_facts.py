@@ -111,3 +111,24 @@ def test_the_qa_default_fuses_by_rank_and_round_trips(index_dir: Path, vllm_tiny
     assert [h.chunk.id for h in reloaded.search(query, k=5)[0]] == ids
     runs = [child.search(query, k=fused.config.candidates)[0] for child in index.retrievers]
     assert ids == [h.chunk.id for h in rrf(runs)[:5]]  # equal weights, as the dev runs fused
+
+
+def test_followups_name_their_subject_only_in_the_first_turn():
+    from rag.eval.followups import refer, vital_followups
+
+    docs = vital_articles()
+    conversations = vital_followups(docs)
+    assert len(conversations) >= 300
+    by_id = {d.id: d for d in docs}
+    for c in conversations:
+        title = by_id[c.gold_doc].title
+        assert title not in c.question and title in c.history[0].content
+        assert [m.role for m in c.history] == ["user", "assistant"]
+    oman = Document(id="Oman", title="Oman", text="Oman is a country.")
+    assert refer("What is the population of Oman?", "Oman", oman) == "What is its population?"
+    curie = Document(id="Marie Curie", title="Marie Curie", text="She was a physicist. Her work...",
+                     metadata={"topic": "People"})
+    assert refer("Where was Marie Curie born?", "Marie Curie", curie) == "Where was she born?"
+    assert refer("Who married Marie Curie?", "Marie Curie", curie) == "Who married her?"
+    assert refer("In what year was the film Jaws released?", "Jaws",
+                 Document(id="Jaws", title="Jaws", text="A film.")) == "In what year was it released?"

@@ -177,7 +177,9 @@ def run_qa(
 ) -> list[QAPrediction]:
     """Answer every example (resuming from `folder`), with running EM and F1 on the bar."""
     return _resumed(
-        pipeline, examples, folder, QAPrediction, lambda e: e.question, _qa_prediction,
+        pipeline, examples, folder, QAPrediction,
+        lambda e: State(query=e.question, history=e.history) if e.history else e.question,
+        _qa_prediction,
         lambda done: {"em": _mean(done, lambda p: p.scores["em"]),
                       "f1": _mean(done, lambda p: p.scores["f1"])},
         batch_size, progress, runner)
