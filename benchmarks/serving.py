@@ -8,8 +8,11 @@
 3. The contract (`--parts contract`): each sampling field's effect on the pipeline's answers,
    checked through the `openai` client, and the malformed requests of `rag.serving.probes`,
    counted by status (none may get a 5xx); the test suite asserts the same checks.
+4. The playground (`--parts playground`): the page at `/` in headless Chromium, a question and
+   a follow-up; what it showed, and its screenshot at `docs/playground.png`.
 
-    python benchmarks/serving.py [--requests 200] [--parts speed contract] [--articles 2000]
+    python benchmarks/serving.py [--requests 200] [--parts speed contract playground]
+                                 [--articles 2000]
 
 A run of some parts keeps the other parts' rows in the results file.
 """
@@ -40,14 +43,17 @@ from rag.models import resolve_model
 from rag.recipes import index_corpus, naive_rag
 from rag.registry import build
 from rag.serving import ServeConfig, Served, create_app
+from rag.serving.playground import drive_playground
 from rag.serving.probes import SAMPLING_CHECKS, malformed_requests, send
 
 PORT_VLLM = 8799
-PARTS = ("speed", "contract")
+PARTS = ("speed", "contract", "playground")
 # The sections each summary key is computed from (the contract part's).
 SUMMARY_SECTIONS = {"sampling_fields_honoured": ["sampling"],
                     "malformed_requests_tried": ["malformed"],
-                    "malformed_requests_5xx": ["malformed"]}
+                    "malformed_requests_5xx": ["malformed"],
+                    "playground_browser_test": ["playground"]}
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "playground.png"
 
 
 def row(system: str, clients: int, latencies: list[float], seconds: float) -> dict:
@@ -145,6 +151,19 @@ def contract(url: str) -> tuple[dict[str, list[dict]], dict]:
     return {"sampling": sampling, "malformed": malformed}, summary
 
 
+def playground(url: str) -> tuple[dict[str, list[dict]], dict]:
+    """The playground in headless Chromium (`rag.serving.playground`, as the server test drives
+    it): a question and a follow-up; its screenshot is the README's picture."""
+    questions = ["Who painted the Mona Lisa?", "In which museum is it?"]
+    seen = drive_playground(url + "/", "rag", questions, screenshot=SCREENSHOT)
+    rows = [{"question": q, "answer": a[:120], "citations": c, "passages": n, "stages": st,
+             "tokens": t} for q, a, c, n, st, t in zip(questions, seen.answers, seen.citations,
+                                                        seen.passages, seen.stages, seen.tokens)]
+    passed = (all(not r["answer"].startswith("error") and r["citations"] >= 1
+                  and "generate" in r["stages"] and r["tokens"] for r in rows) and seen.cleared)
+    return {"playground": rows}, {"playground_browser_test": passed}
+
+
 async def over_http(clients: int, bodies: list[dict], path: str,
                     base: str) -> tuple[list[float], float]:
     async with httpx.AsyncClient(timeout=600) as http:
@@ -211,6 +230,13 @@ def main() -> None:
             setup |= dict.fromkeys(checked, {
                 "pipeline": served_pipeline, "client": "openai (sampling), httpx (malformed)",
                 "checks": "rag.serving.probes, as tests/test_serving.py asserts them"})
+        if "playground" in args.parts:
+            shown, passed = playground(url)
+            sections |= shown
+            summary = {**(summary or {}), **passed}
+            setup |= dict.fromkeys(shown, {
+                "pipeline": served_pipeline, "browser": "headless Chromium (Debian) via Selenium",
+                "screenshot": str(SCREENSHOT.relative_to(SCREENSHOT.parent.parent))})
         if "speed" in args.parts:
             made = speed(args, pipeline, questions, server, url)
             sections |= made

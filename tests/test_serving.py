@@ -317,3 +317,27 @@ def test_a_request_filters_and_sizes_the_pipelines_retrieval_or_gets_a_400():
                                            extra_body={"filter": {"product": "a"}})
     finally:
         running.stop()
+
+
+def test_the_playground_chats_and_shows_citations_passages_and_stage_times(served, tmp_path):
+    """In headless Chromium: a streamed answer, its citations with their passages, retrieved
+    passages with scores, stage times and tokens; the page and its calls need the API key."""
+    import shutil
+
+    from rag.serving.playground import drive_playground
+
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("needs chromium and chromium-driver (make installs them as root)")
+    running = Running(create_app(ServeConfig(models={"tiny": {}}, api_keys=[KEY]), served))
+    try:
+        assert httpx.get(running.url + "/").status_code == 401
+        assert httpx.get(running.url + "/?key=wrong").status_code == 401
+        seen = drive_playground(f"{running.url}/?key={KEY}", "rag", ["Who painted the Mona Lisa?"],
+                                timeout_s=300, screenshot=tmp_path / "page.png")
+    finally:
+        running.stop()
+    assert seen.answers[0] and not seen.answers[0].startswith("error")
+    assert seen.citations[0] >= 1 and seen.passages[0] == 3
+    assert seen.stages[0] == ["retrieve", "rag_prompt", "generate"]
+    assert seen.tokens[0].startswith("prompt ") and (tmp_path / "page.png").stat().st_size > 10_000
+    assert seen.cleared

@@ -18,11 +18,12 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -74,6 +75,11 @@ class Served:
 
     def names(self) -> list[str]:
         return [*self.pipelines, *self.generators, *self.encoders]
+
+    def kind(self, name: str) -> str:
+        """`pipeline`, `generator` or `embedding`: what a model name serves."""
+        return ("pipeline" if name in self.pipelines else
+                "generator" if name in self.generators else "embedding")
 
 
 class Limits:
@@ -180,10 +186,17 @@ def _choices(stage: Stage, state: State, n: int) -> list[tuple[str, str]]:
     return list(zip(texts, reasons))
 
 
-def _rag_extra(answer: Answer) -> dict[str, Any]:
+def _rag_extra(state: State) -> dict[str, Any]:
+    """What a pipeline's answer rests on: citations, the passages the prompt showed, every
+    retrieved passage with its text and score, the grounding verdict and the stage trace."""
+    answer = state.answer
+    assert answer is not None
     return {
         "citations": [c.model_dump() for c in answer.citations],
         "sources": [s.model_dump() for s in answer.sources],
+        "passages": [{"chunk_id": h.chunk.id, "doc_id": h.chunk.doc_id, "title": h.chunk.title,
+                      "text": h.chunk.text, "score": h.score, "retriever": h.retriever}
+                     for h in state.hits],
         "supported": answer.supported,
         "trace": [t.model_dump(exclude={"info"}) for t in answer.trace],
     }
@@ -203,6 +216,11 @@ async def _sse(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
     except RagError as exc:
         yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'invalid_request_error'}})}\n\n"
     yield "data: [DONE]\n\n"
+
+
+PLAYGROUND = Path(__file__).with_name("playground.html")
+PLAYGROUND_LOCKED = ("<!doctype html><title>rag-icl</title><p>This server needs an API key: open "
+                     "<code>/?key=YOUR_KEY</code>.</p>")
 
 
 def create_app(config: ServeConfig, served: Served | None = None) -> FastAPI:
@@ -267,8 +285,16 @@ def create_app(config: ServeConfig, served: Served | None = None) -> FastAPI:
 
     @app.get("/v1/models", dependencies=[Depends(authorized)])
     async def list_models() -> dict[str, Any]:
-        data = [{"id": name, "object": "model", "created": 0, "owned_by": "rag-icl"} for name in served.names()]
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "rag-icl",
+                 "kind": served.kind(name)} for name in served.names()]
         return {"object": "list", "data": data}
+
+    @app.get("/", response_class=HTMLResponse)
+    async def playground(request: Request, key: str = "") -> HTMLResponse:
+        """The playground page; with API keys set, opened as `/?key=KEY` (its calls send it)."""
+        if keys and not any([hmac.compare_digest(key.encode(), k) for k in keys]):
+            return HTMLResponse(PLAYGROUND_LOCKED, status_code=401)
+        return HTMLResponse(PLAYGROUND.read_text(encoding="utf-8"))
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
     async def chat(req: ChatRequest) -> Any:
@@ -289,7 +315,7 @@ def create_app(config: ServeConfig, served: Served | None = None) -> FastAPI:
                         "finish_reason": reason} for i, (text, reason) in
                        enumerate(_choices(_answering(req.model, pipeline), state, req.n))]
             return {**head, "object": "chat.completion", "choices": choices,
-                    "usage": _usage(answer.usage), "rag": _rag_extra(answer)}
+                    "usage": _usage(answer.usage), "rag": _rag_extra(state)}
         if req.model not in served.generators:
             raise unknown(req.model)
         generator = served.generators[req.model]
@@ -351,7 +377,7 @@ def create_app(config: ServeConfig, served: Served | None = None) -> FastAPI:
                          "finish_reason": reason} for text, reason in _choices(stage, state, req.n)]
         metrics.tokens(used.prompt_tokens, used.completion_tokens)
         return {**head, "object": "text_completion", "choices": choices, "usage": _usage(used),
-                "rag": [_rag_extra(s.answer) for s in states]}
+                "rag": [_rag_extra(s) for s in states]}
 
     @app.post("/v1/embeddings", dependencies=[Depends(authorized)])
     async def embed(req: EmbeddingRequest) -> Any:
@@ -411,4 +437,4 @@ async def _stream_pipeline(
         yield {**chunk, "choices": [{"index": 0, **piece, "finish_reason": delta.finish_reason}]}
     answer = stream.answer
     metrics.tokens(answer.usage.prompt_tokens, answer.usage.completion_tokens)
-    yield {**chunk, "choices": [], "usage": _usage(answer.usage), "rag": _rag_extra(answer)}
+    yield {**chunk, "choices": [], "usage": _usage(answer.usage), "rag": _rag_extra(state)}
