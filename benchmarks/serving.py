@@ -40,7 +40,7 @@ from rag.corpus import vital_articles
 from rag.eval.datasets import vital_qa
 from rag.eval.report import write_results
 from rag.models import resolve_model
-from rag.recipes import index_corpus, naive_rag
+from rag.recipes import best_qa, index_corpus, naive_rag
 from rag.registry import build
 from rag.serving import ServeConfig, Served, create_app
 from rag.serving.playground import drive_playground
@@ -153,9 +153,10 @@ def contract(url: str) -> tuple[dict[str, list[dict]], dict]:
 
 def playground(url: str) -> tuple[dict[str, list[dict]], dict]:
     """The playground in headless Chromium (`rag.serving.playground`, as the server test drives
-    it): a question and a follow-up; its screenshot is the README's picture."""
+    it): a question and a follow-up to the QA default (`best_qa`, which condenses follow-ups);
+    its screenshot is the README's picture."""
     questions = ["Who painted the Mona Lisa?", "In which museum is it?"]
-    seen = drive_playground(url + "/", "rag", questions, screenshot=SCREENSHOT)
+    seen = drive_playground(url + "/", "qa", questions, screenshot=SCREENSHOT)
     rows = [{"question": q, "answer": a[:120], "citations": c, "passages": n, "stages": st,
              "tokens": t} for q, a, c, n, st, t in zip(questions, seen.answers, seen.citations,
                                                         seen.passages, seen.stages, seen.tokens)]
@@ -220,7 +221,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         pipeline = naive_rag(index_corpus(docs, folder), generator, k=3, max_tokens=48)
         pipeline.ask("warm-up question")
-        served = Served({"rag": pipeline}, {"tiny": generator},
+        default = best_qa(pipeline.stages[0].retriever, generator, max_tokens=48)
+        served = Served({"rag": pipeline, "qa": default}, {"tiny": generator},
                         {"minilm": build("encoder", {"type": "sentence_transformers"})})
         server, url = start_server(create_app(ServeConfig(models={"tiny": {}}, max_in_flight=256),
                                               served))
@@ -235,7 +237,7 @@ def main() -> None:
             sections |= shown
             summary = {**(summary or {}), **passed}
             setup |= dict.fromkeys(shown, {
-                "pipeline": served_pipeline, "browser": "headless Chromium (Debian) via Selenium",
+                "pipeline": "best_qa (condense, k=3, extractive 2x), tiny, same index", "browser": "headless Chromium (Debian) via Selenium",
                 "screenshot": str(SCREENSHOT.relative_to(SCREENSHOT.parent.parent))})
         if "speed" in args.parts:
             made = speed(args, pipeline, questions, server, url)
