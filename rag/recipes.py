@@ -17,6 +17,7 @@ from rag.generators.stage import Generate
 from rag.ingest import metadata_at
 from rag.kvcache.stage import KVGenerate
 from rag.pipeline import Pipeline, Stage
+from rag.prompts.condense import Condense
 from rag.prompts.templates import CLOSED_BOOK_SYSTEM, RAG_SYSTEM, SHORT_RAG_SYSTEM, qa_system
 from rag.retrievers import (
     BM25Retriever,
@@ -155,7 +156,7 @@ def rag_qa(
     generator into the standalone question that retrieval searches."""
     stages: list[Stage | dict[str, Any]] = [Retrieve(with_fusion(_retriever(index), fusion), k=k)]
     if condense:
-        stages.insert(0, {"type": "condense", "generator": generator or DEFAULT_GENERATOR})
+        stages.insert(0, Condense(generator or DEFAULT_GENERATOR))
     if compression is not None:
         stages.append({"type": "compress",
                        "compressor": {"type": compressor, "ratio": compression}})
