@@ -60,8 +60,9 @@ def drive_playground(url: str, model: str, questions: list[str], timeout_s: floa
             done = ".answer[data-done='true'], .error[data-done='true']"
             wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, done)) >= number)
             last = browser.find_elements(By.CSS_SELECTOR, done)[-1]
-            seen.answers.append(last.text if "error" not in last.get_attribute("class") else
-                                f"error: {last.text}")
+            failed = "error" in (last.get_attribute("class") or "")
+            seen.answers.append(f"error: {last.text}" if failed else
+                                last.find_element(By.CLASS_NAME, "text").text)
             seen.citations.append(len(browser.find_elements(By.CSS_SELECTOR, "#citations li.citation")))
             seen.passages.append(len(browser.find_elements(By.CSS_SELECTOR, "#passages li")))
             seen.stages.append([row.find_element(By.TAG_NAME, "td").text for row in
