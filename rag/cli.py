@@ -97,7 +97,7 @@ def ask(
         help="Run this pipeline file instead of the default.")] = None,
 ) -> None:
     """Answer questions with the QA default (`rag.recipes.best_qa`): hybrid top k fused by
-    reciprocal rank, extractive 2x compression, a short-answer prompt (or --pipeline FILE)."""
+    reciprocal rank, the passages best first, a short-answer prompt (or --pipeline FILE)."""
     from rag.pipeline import Pipeline
     from rag.recipes import best_qa
 

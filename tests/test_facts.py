@@ -99,8 +99,8 @@ def test_qa_recipe_builds_each_setting(index_dir: Path, vllm_tiny):
 def test_the_qa_default_fuses_by_rank_and_round_trips(index_dir: Path, vllm_tiny):
     index = open_index(index_dir)
     default = best_qa(index, vllm_tiny)
-    assert [s.name for s in default.stages] == ["condense", "retrieve", "compress", "rag_prompt",
-                                                "generate"]
+    assert [s.name for s in default.stages] == ["condense", "retrieve", "rag_prompt", "generate"]
+    assert default.stages[2].config.order == "relevance_first"
     assert default.stages[0].generator is default.stages[-1].generator  # one engine for both
     fused = default.stages[1].retriever
     assert fused.config.method == "rrf" and fused.retrievers == index.retrievers

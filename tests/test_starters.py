@@ -43,7 +43,7 @@ def test_a_starter_round_trips_through_yaml_and_runs_on_tiny(kind, small_index, 
         assert stages == ["code_prompt", "generate", "extract_programs", "execute", "pick"]
         assert "def has_close_elements" in answer.text  # the answer is a program
     if kind == "qa":
-        assert stages == ["condense", "retrieve", "compress", "rag_prompt", "generate"]
+        assert stages == ["condense", "retrieve", "rag_prompt", "generate"]
 
 
 def test_init_needs_an_index_for_qa_and_names_unknown_kinds(tmp_path):
