@@ -59,7 +59,7 @@ def main() -> None:
     last = [c.question for c in conversations]
     history = [" ".join([*(m.content for m in c.history), c.question]) for c in conversations]
     condense = Pipeline([{"type": "condense", "generator": generator}, Retrieve(fused, k=5)])
-    condense.ask("warm-up: no history, no generation")
+    condense.run([State(query="warm-up", history=conversations[0].history)])  # start the engine
     condensed = condense.run([State(query=c.question, history=c.history) for c in conversations],
                              progress=True)
     condensed_r5 = recall_at([[h.chunk.doc_id for h in s.hits] for s in condensed], golds, 5)
