@@ -18,6 +18,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 LINKED_RESULTS = {
     "docs/benchmarks.md#end-to-end-qa-and-code": "end_to_end.json",
     "docs/benchmarks.md#qa-beyond-its-own-benchmark": "qa_general.json",
+    "docs/benchmarks.md#documents-kept-current": "ingest.json",
+    "docs/benchmarks.md#follow-up-questions": "conversation.json",
     "docs/benchmarks.md#retrieval": "retrieval.json",
     "docs/benchmarks.md#scaling-out": "scale.json",
     "docs/scaling.md#measured-on-one-2-core-machine": "scale.json",
