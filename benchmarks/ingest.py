@@ -16,9 +16,12 @@ Both are indexed by `rag.recipes.index_corpus` (the default hybrid, 200-token ch
 3. filters: filtered hybrid search against exact filtered search (HNSW searched exhaustively) at
    a filter keeping about 1% of the chunks (a title's first letter) and one keeping about 10%
    (a topic): recall@10 and milliseconds per query (median of `--repeat` runs of the batch).
-4. crash: `rag index` updating a 1,000-document index (10% changed) is killed with SIGKILL at
-   `--kills` moments spread from the end of reading to the end of the run; after each, the
-   folder must open and hold exactly the old or the new documents, and a rerun must finish.
+4. crash: `rag index` updating a 1,000-document index (10% changed) is killed with SIGKILL the
+   moment it is seen to reach each point of `KILL_POINTS` (documents read, chunking, embedding,
+   the new version's catalog, each child index begun and written, the manifest switched, the
+   old version removed); after each kill the folder must open holding exactly the old or the
+   new documents in every child index, and a rerun must finish the update. A run that ended
+   before its point was seen is listed and not counted.
 
     python benchmarks/ingest.py [--parts formats update filters crash] [--work .cache/bench-ingest]
 """
@@ -36,7 +39,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -341,17 +344,19 @@ def write_jsonl(path: Path, docs: Sequence[Document]) -> None:
 
 
 def rag_index(corpus: Path, out: Path, lines: list[tuple[float, str]] | None = None,
-              ) -> subprocess.Popen[str]:
+              ) -> subprocess.Popen[bytes]:
+    """`rag index CORPUS --out OUT` in a child process; its stderr pieces (progress bars redraw
+    with \r, so split on both line ends) go to `lines` with their times, as they come."""
     process = subprocess.Popen([sys.executable, "-m", "rag.cli", "index", str(corpus), "--out",
-                                str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
+                                str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     started = time.monotonic()
 
-    def follow() -> None:  # stderr lines (progress bars end in \r) with their times
+    def follow() -> None:
         assert process.stderr is not None
-        for line in iter(process.stderr.readline, ""):
+        while chunk := os.read(process.stderr.fileno(), 4096):
             if lines is not None:
-                lines.append((time.monotonic() - started, line.strip()))
+                lines.extend((time.monotonic() - started, piece.strip()) for piece in
+                             re.split(r"[\r\n]", chunk.decode(errors="replace")) if piece.strip())
 
     threading.Thread(target=follow, daemon=True).start()
     return process
@@ -370,6 +375,39 @@ def version_of(out: Path) -> dict[str, str]:
     return {i: e.hash for i, e in index.entries.items()}
 
 
+# Kill points: the moment `rag index` is seen to reach each phase of an update, by its progress
+# output or by the files of the version it writes (v2/...), then killed at once.
+KILL_POINTS: dict[str, Callable[[list[str], Path], bool]] = {
+    "documents read": lambda out, d: any(line.startswith("indexing ") for line in out),
+    "chunking": lambda out, d: any("chunking" in line for line in out),
+    "embedding": lambda out, d: any("Batches" in line for line in out),
+    "catalog written": lambda out, d: (d / "v2" / "documents.jsonl").exists(),
+    "writing bm25": lambda out, d: (d / "v2" / "0-bm25").exists(),
+    "bm25 written": lambda out, d: (d / "v2" / "0-bm25" / "manifest.json").exists(),
+    "writing hnsw": lambda out, d: (d / "v2" / "1-hnsw").exists(),
+    "hnsw vectors written": lambda out, d: (d / "v2" / "1-hnsw" / "vectors.npy").exists(),
+    "hnsw written": lambda out, d: (d / "v2" / "1-hnsw" / "manifest.json").exists(),
+    "switched": lambda out, d: '"version": 2' in (d / "manifest.json").read_text(),
+    "old version removed": lambda out, d: not (d / "v1").exists(),
+}
+
+
+def kill_when(corpus: Path, target: Path, point: str) -> tuple[str, list[str]]:
+    """Run `rag index` on `target`, kill it with SIGKILL as soon as `point` is seen; returns
+    what was seen (the point, or that the run ended first) and the files of v2 at the kill."""
+    seen: list[tuple[float, str]] = []
+    process = rag_index(corpus, target, seen)
+    reached = KILL_POINTS[point]
+    while process.poll() is None:
+        if reached([line for _, line in seen], target):
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.0005)
+    finished = process.wait() == 0
+    files = sorted(p.relative_to(target).as_posix() for p in target.glob("v2/**/*"))
+    return ("run ended first" if finished else point), files
+
+
 def crash(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     base, held = corpus_split(args)
     old = base[:1000]
@@ -384,37 +422,28 @@ def crash(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any
         raise SystemExit("building the crash test's base index failed")
     write_jsonl(corpus, new)
     shutil.copytree(work / "base", work / "reference")
-    lines: list[tuple[float, str]] = []
-    started = time.monotonic()
-    if rag_index(corpus, work / "reference", lines).wait() != 0:
+    if rag_index(corpus, work / "reference").wait() != 0:
         raise SystemExit("the crash test's reference update failed")
-    whole = time.monotonic() - started
     versions = {"old": version_of(work / "base"), "new": version_of(work / "reference")}
-    read = next(t for t, line in lines if line.startswith("indexing "))
     rows = []
-    for i in tqdm(range(args.kills), desc="kill points"):
-        at = read + (whole - read) * (i + 0.5) / args.kills
+    for i, point in enumerate(tqdm(list(KILL_POINTS) * args.kills_per_point, desc="kill points")):
         target = work / f"kill-{i}"
         shutil.copytree(work / "base", target)
-        seen: list[tuple[float, str]] = []
-        process = rag_index(corpus, target, seen)
-        time.sleep(at)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        partial = sorted(p.relative_to(target).as_posix() for p in target.glob("v2/**/*"))
+        with no_embedding_cache(work):  # each run embeds what changed, as a first run would
+            killed_at, files = kill_when(corpus, target, point)
         try:
             found = version_of(target)
             version = next((k for k, v in versions.items() if v == found), "mixed")
         except Exception as exc:  # an unopenable folder is a failure, recorded
             version = f"unopenable: {type(exc).__name__}: {exc}"
         finished = rag_index(corpus, target).wait() == 0 and version_of(target) == versions["new"]
-        rows.append({"kill_at_seconds": round(at, 2),
-                     "last_output": seen[-1][1][-70:] if seen else "(none yet)",
-                     "new_version_files_written": len(partial), "opened_as": version,
+        rows.append({"kill_point": point, "killed": killed_at != "run ended first",
+                     "new_version_files_written": len(files), "opened_as": version,
                      "rerun_finished": finished})
         shutil.rmtree(target)
-    recovered = sum(r["opened_as"] in ("old", "new") and r["rerun_finished"] for r in rows)
-    return rows, {"crash_points_tried": len(rows), "crash_points_recovered": recovered}
+    tried = [r for r in rows if r["killed"]]
+    recovered = sum(r["opened_as"] in ("old", "new") and r["rerun_finished"] for r in tried)
+    return rows, {"crash_points_tried": len(tried), "crash_points_recovered": recovered}
 
 
 PARTS = {"formats": formats, "update": update, "filters": filters, "crash": crash}
@@ -425,7 +454,8 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
     parser.add_argument("--work", type=Path, default=Path(".cache/bench-ingest"))
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--kills", type=int, default=12)
+    parser.add_argument("--kills-per-point", type=int, default=1,
+                        help="kills at each point of KILL_POINTS")
     parser.add_argument("--documents", type=int, default=None,
                         help="index only the first N (a quick look; the figures use all)")
     parser.add_argument("--results", type=Path, default=None,
@@ -443,7 +473,7 @@ def main() -> None:
                        "chunked at 200 tokens",
              "index": "rag.recipes.index_corpus: BM25 + MiniLM/HNSW, convex fusion",
              "queries": f"known_items('test'): first {QUERIES} whose gold is indexed",
-             "repeat": args.repeat, "kills": args.kills}
+             "repeat": args.repeat, "kill_points": list(KILL_POINTS)}
     write_results("ingest", setup, sections, folder=args.results, keep_other_sections=True,
                   summary=summary, summary_sections=made_by)
 
