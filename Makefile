@@ -57,9 +57,11 @@ models: setup
 models-bench: setup
 	$(BIN)/python -m rag.models tiny encoder bench
 
-demo: models
+# The demo answers with `bench` (Qwen2.5-Coder 0.5B): `tiny` misanswered three of these four
+# questions with the QA default; the test suite stays on `tiny`.
+demo: models-bench
 	$(BIN)/rag index vital-articles --limit 2000 --out $(DEMO_INDEX)
-	$(BIN)/rag ask $(DEMO_INDEX) \
+	$(BIN)/rag ask $(DEMO_INDEX) --model bench \
 		"Which 1968 film did Stanley Kubrick direct?" \
 		"Who painted the Mona Lisa?" \
 		"Which bird is the largest living bird?" \
