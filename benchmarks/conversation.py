@@ -9,7 +9,7 @@ articles, one chunk each, the default hybrid (BM25 + MiniLM/HNSW) fused by recip
 
 1. Retrieval, R@5 of the gold article for turn 2: the last message alone; the conversation's
    messages concatenated (both turns and the follow-up); the `condense` stage's standalone
-   question. The condense stage's seconds per question (batches of 16, as a pipeline runs) come
+   question. The condense stage's seconds per question (batches of 32, as a pipeline runs) come
    from the same run.
 2. Answers, EM: `best_qa` without its condense stage (retrieval on the last message; the prompt
    shows the history either way) against `best_qa` (condensed).
