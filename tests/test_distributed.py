@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rag.errors import IndexExistsError
 from rag.retrievers import open_index
 
 ray = pytest.importorskip("ray")  # the `scale` extra; `make test` installs it
