@@ -27,7 +27,7 @@ from rag.errors import ConfigError, PipelineError, RagError
 from rag.registry import Component, build
 from rag.state import BUILT, FIELDS, RESERVED, State, View, given_fields
 from rag.storage import atomic_write_text
-from rag.tracing import export_spans, tracer
+from rag.tracing import export_spans
 from rag.types import Answer, StageTrace, TextDelta, Usage
 
 TRACE_KEY = "trace"  # a stage's per-state notes for the trace, returned beside its writes
@@ -175,9 +175,7 @@ class Pipeline:
                 state.query, state.text, sources=state.sources, hits=state.hits, usage=usage,
                 supported=state.supported, agreement=state.agreement, trace=state.trace,
             )
-        if tracer() is not None:
-            for state in states:
-                export_spans(state.query, state.trace)
+        export_spans([(state.query, state.trace) for state in states])
 
     def run(self, queries: Iterable[str | State], progress: bool = False) -> list[State]:
         """Run every query through every stage, `batch_size` queries at a time."""

@@ -7,7 +7,7 @@ in code (the SDK's, e.g. with the in-memory exporter), or the usual environment 
 (`OTEL_TRACES_EXPORTER` = `otlp` or `console`, or `OTEL_EXPORTER_OTLP_ENDPOINT` /
 `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`; `OTEL_SERVICE_NAME`, default `rag-icl`). Spans are made
 from each query's stage trace once its answer is built, so with tracing off a run pays one
-cached check per batch.
+check per batch.
 """
 
 from __future__ import annotations
@@ -78,28 +78,31 @@ def tracer() -> Any:
     return provider.get_tracer("rag")
 
 
-def export_spans(query: str, steps: Sequence[StageTrace], ended_ns: int | None = None) -> None:
-    """One query's run as spans, ending now (or at `ended_ns`): its stages ran one after another,
-    each for its batch's seconds, so each span's start follows from the durations."""
+def export_spans(runs: Sequence[tuple[str, Sequence[StageTrace]]],
+                 ended_ns: int | None = None) -> None:
+    """Each (query, stage trace) run as spans ending now (or at `ended_ns`): its stages ran one
+    after another, each for its batch's seconds, so each span's start follows from the
+    durations. Nothing happens when tracing is off."""
     chosen = tracer()
-    if chosen is None or not steps:
+    if chosen is None:
         return
-    end = ended_ns or time.time_ns()
-    start = end - int(sum(s.seconds for s in steps) * 1e9)
     from opentelemetry import trace
 
-    root = chosen.start_span("rag.pipeline", start_time=start, attributes={
-        "rag.query_chars": len(query), "rag.stages": len(steps)})
-    context = trace.set_span_in_context(root)
-    at = start
-    for step in steps:
-        attributes: dict[str, Any] = {"rag.stage": step.stage, "rag.seconds": step.seconds,
-                                      "rag.batch_size": step.batch_size}
-        attributes |= {f"rag.wrote.{field}": size for field, size in step.sizes.items()}
-        attributes |= {f"rag.{key}": value for key, value in step.info.items()
-                       if isinstance(value, (int, float, str, bool))}
-        span = chosen.start_span(f"rag.stage {step.stage}", context=context, start_time=at,
-                                 attributes=attributes)
-        at += int(step.seconds * 1e9)
-        span.end(end_time=at)
-    root.end(end_time=end)
+    end = ended_ns or time.time_ns()
+    for query, steps in runs:
+        start = end - int(sum(s.seconds for s in steps) * 1e9)
+        root = chosen.start_span("rag.pipeline", start_time=start, attributes={
+            "rag.query_chars": len(query), "rag.stages": len(steps)})
+        context = trace.set_span_in_context(root)
+        at = start
+        for step in steps:
+            attributes: dict[str, Any] = {"rag.stage": step.stage, "rag.seconds": step.seconds,
+                                          "rag.batch_size": step.batch_size}
+            attributes |= {f"rag.wrote.{field}": size for field, size in step.sizes.items()}
+            attributes |= {f"rag.{key}": value for key, value in step.info.items()
+                           if isinstance(value, (int, float, str, bool))}
+            span = chosen.start_span(f"rag.stage {step.stage}", context=context, start_time=at,
+                                     attributes=attributes)
+            at += int(step.seconds * 1e9)
+            span.end(end_time=at)
+        root.end(end_time=end)

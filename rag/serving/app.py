@@ -228,6 +228,7 @@ def create_app(config: ServeConfig, served: Served | None = None) -> FastAPI:
     served = served or Served.from_config(config)
     metrics = ServerMetrics()
     keys = [k.encode() for k in config.keys()]
+    page = PLAYGROUND.read_text(encoding="utf-8")
     app = FastAPI(title="rag-icl", docs_url=None, redoc_url=None)
     app.add_middleware(Limits, max_body_bytes=config.max_body_bytes, max_in_flight=config.max_in_flight)
     app.middleware("http")(metrics.middleware)
@@ -294,7 +295,7 @@ def create_app(config: ServeConfig, served: Served | None = None) -> FastAPI:
         """The playground page; with API keys set, opened as `/?key=KEY` (its calls send it)."""
         if keys and not any([hmac.compare_digest(key.encode(), k) for k in keys]):
             return HTMLResponse(PLAYGROUND_LOCKED, status_code=401)
-        return HTMLResponse(PLAYGROUND.read_text(encoding="utf-8"))
+        return HTMLResponse(page)
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
     async def chat(req: ChatRequest) -> Any:
