@@ -185,3 +185,32 @@ def test_repeated_document_ids_are_refused_before_anything_changes(docs, tmp_pat
     with pytest.raises(RagError, match="repeated"):
         index.sync([docs[0], docs[0].model_copy(update={"text": "other"})])
     assert sorted(index.entries) == sorted(d.id for d in docs[:3])
+
+
+def test_an_update_reaches_splade_and_milvus_children_and_survives_reopening(docs, tmp_path):
+    """Every child index loses a changed document's old chunks and gains its new ones: a hybrid
+    of BM25, SPLADE and Milvus (the vector database's embedded engine) updated by document."""
+    from rag.chunkers import FixedTokenChunker
+    from rag.retrievers import BM25Retriever, HybridRetriever, MilvusRetriever, SparseRetriever
+
+    hybrid = HybridRetriever([BM25Retriever(), SparseRetriever(encoder={"type": "splade",
+                                                                        "model": "splade"}),
+                              MilvusRetriever()])
+    index = DocumentIndex(tmp_path / "idx", hybrid, FixedTokenChunker(size=CHUNK))
+    with writer_lock(index.folder):
+        index.sync(docs[:5])
+        index.save()
+        changes = index.sync(changed_set(docs[:5]))
+        index.save()
+    assert changes.deleted and changes.updated and changes.added
+    reopened = DocumentIndex.open(tmp_path / "idx")
+    expected = sorted(c for e in reopened.entries.values() for c in e.chunks)
+    for child in reopened.retriever.retrievers:
+        assert len(child) == len(expected), child.name
+        if hasattr(child, "chunks"):  # Milvus keeps its chunks in the collection only
+            assert sorted(c.id for c in child.chunks) == expected, child.name
+        found = child.search(["third moon of Quillon"], k=1)[0]
+        assert found[0].chunk.doc_id == "new-doc", child.name
+        gone = {h.chunk.doc_id for hits in child.search([d.title for d in docs[:3]], k=20)
+                for h in hits}
+        assert not gone & {d.id for d in docs[:3]}, child.name
