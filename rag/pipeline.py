@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 from tqdm.auto import tqdm
@@ -29,6 +29,9 @@ from rag.state import BUILT, FIELDS, RESERVED, State, View, given_fields
 from rag.storage import atomic_write_text
 from rag.tracing import export_spans
 from rag.types import Answer, StageTrace, TextDelta, Usage
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 TRACE_KEY = "trace"  # a stage's per-state notes for the trace, returned beside its writes
 Writes = dict[str, Any]
@@ -65,6 +68,21 @@ def _size(value: Any) -> int:
     if isinstance(value, (list, str)):
         return len(value)
     return 0 if value is None else 1
+
+
+def per_setting(settings: Sequence[tuple[str, T]],
+                call: Callable[[T, list[int]], Sequence[R]]) -> list[R]:
+    """One `call` per distinct setting among a batch's items (settings given as (key, value) in
+    the batch's order), with the positions of the items that share it; the results come back in
+    the batch's order. Stages whose items may carry their own settings (a request's sampling or
+    retrieval) still make one call for a batch that carries none."""
+    groups: dict[str, tuple[T, list[int]]] = {}
+    for i, (key, setting) in enumerate(settings):
+        groups.setdefault(key, (setting, []))[1].append(i)
+    made: dict[int, R] = {}
+    for setting, members in groups.values():
+        made.update(zip(members, call(setting, members), strict=True))
+    return [made[i] for i in range(len(settings))]
 
 
 def stage_view(stage: Stage, state: State) -> View:

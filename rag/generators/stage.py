@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from rag.generators.base import Generator
-from rag.pipeline import Stage, Writes
+from rag.pipeline import Stage, Writes, per_setting
 from rag.registry import ComponentConfig, register
 from rag.state import View
 from rag.types import Completion, Generation, SamplingParams, TextDelta, Usage
@@ -51,15 +51,9 @@ class Generate(Stage):
 
     def _generate(self, batch: list[View]) -> list[Generation]:
         """One generator call per distinct setting in the batch (one call when none is asked)."""
-        groups: dict[str, tuple[SamplingParams, list[int]]] = {}
-        for i, item in enumerate(batch):
-            params = self.params(item)
-            groups.setdefault(params.model_dump_json(), (params, []))[1].append(i)
-        made: dict[int, Generation] = {}
-        for params, members in groups.values():
-            outputs = self.generator.generate([batch[i].prompt for i in members], params)
-            made.update(zip(members, outputs, strict=True))
-        return [made[i] for i in range(len(batch))]
+        settings = [(params.model_dump_json(), params) for params in map(self.params, batch)]
+        return per_setting(settings, lambda params, members: self.generator.generate(
+            [batch[i].prompt for i in members], params))
 
     def run(self, batch: list[View]) -> list[Writes]:
         generations = self._generate(batch)

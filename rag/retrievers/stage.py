@@ -7,12 +7,12 @@ from typing import Any
 
 from pydantic import Field
 
-from rag.pipeline import Stage, Writes
+from rag.pipeline import Stage, Writes, per_setting
 from rag.registry import ComponentConfig, register
 from rag.retrievers.base import Retriever
 from rag.retrievers.filters import FilterField, MetadataFilter, parse_filter
 from rag.state import View
-from rag.types import Hit, RetrievalOverride
+from rag.types import RetrievalOverride
 
 
 @register("stage", "retrieve")
@@ -44,14 +44,10 @@ class Retrieve(Stage):
                 parse_filter(asked.filter) if asked.filter is not None else self.config.filter)
 
     def run(self, batch: list[View]) -> list[Writes]:
-        groups: dict[str, tuple[int, MetadataFilter | None, list[int]]] = {}
-        for i, item in enumerate(batch):
-            k, chosen = self.settings(item)
-            key = json.dumps([k, chosen.model_dump(mode="json") if chosen else None], sort_keys=True)
-            groups.setdefault(key, (k, chosen, []))[2].append(i)
-        found: dict[int, list[Hit]] = {}
-        for k, chosen, members in groups.values():
-            results = self.retriever.search([batch[i].standalone or batch[i].query for i in members],
-                                            k=k, filter=chosen)
-            found.update(zip(members, results))
-        return [{"hits": found[i]} for i in range(len(batch))]
+        settings = [(json.dumps([k, chosen.model_dump(mode="json") if chosen else None],
+                                sort_keys=True), (k, chosen))
+                    for k, chosen in map(self.settings, batch)]
+        found = per_setting(settings, lambda setting, members: self.retriever.search(
+            [batch[i].standalone or batch[i].query for i in members], k=setting[0],
+            filter=setting[1]))
+        return [{"hits": hits} for hits in found]
