@@ -214,22 +214,25 @@ def no_embedding_cache(work: Path) -> Iterator[None]:
         shutil.rmtree(fresh)
 
 
-def timed_update(base_index: Path, docs: list[Document], work: Path) -> float:
-    copy = work / "update-copy"
-    shutil.rmtree(copy, ignore_errors=True)
-    shutil.copytree(base_index, copy)
-    with no_embedding_cache(work):
-        started = time.perf_counter()
-        index_corpus(docs, copy, progress=False)
-        return time.perf_counter() - started
-
-
-def timed_rebuild(docs: list[Document], out: Path, work: Path) -> float:
-    shutil.rmtree(out, ignore_errors=True)
+def timed_index(docs: list[Document], out: Path, work: Path) -> float:
+    """Seconds for `index_corpus` to make `out` hold `docs` (a build, or an update of what
+    `out` holds), embedding without the cache."""
     with no_embedding_cache(work):
         started = time.perf_counter()
         index_corpus(docs, out, progress=False)
         return time.perf_counter() - started
+
+
+def timed_update(base_index: Path, docs: list[Document], work: Path) -> float:
+    copy = work / "update-copy"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(base_index, copy)
+    return timed_index(docs, copy, work)
+
+
+def timed_rebuild(docs: list[Document], out: Path, work: Path) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    return timed_index(docs, out, work)
 
 
 def same_ranking(a: list[Hit], b: list[Hit]) -> bool:
