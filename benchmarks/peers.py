@@ -1,0 +1,441 @@
+"""Side by side with Haystack, LlamaIndex, LLMLingua and Chonkie on the same work, in one run.
+
+The peers install with `make peers` (benchmarks/requirements-peers.txt, the project's own pins
+held). Left out: rank-llm (pulls CUDA packages) and flashrag-dev (needs the network to build).
+
+1. QA (`qa`): vital-qa's test questions and the factual set's (vital-facts) test questions over
+   the 10,033 vital articles, one chunk each, MiniLM, `bench` behind one `vllm serve` started
+   with the in-process generator's engine settings (benchmarks/peer_systems.py writes each
+   pipeline as its framework's documentation shows it). Our `best_qa` runs in process (its own
+   engine, same settings) and with the OpenAI-compatible generator against the shared engine.
+   Each system runs in its own process (peak memory is that process and its children): index
+   timing on the first `--index-docs` chunks, `--repeats` times from nothing (no embedding
+   cache); the full index; every question through 8 concurrent clients (EM, F1, accuracy);
+   then `--speed-questions` vital-qa questions with 1 and with 8 clients, `--repeats` times.
+2. Compression (`compression`): llmlingua's own `PromptCompressor` (LongLLMLingua, as its README
+   configures it for QA, rate 0.5) with the same small causal LM (`tiny`) as our LLMLingua-style
+   compressor, beside it and our extractive compressor, all at 2x, on the factual test questions'
+   top 3 passages, answered by `bench` (the QA default otherwise).
+3. Chunking (`chunking`): Chonkie's TokenChunker and LateChunker against our fixed-token chunker
+   with naive and late embedding, same MiniLM, same chunk size, on the known-item task of
+   benchmarks/chunking.py (description -> article, documents ranked by their best chunk).
+
+    python benchmarks/peers.py [--parts qa compression chunking] [--questions 500]
+        [--speed-questions 48] [--index-docs 10033] [--repeats 3] [--compression-questions 500]
+        [--chunk-docs 10033] [--chunk-size 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import random
+import re
+import statistics
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from peer_systems import (
+    IN_PROCESS_GENERATOR,
+    Engine,
+    Haystack,
+    LlamaIndex,
+    Ours,
+    OursOverHTTP,
+    PeakMemory,
+    QASystem,
+    offline_tiktoken,
+    serve_clients,
+    spread,
+)
+from serving import PORT_VLLM, row, start_vllm_serve
+
+from rag.chunkers import FixedTokenChunker, LateChunkingEmbedder, NaiveEmbedder
+from rag.compression.base import Compressed, Compressor, CompressorConfig
+from rag.corpus import vital_articles
+from rag.eval.datasets import QAExample, vital_qa_split
+from rag.eval.facts import vital_facts
+from rag.eval.harness import evaluate_qa
+from rag.eval.metrics import paired_bootstrap_interval, qa_scores, recall_at
+from rag.eval.report import write_results
+from rag.models import resolve_model
+from rag.recipes import document_chunks, hybrid_index, rag_qa
+from rag.registry import build, register
+from rag.retrievers import HNSWRetriever
+from rag.types import Chunk, Document, Hit
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PARTS = ("qa", "compression", "chunking")
+SEARCH_DEPTH = 100  # chunks retrieved per known-item query, ranked by document
+SYSTEMS = {"ours": Ours, "ours-http": OursOverHTTP, "haystack": Haystack, "llamaindex": LlamaIndex}
+
+
+# ---- 1. QA ----------------------------------------------------------------------------------
+
+def make_system(name: str, engine: Engine, work: Path) -> QASystem:
+    kind = SYSTEMS[name]
+    return kind(engine, work / "ours-index") if issubclass(kind, Ours) else kind(engine)
+
+
+def measure(name: str, engine: Engine, work: Path, sets: dict[str, list[str]],
+            speed_questions: list[str], articles: int, index_docs: int,
+            repeats: int) -> dict[str, Any]:
+    """One system, in its own process: index timings, the full index, answers, speeds."""
+    offline_tiktoken(work / "tiktoken")
+    memory = PeakMemory()
+    chunks = document_chunks(vital_articles()[:articles])
+    system = make_system(name, engine, work)
+    index_s: list[float] = []
+    if name == "ours-http":  # the same index as the in-process row: it opens that one
+        system.open()
+    else:
+        system.index(chunks[:50])  # models loaded and warm: each timed build loads them again
+        for _ in range(repeats):
+            began = time.perf_counter()
+            system.index(chunks[:index_docs])
+            index_s.append(time.perf_counter() - began)
+        system.index(chunks)
+    answers = {label: serve_clients(system, questions, 8)[0] for label, questions in sets.items()}
+    speed: dict[int, list[dict[str, Any]]] = {1: [], 8: []}
+    for _ in range(repeats):
+        for clients in speed:
+            speed[clients].append(row(system.name, clients,
+                                      *serve_clients(system, speed_questions, clients)[1:]))
+    system.close()
+    return {"answers": answers, "index_s": index_s, "speed": speed,
+            "memory_gib": memory.stop(), "version": system.version, "config": system.describe()}
+
+
+def in_child(*args: Any) -> dict[str, Any]:
+    """`measure` in a fresh process, so each system's memory is its own."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(measure, *args).result()
+
+
+def engine_settings() -> tuple[Path, str, int]:
+    """The in-process generator's model folder, dtype and KV size, for the shared server."""
+    generator = build("generator", IN_PROCESS_GENERATOR)
+    return generator.model_path, generator.dtype, generator.config.cpu_kv_cache_gib
+
+
+def qa(args: argparse.Namespace) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    docs = vital_articles()
+    examples = {"vital-qa": vital_qa_split("test", args.questions),
+                "vital-facts": vital_facts(docs, "test")[: args.questions]}
+    sets = {label: [e.question for e in ex] for label, ex in examples.items()}
+    speed_questions = sets["vital-qa"][: args.speed_questions]
+    model, dtype, kv_gib = engine_settings()
+    engine = Engine(url=f"http://127.0.0.1:{PORT_VLLM}/v1")
+    runs = {"ours": in_child("ours", engine, args.work, sets, speed_questions, args.articles,
+                             args.index_docs, args.repeats)}
+    server = start_vllm_serve(model, name=engine.model, dtype=dtype, kv_gib=kv_gib)
+    try:
+        for name in ("ours-http", "haystack", "llamaindex"):
+            runs[name] = in_child(name, engine, args.work, sets, speed_questions,
+                                  args.articles, args.index_docs, args.repeats)
+    finally:
+        server.kill()
+    return qa_rows(runs, examples, args)
+
+
+def qa_rows(runs: dict[str, dict[str, Any]], examples: dict[str, list[QAExample]],
+            args: argparse.Namespace) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    scores = {name: {label: [qa_scores(a, e.answers) for a, e in zip(run["answers"][label], ex)]
+                     for label, ex in examples.items()} for name, run in runs.items()}
+    ours_index = runs["ours"]["index_s"]
+    accuracy, speed, paired = [], [], []
+    for name, run in runs.items():
+        index = spread(run["index_s"] or ours_index, 2)
+        row = {"system": SYSTEMS[name].name, "package": run["version"],
+               "index_s": index, "index_docs": args.index_docs,
+               "memory_gib": run["memory_gib"], "config": run["config"]}
+        for label, rows in scores[name].items():
+            for metric in ("em", "f1", "acc"):
+                row[f"{metric}_{label}"] = round(sum(s[metric] for s in rows) / len(rows), 4)
+        accuracy.append(row)
+        for clients, repeats in run["speed"].items():
+            middle = sorted(repeats, key=lambda r: r["req_per_s"])[len(repeats) // 2]
+            speed.append({**middle, "qps": spread([r["req_per_s"] for r in repeats]),
+                          "latency_of": "the median repeat"})
+        if name != "ours":
+            for label, rows in scores[name].items():
+                mine = [s["em"] for s in scores["ours"][label]]
+                theirs = [s["em"] for s in rows]
+                low, high = paired_bootstrap_interval(mine, theirs)
+                diff = statistics.mean(mine) - statistics.mean(theirs)
+                paired.append({"ours": SYSTEMS["ours"].name, "against": SYSTEMS[name].name,
+                               "set": label, "em_difference": round(diff, 4),
+                               "paired_95": [round(low, 4), round(high, 4)],
+                               "verdict": verdict(low, high)})
+
+    def qps8(name: str) -> list[float]:
+        return [r["req_per_s"] for r in runs[name]["speed"][8]]
+
+    def index_of(name: str) -> list[float]:
+        return runs[name]["index_s"]
+
+    summary = {
+        "em_ours": accuracy[0]["em_vital-qa"], "em_haystack": accuracy[2]["em_vital-qa"],
+        "em_llamaindex": accuracy[3]["em_vital-qa"],
+        "em_ours_facts": accuracy[0]["em_vital-facts"],
+        "em_haystack_facts": accuracy[2]["em_vital-facts"],
+        "em_llamaindex_facts": accuracy[3]["em_vital-facts"],
+        # ours over HTTP against the same engine as the peers; repeat i with repeat i
+        "qps8_ratio_vs_haystack": ratio(qps8("ours-http"), qps8("haystack")),
+        "qps8_ratio_vs_llamaindex": ratio(qps8("ours-http"), qps8("llamaindex")),
+        "index_ratio_vs_haystack": ratio(index_of("haystack"), index_of("ours")),
+        "index_ratio_vs_llamaindex": ratio(index_of("llamaindex"), index_of("ours")),
+    }
+    ratios = [{"ratio": key, **spread([a / b for a, b in zip(*pair)])} for key, pair in {
+        "qps8_ratio_vs_haystack": (qps8("ours-http"), qps8("haystack")),
+        "qps8_ratio_vs_llamaindex": (qps8("ours-http"), qps8("llamaindex")),
+        "index_ratio_vs_haystack": (index_of("haystack"), index_of("ours")),
+        "index_ratio_vs_llamaindex": (index_of("llamaindex"), index_of("ours"))}.items()]
+    return {"qa_accuracy": accuracy, "qa_speed": speed, "qa_paired": paired,
+            "qa_ratios": ratios}, summary
+
+
+def ratio(mine: Sequence[float], theirs: Sequence[float]) -> float:
+    """The median over repeats of mine / theirs, repeat i against repeat i."""
+    return round(statistics.median(a / b for a, b in zip(mine, theirs)), 3)
+
+
+def verdict(low: float, high: float) -> str:
+    return "ours better" if low > 0 else "peer better" if high < 0 else "tie (interval spans 0)"
+
+
+# ---- 2. Compression -------------------------------------------------------------------------
+
+@register("compressor", "llmlingua_official")
+class OfficialLLMLingua(Compressor):
+    """llmlingua's `PromptCompressor.compress_prompt` as its README configures LongLLMLingua for
+    QA, each passage kept as its own segment (`keep_split`, original order) so the prompt keeps
+    its numbered passages."""
+
+    class Config(CompressorConfig):
+        model: str = "tiny"
+
+    config: Config
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        from llmlingua import PromptCompressor
+
+        self.lingua = PromptCompressor(model_name=str(resolve_model(self.config.model)),
+                                       device_map="cpu")
+        self.lingua.model = LegacyCache(self.lingua.model)
+
+    def compress(self, queries: Sequence[str], hits: Sequence[Sequence[Hit]]) -> list[Compressed]:
+        out = []
+        for query, found in zip(queries, hits):
+            texts = [re.sub(r"\n{2,}", "\n", h.chunk.text) for h in found]
+            result = self.lingua.compress_prompt(
+                texts, question=query, rate=1 / self.config.ratio,
+                condition_in_question="after_condition", reorder_context="original",
+                dynamic_context_compression_ratio=0.3, condition_compare=True,
+                context_budget="+100", rank_method="longllmlingua", keep_split=True,
+                concate_question=False)
+            kept = [part for part in result["compressed_prompt"].split("\n\n") if part.strip()]
+            out.append(Compressed(hits=align(found, kept), original_tokens=result["origin_tokens"],
+                                  kept_tokens=result["compressed_tokens"]))
+        return out
+
+
+class LegacyCache:
+    """llmlingua 0.2.2 (2024) keeps the KV cache as (key, value) pairs per layer, as transformers
+    4 returned it; transformers 5 takes and returns cache objects. Converted at the model call,
+    nothing else changed."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def __call__(self, *args: Any, past_key_values: Any = None, **kwargs: Any) -> Any:
+        from transformers import DynamicCache
+
+        if past_key_values is not None:
+            past_key_values = DynamicCache(ddp_cache_data=[(k, v) for k, v in past_key_values])
+        out = self.model(*args, past_key_values=past_key_values, **kwargs)
+        if out.past_key_values is not None:
+            out.past_key_values = [(k, v) for k, v, *_ in out.past_key_values]
+        return out
+
+
+def align(hits: Sequence[Hit], kept: Sequence[str]) -> list[Hit]:
+    """Each kept segment back on the passage it came from (most shared words, in order); a
+    passage the coarse step dropped is gone."""
+    out, start = [], 0
+    for segment in kept:
+        words = set(segment.lower().split())
+        overlaps = [len(words & set(h.chunk.text.lower().split())) for h in hits[start:]]
+        if not overlaps:
+            break
+        best = start + int(np.argmax(overlaps))
+        hit = hits[best]
+        out.append(hit.model_copy(update={"chunk": hit.chunk.model_copy(update={"text": segment})}))
+        start = best + 1
+    return out
+
+
+def compression(args: argparse.Namespace) -> list[dict[str, Any]]:
+    offline_tiktoken(args.work / "tiktoken")
+    docs = vital_articles()
+    questions = vital_facts(docs, "test")[: args.compression_questions]
+    index = hybrid_index(document_chunks(docs), out=args.work / "vital-hybrid")
+    generator = IN_PROCESS_GENERATOR
+    kinds = {"none": None, "rag-icl extractive": "extractive",
+             "rag-icl LLMLingua-style (tiny)": "llmlingua",
+             "llmlingua PromptCompressor (tiny)": "llmlingua_official"}
+    pipelines = {name: rag_qa(index, generator, k=3, compression=2.0 if kind else None,
+                              compressor=kind or "extractive", fusion="rrf",
+                              order="relevance_first", max_tokens=64)
+                 for name, kind in kinds.items()}
+    summaries = evaluate_qa(pipelines, questions, RESULTS / "peers" / "compression",
+                            dataset="vital-facts")
+    full = summaries["none"]["prompt_tokens"]
+    return [{"compressor": name, "package": package_of(name), "questions": s["examples"],
+             "em": round(s["em"], 4), "f1": round(s["f1"], 4),
+             "prompt_tokens": round(s["prompt_tokens"], 1),
+             "prompt_ratio_reached": round(full / s["prompt_tokens"], 3),
+             "compress_s_per_q": round(s["stage_seconds"].get("compress", 0.0), 4)}
+            for name, s in summaries.items()]
+
+
+def package_of(row: str) -> str:
+    name = "llmlingua" if row.startswith("llmlingua") else "rag-icl"
+    return f"{name} {version(name)}"
+
+
+# ---- 3. Chunking ----------------------------------------------------------------------------
+
+def chonkie_chunks(docs: Sequence[Document], pieces: Sequence[Sequence[Any]]) -> list[Chunk]:
+    return [Chunk(id=f"{d.id}#{i}", doc_id=d.id, text=p.text, start=p.start_index,
+                  end=p.end_index) for d, found in zip(docs, pieces) for i, p in enumerate(found)]
+
+
+def known_item_r10(chunks: Sequence[Chunk], vectors: np.ndarray, encoder: Any,
+                   queries: Sequence[tuple[str, str]]) -> float:
+    index = HNSWRetriever(encoder=encoder, exact=True)
+    index.add_vectors(list(chunks), vectors)
+    found = index.search([q for q, _ in queries], SEARCH_DEPTH)
+    ranked = [list(dict.fromkeys(h.chunk.doc_id for h in hits)) for hits in found]
+    return round(recall_at(ranked, [g for _, g in queries], 10), 4)
+
+
+def chunking(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from chonkie import LateChunker, TokenChunker
+    from chonkie.embeddings import SentenceTransformerEmbeddings
+    from transformers import AutoTokenizer
+
+    rng = random.Random(0)
+    every = vital_articles()
+    docs = rng.sample(every, args.chunk_docs) if args.chunk_docs < len(every) else every
+    docs = [d.model_copy(update={"title": ""}) for d in docs]  # the text alone, for every method
+    queries = [(d.metadata["description"], d.id) for d in docs if d.metadata.get("description")]
+    texts = [d.text for d in docs]
+    folder = str(resolve_model("encoder"))
+    encoder = build("encoder", {"type": "sentence_transformers", "cache": False})
+    size = args.chunk_size
+    rows = []
+
+    def record(method: str, package: str, chunk_s: float, embed_s: float,
+               chunks: list[Chunk], vectors: np.ndarray) -> None:
+        rows.append({"method": method, "package": package, "chunk_size": size,
+                     "chunks": len(chunks), "R@10": known_item_r10(chunks, vectors, encoder, queries),
+                     "chunks_per_s_chunking": round(len(chunks) / chunk_s, 1) if chunk_s else None,
+                     "chunks_per_s_with_embedding": round(len(chunks) / (chunk_s + embed_s), 1)})
+
+    ours = f"rag-icl {version('rag-icl')}"
+    began = time.perf_counter()
+    fixed = FixedTokenChunker(size=size).chunk_all(docs)
+    fixed_s = time.perf_counter() - began
+    for method, embedder in (("rag-icl fixed + naive", NaiveEmbedder(encoder)),
+                             ("rag-icl fixed + late", LateChunkingEmbedder(encoder, title=False))):
+        began = time.perf_counter()
+        vectors = embedder.embed(docs, fixed, progress=True)
+        record(method, ours, fixed_s, time.perf_counter() - began, fixed, vectors)
+
+    chonkie = f"chonkie {version('chonkie')}"
+    token = TokenChunker(tokenizer=AutoTokenizer.from_pretrained(folder), chunk_size=size)
+    began = time.perf_counter()
+    pieces = chonkie_chunks(docs, token.chunk_batch(texts))
+    chunk_s = time.perf_counter() - began
+    began = time.perf_counter()
+    vectors = NaiveEmbedder(encoder).embed(docs, pieces, progress=True)
+    record("Chonkie TokenChunker + naive", chonkie, chunk_s, time.perf_counter() - began,
+           pieces, vectors)
+
+    late = LateChunker(embedding_model=SentenceTransformerEmbeddings(model=folder),
+                       chunk_size=size)
+    late.chunk(texts[0])  # model warm
+    began = time.perf_counter()
+    found = late.chunk_batch(texts)
+    late_s = time.perf_counter() - began
+    pieces = chonkie_chunks(docs, found)
+    vectors = np.vstack([p.embedding for doc in found for p in doc]).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    record("Chonkie LateChunker", chonkie, 0.0, late_s, pieces, vectors)
+    return rows
+
+
+# ---- the run --------------------------------------------------------------------------------
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--questions", type=int, default=500, help="per question set")
+    parser.add_argument("--speed-questions", type=int, default=48)
+    parser.add_argument("--articles", type=int, default=10_033,
+                        help="vital articles the QA indexes hold (fewer: a quick check)")
+    parser.add_argument("--index-docs", type=int, default=10_033,
+                        help="chunks each timed index build holds")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compression-questions", type=int, default=500)
+    parser.add_argument("--chunk-docs", type=int, default=10_033)
+    parser.add_argument("--chunk-size", type=int, default=32, help="tokens per chunk")
+    parser.add_argument("--work", type=Path, default=Path(".cache/bench-qa"))
+    args = parser.parse_args()
+    sections: dict[str, list[dict[str, Any]]] = {}
+    summary: dict[str, Any] = {}
+    made_by: dict[str, list[str]] = {}
+    setup: dict[str, Any] = {}
+    if "chunking" in args.parts:
+        sections["chunking"] = rows = chunking(args)
+        by = {r["method"]: r["R@10"] for r in rows}
+        summary |= {"chonkie_late_r10": by["Chonkie LateChunker"],
+                    "ours_late_r10": by["rag-icl fixed + late"]}
+        made_by |= dict.fromkeys(("chonkie_late_r10", "ours_late_r10"), ["chunking"])
+        setup["chunking"] = (f"{args.chunk_docs} vital-article summaries (seed 0, text without "
+                             f"title), chunks of {args.chunk_size} MiniLM tokens, queries: their "
+                             f"descriptions; exact search {SEARCH_DEPTH} chunks deep, documents "
+                             "ranked by their best chunk")
+    if "compression" in args.parts:
+        sections["compression"] = rows = compression(args)
+        by = {r["compressor"]: r["em"] for r in rows}
+        summary |= {"llmlingua_official_em": by["llmlingua PromptCompressor (tiny)"],
+                    "llmlingua_ours_em": by["rag-icl LLMLingua-style (tiny)"]}
+        made_by |= dict.fromkeys(("llmlingua_official_em", "llmlingua_ours_em"), ["compression"])
+        setup["compression"] = (f"the first {args.compression_questions} vital-facts test "
+                                "questions, hybrid rrf top 3, best first, bench, 64 tokens; 2x")
+    if "qa" in args.parts:
+        qa_sections, qa_summary = qa(args)
+        sections |= qa_sections
+        summary |= qa_summary
+        made_by |= dict.fromkeys(qa_summary, list(qa_sections))
+        setup["qa"] = (f"first {args.questions} test questions of vital-qa and of vital-facts; "
+                       f"index timing: the first {args.index_docs} chunks, {args.repeats} builds "
+                       f"each; speed: {args.speed_questions} vital-qa questions, 1 and 8 "
+                       f"clients, {args.repeats} repeats (median, min, max)")
+    write_results("peers", setup, sections, keep_other_sections=True, summary=summary,
+                  summary_sections=made_by)
+
+
+if __name__ == "__main__":
+    main()
