@@ -136,6 +136,12 @@ def start_vllm_serve(model: Path, name: str = "tiny", dtype: str = "float32",
     raise SystemExit("vllm serve did not come up")
 
 
+def stop_vllm_serve(server: subprocess.Popen) -> None:
+    """SIGTERM, so vLLM stops its engine processes too (SIGKILL would leave them running)."""
+    server.terminate()
+    server.wait(timeout=60)
+
+
 def contract(url: str) -> tuple[dict[str, list[dict]], dict]:
     """Sampling checks and malformed requests against the server at `url`: rows and summary."""
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=600)
@@ -200,8 +206,7 @@ def speed(args: argparse.Namespace, pipeline, questions: list[str], server: uvic
             raw_rows.append(row("vllm serve, raw completions", 8, *asyncio.run(
                 over_http(8, completions, "/v1/completions", f"http://127.0.0.1:{PORT_VLLM}"))))
         finally:
-            vllm_server.terminate()
-            vllm_server.wait(timeout=60)
+            stop_vllm_serve(vllm_server)
     http = {r["clients"]: r["req_per_s"] for r in pipeline_rows if "HTTP" in r["system"]}
     local = {r["clients"]: r["req_per_s"] for r in pipeline_rows if "in-process" in r["system"]}
     ratios = [{"clients": c, "http_vs_in_process": round(http[c] / local[c], 3),
