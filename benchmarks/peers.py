@@ -5,7 +5,7 @@ held). Left out: rank-llm (pulls CUDA packages) and flashrag-dev (needs the netw
 
 1. QA (`qa`): vital-qa's test questions and the factual set's (vital-facts) test questions over
    the 10,033 vital articles, one chunk each, MiniLM, `bench` behind one `vllm serve` started
-   with the in-process generator's engine settings (benchmarks/peer_systems.py writes each
+   with the in-process generator's engine settings (benchmarks/frameworks/systems.py writes each
    pipeline as its framework's documentation shows it). Our `best_qa` runs in process (its own
    engine, same settings) and with the OpenAI-compatible generator against the shared engine.
    Each system runs in its own process (peak memory is that process and its children): index
@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 import psutil
-from peer_systems import (
+from frameworks.systems import (
     IN_PROCESS_GENERATOR,
     K,
     MAX_TOKENS,

@@ -14,7 +14,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from peer_systems import QASystem, serve_clients  # noqa: E402
+from frameworks.systems import QASystem, serve_clients  # noqa: E402
 from peers import LegacyCache, align, ratio, verdict  # noqa: E402
 
 from rag.types import Chunk, Hit  # noqa: E402

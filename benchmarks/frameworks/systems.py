@@ -1,4 +1,4 @@
-"""The QA systems `peers.py` runs side by side, each written as its own documentation shows it.
+"""The QA systems `benchmarks/peers.py` runs side by side, each written as its own documentation shows it.
 
 Every system indexes the same chunks (one per vital article, indexed as the project indexes a
 chunk: its title line, then its text), embeds with the same MiniLM folder, searches BM25 and dense

@@ -1,0 +1,1 @@
+"""The peer frameworks' QA pipelines that benchmarks/peers.py runs beside rag-icl."""
