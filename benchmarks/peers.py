@@ -177,9 +177,7 @@ def engine_alone(args: argparse.Namespace) -> Part:
                     for _ in range(args.repeats)] for c in (1, 8)}
     finally:
         stop_vllm_serve(server)
-    rows = [{**sorted(r, key=lambda x: x["req_per_s"])[len(r) // 2],
-             "qps": spread([x["req_per_s"] for x in r]), "latency_of": "the median repeat"}
-            for r in runs.values()]
+    rows = [median_repeat(repeats) for repeats in runs.values()]
     return {"engine_alone": rows}, {}, (f"the {args.speed_questions} speed questions' chat "
                                         "prompts as best_qa builds them, straight to vllm serve")
 
@@ -192,17 +190,14 @@ def qa_rows(runs: dict[str, dict[str, Any]], examples: dict[str, list[QAExample]
     accuracy, speed, paired = [], [], []
     for name, run in runs.items():
         index = spread(run["index_s"] or ours_index, 2)
-        row = {"system": SYSTEMS[name].name, "package": run["version"],
-               "index_s": index, "index_docs": args.index_docs,
-               "memory_gib": run["memory_gib"], "config": run["config"]}
+        entry = {"system": SYSTEMS[name].name, "package": run["version"],
+                 "index_s": index, "index_docs": args.index_docs,
+                 "memory_gib": run["memory_gib"], "config": run["config"]}
         for label, rows in scores[name].items():
             for metric in ("em", "f1", "acc"):
-                row[f"{metric}_{label}"] = round(sum(s[metric] for s in rows) / len(rows), 4)
-        accuracy.append(row)
-        for clients, repeats in run["speed"].items():
-            middle = sorted(repeats, key=lambda r: r["req_per_s"])[len(repeats) // 2]
-            speed.append({**middle, "qps": spread([r["req_per_s"] for r in repeats]),
-                          "latency_of": "the median repeat"})
+                entry[f"{metric}_{label}"] = round(sum(s[metric] for s in rows) / len(rows), 4)
+        accuracy.append(entry)
+        speed += [median_repeat(repeats) for repeats in run["speed"].values()]
         if name != "ours":
             for label, rows in scores[name].items():
                 mine = [s["em"] for s in scores["ours"][label]]
@@ -220,25 +215,31 @@ def qa_rows(runs: dict[str, dict[str, Any]], examples: dict[str, list[QAExample]
     def index_of(name: str) -> list[float]:
         return runs[name]["index_s"]
 
+    # ours over HTTP against the same engine as the peers; repeat i with repeat i
+    pairs = {"qps8_ratio_vs_haystack": (qps8("ours-http"), qps8("haystack")),
+             "qps8_ratio_vs_llamaindex": (qps8("ours-http"), qps8("llamaindex")),
+             "index_ratio_vs_haystack": (index_of("haystack"), index_of("ours")),
+             "index_ratio_vs_llamaindex": (index_of("llamaindex"), index_of("ours"))}
+    em = {name: entry for name, entry in zip(runs, accuracy)}
     summary = {
-        "em_ours": accuracy[0]["em_vital-qa"], "em_haystack": accuracy[2]["em_vital-qa"],
-        "em_llamaindex": accuracy[3]["em_vital-qa"],
-        "em_ours_facts": accuracy[0]["em_vital-facts"],
-        "em_haystack_facts": accuracy[2]["em_vital-facts"],
-        "em_llamaindex_facts": accuracy[3]["em_vital-facts"],
-        # ours over HTTP against the same engine as the peers; repeat i with repeat i
-        "qps8_ratio_vs_haystack": ratio(qps8("ours-http"), qps8("haystack")),
-        "qps8_ratio_vs_llamaindex": ratio(qps8("ours-http"), qps8("llamaindex")),
-        "index_ratio_vs_haystack": ratio(index_of("haystack"), index_of("ours")),
-        "index_ratio_vs_llamaindex": ratio(index_of("llamaindex"), index_of("ours")),
+        "em_ours": em["ours"]["em_vital-qa"], "em_haystack": em["haystack"]["em_vital-qa"],
+        "em_llamaindex": em["llamaindex"]["em_vital-qa"],
+        "em_ours_facts": em["ours"]["em_vital-facts"],
+        "em_haystack_facts": em["haystack"]["em_vital-facts"],
+        "em_llamaindex_facts": em["llamaindex"]["em_vital-facts"],
+        **{key: ratio(*pair) for key, pair in pairs.items()},
     }
-    ratios = [{"ratio": key, **spread([a / b for a, b in zip(*pair)])} for key, pair in {
-        "qps8_ratio_vs_haystack": (qps8("ours-http"), qps8("haystack")),
-        "qps8_ratio_vs_llamaindex": (qps8("ours-http"), qps8("llamaindex")),
-        "index_ratio_vs_haystack": (index_of("haystack"), index_of("ours")),
-        "index_ratio_vs_llamaindex": (index_of("llamaindex"), index_of("ours"))}.items()]
+    ratios = [{"ratio": key, **spread([a / b for a, b in zip(*pair)])}
+              for key, pair in pairs.items()]
     return {"qa_accuracy": accuracy, "qa_speed": speed, "qa_paired": paired,
             "qa_ratios": ratios}, summary
+
+
+def median_repeat(repeats: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The repeat with the median queries/s (its latencies), and the spread over all."""
+    middle = sorted(repeats, key=lambda r: r["req_per_s"])[len(repeats) // 2]
+    return {**middle, "qps": spread([r["req_per_s"] for r in repeats]),
+            "latency_of": "the median repeat"}
 
 
 def ratio(mine: Sequence[float], theirs: Sequence[float]) -> float:

@@ -6,6 +6,7 @@ them); what is tested here is the code that decides what the benchmark measures.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 from pathlib import Path
@@ -97,3 +98,31 @@ def test_ratios_pair_repeats_and_verdicts_need_the_interval_off_zero():
     assert verdict(0.01, 0.05) == "ours better"
     assert verdict(-0.05, -0.01) == "peer better"
     assert verdict(-0.02, 0.03).startswith("tie")
+
+
+def fake_run(answers: list[str], index_s: list[float], qps: list[float]) -> dict:
+    speed = {c: [{"system": "s", "clients": c, "requests": 4, "req_per_s": v, "p50_s": 0.1,
+                  "p95_s": 0.2} for v in qps] for c in (1, 8)}
+    return {"answers": {"vital-qa": answers[:2], "vital-facts": answers[2:]}, "index_s": index_s,
+            "memory_gib": 1.0, "version": "v", "config": "c", "speed": speed}
+
+
+def test_the_qa_summary_holds_exactly_the_issues_keys_each_from_its_own_system():
+    from peers import qa_rows
+
+    from rag.eval.qa import QAExample
+
+    examples = {"vital-qa": [QAExample(id="a", question="q", answers=["x"]),
+                             QAExample(id="b", question="q", answers=["y"])],
+                "vital-facts": [QAExample(id="c", question="q", answers=["z"])]}
+    runs = {"ours": fake_run(["x", "n", "z"], [10, 11, 12], [1, 2, 3]),
+            "ours-http": fake_run(["x", "n", "z"], [], [2, 4, 6]),
+            "haystack": fake_run(["x", "y", "n"], [20, 22, 24], [1, 1, 1]),
+            "llamaindex": fake_run(["n", "n", "z"], [5, 5, 5], [2, 2, 2])}
+    sections, summary = qa_rows(runs, examples, argparse.Namespace(index_docs=9))
+    assert summary == {"em_ours": 0.5, "em_haystack": 1.0, "em_llamaindex": 0.0,
+                       "em_ours_facts": 1.0, "em_haystack_facts": 0.0, "em_llamaindex_facts": 1.0,
+                       "qps8_ratio_vs_haystack": 4.0, "qps8_ratio_vs_llamaindex": 2.0,
+                       "index_ratio_vs_haystack": 2.0, "index_ratio_vs_llamaindex": 0.455}
+    assert [r["qps"]["median"] for r in sections["qa_speed"][:2]] == [2, 2]
+    assert sections["qa_accuracy"][1]["index_s"] == sections["qa_accuracy"][0]["index_s"]
