@@ -410,8 +410,9 @@ def chunking(args: argparse.Namespace) -> Part:
 
     def record(method: str, package: str, chunk_s: float, embed_s: float,
                chunks: list[Chunk], vectors: np.ndarray) -> None:
+        recall = known_item_r10(chunks, vectors, encoder, queries)
         rows.append({"method": method, "package": package, "chunk_size": size,
-                     "chunks": len(chunks), "R@10": known_item_r10(chunks, vectors, encoder, queries),
+                     "chunks": len(chunks), "R@10": recall,
                      "chunks_per_s_chunking": round(len(chunks) / chunk_s, 1) if chunk_s else None,
                      "chunks_per_s_with_embedding": round(len(chunks) / (chunk_s + embed_s), 1)})
 

@@ -1,4 +1,4 @@
-"""The QA systems `benchmarks/peers.py` runs side by side, each written as its own documentation shows it.
+"""The QA systems `benchmarks/peers.py` runs side by side, each as its documentation shows it.
 
 Every system indexes the same chunks (one per vital article, indexed as the project indexes a
 chunk: its title line, then its text), embeds with the same MiniLM folder, searches BM25 and dense
@@ -28,7 +28,7 @@ import psutil
 from serving import load
 
 from rag.models import resolve_model
-from rag.prompts.templates import qa_system
+from rag.prompts.templates import RAG_USER, qa_system
 from rag.recipes import best_qa
 from rag.retrievers import BM25Retriever, HNSWRetriever, HybridRetriever
 from rag.retrievers.base import embed_text
@@ -38,7 +38,6 @@ K = 3  # passages in the prompt
 DEPTH = 100  # hits taken from each of BM25 and dense before fusion (the project's default)
 MAX_TOKENS = 64
 SYSTEM = qa_system()
-USER = "Passages:\n{passages}\n\nQuestion: {question}"  # rag_prompt's user message
 CLIENTS_POOL = 8  # threads for systems without an async API: as many as the most clients
 # Our in-process generator; the shared `vllm serve` is started with its engine settings.
 IN_PROCESS_GENERATOR = {"type": "vllm", "model": "bench", "cpu_kv_cache_gib": 1}
@@ -232,7 +231,7 @@ class Haystack(QASystem):
         indexing.run({"embedder": {"documents": [
             Document(id=c.id, content=embed_text(c)) for c in chunks]}})
 
-        template = USER.format(
+        template = RAG_USER.format(
             passages="{% for d in documents %}[{{ loop.index }}] {{ d.content }}"
                      "{% if not loop.last %}\n\n{% endif %}{% endfor %}",
             question="{{ question }}")
@@ -300,9 +299,10 @@ class LlamaIndex(QASystem):
                                       num_queries=1, use_async=True)
         template = ChatPromptTemplate([
             ChatMessage(role="system", content=SYSTEM),
-            ChatMessage(role="user", content=USER.format(passages="{context_str}",
+            ChatMessage(role="user", content=RAG_USER.format(passages="{context_str}",
                                                          question="{query_str}"))])
-        self.query_engine = RetrieverQueryEngine.from_args(fusion, llm=llm, text_qa_template=template)
+        self.query_engine = RetrieverQueryEngine.from_args(fusion, llm=llm,
+                                                           text_qa_template=template)
 
     async def answer(self, question: str) -> str:
         return str((await self.query_engine.aquery(question)).response or "")
@@ -317,7 +317,8 @@ def serve_clients(system: QASystem, questions: Sequence[str],
     async def ask(i: int) -> None:
         answers[i] = await system.answer(questions[i])
 
-    latencies, wall = asyncio.run(load(clients, [lambda i=i: ask(i) for i in range(len(questions))]))
+    calls = [lambda i=i: ask(i) for i in range(len(questions))]
+    latencies, wall = asyncio.run(load(clients, calls))
     return answers, latencies, wall
 
 

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from rag.pipeline import Stage, Writes
 from rag.prompts.templates import (
-    CLOSED_BOOK_SYSTEM, RAG_SYSTEM, chat, format_passages, solve_chat, solve_completion,
+    CLOSED_BOOK_SYSTEM, RAG_SYSTEM, RAG_USER, chat, format_passages, solve_chat, solve_completion,
 )
 from rag.registry import ComponentConfig, register
 from rag.state import View
@@ -40,7 +40,7 @@ class RagPrompt(Stage):
             if self.config.order == "relevance_last":
                 hits = hits[::-1]
             sources = [Citation.of(i, h.chunk) for i, h in enumerate(hits, 1)]
-            user = f"Passages:\n{format_passages(hits)}\n\nQuestion: {item.query}"
+            user = RAG_USER.format(passages=format_passages(hits), question=item.query)
             out.append({"prompt": chat(self.config.system, item.history, user), "sources": sources})
         return out
 

@@ -31,6 +31,9 @@ def qa_system(answer: str = BRIEF_ANSWER) -> str:
     return f"Answer the question using the numbered passages. {answer}"
 
 
+# The user message of `rag_prompt`: numbered passages (`format_passages`), then the question.
+RAG_USER = "Passages:\n{passages}\n\nQuestion: {question}"
+
 SHORT_RAG_SYSTEM = qa_system(SHORT_ANSWER)
 SHORT_CLOSED_BOOK_SYSTEM = f"Answer the question. {SHORT_ANSWER}"
 
