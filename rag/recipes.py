@@ -34,7 +34,7 @@ from rag.retrievers.documents import (
     clear_stale,
     writer_lock,
 )
-from rag.retrievers.stage import Retrieve
+from rag.retrievers.stage import Retrieve, Search
 from rag.types import Chunk, Document, SamplingParams
 from rag.verifiers.stage import Execute
 
@@ -147,14 +147,16 @@ def rag_qa(
     compression: float | None = 2.0, fusion: Literal["convex", "rrf"] | None = None,
     order: Literal["relevance_first", "relevance_last"] = "relevance_last",
     system: str | None = None, max_tokens: int = 64, compressor: str = "extractive",
-    condense: bool = False,
+    condense: bool = False, search: Search = "query",
 ) -> Pipeline:
     """Retrieve k passages (a hybrid index fused by `fusion`), optionally compress them (by
     default extractive sentence selection) to 1/`compression` of their tokens, and ask for a
     short answer: every QA configuration the QA benchmarks compare is one call of this. With
     `condense`, a follow-up question (a query with history) is first rewritten by the same
-    generator into the standalone question that retrieval searches."""
-    stages: list[Stage | dict[str, Any]] = [Retrieve(with_fusion(_retriever(index), fusion), k=k)]
+    generator into a standalone question; `search` is what retrieval searches for a query with
+    history (`Retrieve`: that question, the conversation, or both fused)."""
+    stages: list[Stage | dict[str, Any]] = [
+        Retrieve(with_fusion(_retriever(index), fusion), k=k, search=search)]
     if condense:
         stages.insert(0, Condense(generator or DEFAULT_GENERATOR))
     if compression is not None:
@@ -166,14 +168,16 @@ def rag_qa(
 
 
 def best_qa(index: str | Path | Retriever, generator: Any = None, k: int = 3,
-            max_tokens: int = 64, condense: bool = True) -> Pipeline:
+            max_tokens: int = 64, condense: bool = True, search: Search = "fused") -> Pipeline:
     """The QA default, chosen by mean EM over the dev splits of vital-qa and vital-facts
     (benchmarks/qa_general.py; a tie within noise with extractive 2x compression and the best
     passage last): the hybrid's children fused by reciprocal rank, top k, the passages whole,
     best first, and "Give only the answer, no other words."; a follow-up question is condensed
-    with its history first (no generation for a question without history)."""
+    with its history first (no generation for a question without history) and searched as its
+    rewrite and as the whole conversation, the two rankings fused (chosen on vital-followups'
+    dev split, benchmarks/conversation.py)."""
     return rag_qa(index, generator, k=k, compression=None, fusion="rrf", order="relevance_first",
-                  max_tokens=max_tokens, condense=condense)
+                  max_tokens=max_tokens, condense=condense, search=search)
 
 
 def naive_rag(index: str | Path | Retriever, generator: Any = None, k: int = 3,

@@ -10,7 +10,7 @@ from rag.pipeline import Pipeline
 from rag.prompts.condense import condense_prompt, first_line
 from rag.registry import ComponentConfig, register
 from rag.retrievers import BM25Retriever
-from rag.retrievers.stage import Retrieve
+from rag.retrievers.stage import Retrieve, conversation_query
 from rag.state import State
 from rag.types import Chunk, Completion, Generation, Message, Usage
 
@@ -69,3 +69,53 @@ def test_only_the_last_turns_are_shown_and_the_rewrite_is_cleaned():
     assert "question 6" not in shown and "question 7" in shown and "question 9" in shown
     assert first_line('\n  "Who founded Amazon.com?"\nextra') == "Who founded Amazon.com?"
     assert first_line("Standalone question: Where is it?") == "Where is it?"
+
+
+@register("generator", "test_condense_echo")
+class Echo(Generator):
+    """A rewriter that fails as small models do: it gives back the follow-up, pronoun and all."""
+
+    class Config(ComponentConfig):
+        pass
+
+    def generate(self, prompts: Sequence, params=None) -> list[Generation]:
+        last = [p.messages[-1].content.split("Last message: ")[1].split("\n")[0] for p in prompts]
+        return [Generation(completions=[Completion(text=text)], usage=Usage(prompt_tokens=40))
+                for text in last]
+
+
+def animal_index() -> BM25Retriever:
+    index = BM25Retriever()
+    index.index([chunk("Muskox", "The muskox is a hoofed mammal of the Arctic."),
+                 chunk("Bovidae", "Bovidae is the biological family of cloven-hoofed ruminants "
+                                  "to which a species may belong."),
+                 chunk("Canidae", "Canidae is the biological family of dogs and wolves.")])
+    return index
+
+
+def test_fused_search_recovers_a_rewrite_that_kept_its_pronoun():
+    history = [Message(role="user", content="Tell me about the muskox."),
+               Message(role="assistant", content="The muskox is a hoofed mammal of the Arctic.")]
+    follow_up = "To which biological family does it belong?"
+    tops = {}
+    for search in ("query", "conversation", "fused"):
+        pipeline = Pipeline([{"type": "condense", "generator": {"type": "test_condense_echo"}},
+                             Retrieve(animal_index(), k=2, search=search)])
+        asked, fresh = pipeline.run([State(query=follow_up, history=history),
+                                     State(query="Which family are dogs in?")])
+        assert asked.standalone == follow_up  # the rewrite failed
+        assert fresh.hits[0].chunk.doc_id == "Canidae"  # no history: the query, in every mode
+        tops[search] = [h.chunk.doc_id for h in asked.hits]
+    assert "Muskox" not in tops["query"]
+    assert tops["conversation"][0] == "Muskox"
+    assert "Muskox" in tops["fused"] and len(tops["fused"]) == 2
+    fused = Pipeline([Retrieve(animal_index(), k=2, search="fused")]).run(
+        [State(query=follow_up, history=history)])[0].hits
+    assert {h.retriever for h in fused} == {"conversation"}
+    assert set(fused[0].scores) <= {"standalone", "conversation"}
+
+
+def test_the_conversation_is_searched_newest_first_and_only_its_last_turns():
+    history = [Message(role="user", content=f"turn {i}") for i in range(8)]
+    assert conversation_query(history, "now?", turns=3) == "now? turn 7 turn 6 turn 5"
+    assert conversation_query([], "alone") == "alone"

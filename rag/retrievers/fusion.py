@@ -22,7 +22,8 @@ from rag.types import Chunk, Hit
 FORMAT = "rag-icl/hybrid-v1"
 
 
-def _fused(runs: Sequence[Sequence[Hit]], scores: dict[str, float], names: list[str]) -> list[Hit]:
+def _fused(runs: Sequence[Sequence[Hit]], scores: dict[str, float], names: list[str],
+           label: str = "hybrid") -> list[Hit]:
     first: dict[str, Hit] = {}
     per_run: dict[str, dict[str, float]] = {}
     for name, run in zip(names, runs):
@@ -30,19 +31,20 @@ def _fused(runs: Sequence[Sequence[Hit]], scores: dict[str, float], names: list[
             first.setdefault(hit.chunk.id, hit)
             per_run.setdefault(hit.chunk.id, {})[name] = hit.score
     ranked = sorted(scores, key=lambda cid: -scores[cid])
-    return [Hit(chunk=first[c].chunk, score=scores[c], retriever="hybrid", scores=per_run[c])
+    return [Hit(chunk=first[c].chunk, score=scores[c], retriever=label, scores=per_run[c])
             for c in ranked]
 
 
 def rrf(runs: Sequence[Sequence[Hit]], weights: Sequence[float] | None = None, rrf_k: int = 60,
-        names: list[str] | None = None) -> list[Hit]:
-    """Reciprocal rank fusion of ranked runs (each best first)."""
+        names: list[str] | None = None, label: str = "hybrid") -> list[Hit]:
+    """Reciprocal rank fusion of ranked runs (each best first); the hits name `label` as their
+    retriever and keep each run's own score under its name."""
     weights = weights or [1.0] * len(runs)
     scores: dict[str, float] = {}
     for weight, run in zip(weights, runs):
         for rank, hit in enumerate(run, 1):
             scores[hit.chunk.id] = scores.get(hit.chunk.id, 0.0) + weight / (rrf_k + rank)
-    return _fused(runs, scores, names or [str(i) for i in range(len(runs))])
+    return _fused(runs, scores, names or [str(i) for i in range(len(runs))], label)
 
 
 def convex(runs: Sequence[Sequence[Hit]], weights: Sequence[float],
