@@ -105,8 +105,10 @@ def test_the_qa_default_fuses_by_rank_and_round_trips(index_dir: Path, vllm_tiny
     fused = default.stages[1].retriever
     assert fused.config.method == "rrf" and fused.retrievers == index.retrievers
     query = ["Which 1968 film did Stanley Kubrick direct?"]
-    reloaded = Pipeline.from_yaml(default.to_yaml()).stages[1].retriever
-    assert reloaded.config.method == "rrf"
+    assert default.stages[1].config.search == "fused"  # a follow-up: rewrite + conversation
+    again = Pipeline.from_yaml(default.to_yaml()).stages[1]
+    reloaded = again.retriever
+    assert reloaded.config.method == "rrf" and again.config.search == "fused"
     ids = [h.chunk.id for h in fused.search(query, k=5)[0]]
     assert [h.chunk.id for h in reloaded.search(query, k=5)[0]] == ids
     runs = [child.search(query, k=fused.config.candidates)[0] for child in index.retrievers]
