@@ -12,9 +12,11 @@ never its title. Both run over the same 10,033 vital articles, one chunk each, o
    instruction wording, compression off/1.5x/2x, convex vs reciprocal-rank fusion, k, passage
    order), then the improving settings together (round 1). Round 2 (`--final-questions`, larger):
    round 1's best crossed with passage order x compression on/off, the two settings that decide
-   which text sits next to the question and that round 1 found the sets to pull apart on. The
-   default is round 2's configuration with the best mean EM over the two dev splits; the
-   runner-up the next.
+   which text sits next to the question and that round 1 found the sets to pull apart on.
+   Round 3 (same questions): round 2's best with one passage fewer, and with the question also
+   before the passages (query-aware contextualization, Liu et al. 2023). The default is the
+   configuration of rounds 2 and 3 with the best mean EM over the two dev splits; the runner-up
+   the next.
 3. Test: the default, the runner-up, closed-book and a LlamaIndex-like plain hybrid (reciprocal-
    rank fusion, top 3, no compression, best passage first) on vital-qa's test split (its first
    500 questions, as every earlier figure) and `--test-questions` of the factual test split, with
@@ -63,24 +65,28 @@ class QAConfig:
     fusion: Literal["convex", "rrf"] = "convex"
     k: int = 3
     order: Literal["relevance_first", "relevance_last"] = "relevance_last"
+    repeat_question: bool = False
 
     @property
     def name(self) -> str:
         squeeze = f"x{self.compression:g}" if self.compression else "full"
-        return f"{self.instruction}-{squeeze}-{self.fusion}-k{self.k}-{self.order.split('_')[1]}"
+        around = "-around" if self.repeat_question else ""
+        return (f"{self.instruction}-{squeeze}-{self.fusion}-k{self.k}-"
+                f"{self.order.split('_')[1]}{around}")
 
     def describe(self) -> str:
         squeeze = (f"extractive compression {self.compression:g}x" if self.compression
                    else "no compression")
+        around = ", the question before and after the passages" if self.repeat_question else ""
         return (f"retrieve (hybrid BM25 + MiniLM/HNSW, {self.fusion} fusion, top {self.k}) -> "
                 f"{squeeze} -> rag_prompt ('{qa_system(INSTRUCTIONS[self.instruction])}', best "
-                f"passage {self.order.split('_')[1]}) -> generate")
+                f"passage {self.order.split('_')[1]}{around}) -> generate")
 
     def pipeline(self, index: HybridRetriever, generator: dict[str, Any],
                  max_tokens: int) -> Pipeline:
         return rag_qa(index, generator, k=self.k, compression=self.compression, fusion=self.fusion,
                       order=self.order, system=qa_system(INSTRUCTIONS[self.instruction]),
-                      max_tokens=max_tokens)
+                      max_tokens=max_tokens, repeat_question=self.repeat_question)
 
 
 BASE = QAConfig()
@@ -155,11 +161,18 @@ def finalists(best: QAConfig) -> list[QAConfig]:
                     if c != best)]
 
 
+def neighbours(best: QAConfig) -> list[QAConfig]:
+    """Round 3: `best` with one passage fewer, and with the question also before the passages
+    (query-aware contextualization): the two ways left to keep a small model from answering
+    from the wrong passage, which round 2's errors showed it doing on both sets."""
+    return [replace(best, k=best.k - 1), replace(best, repeat_question=True)]
+
+
 def dev(args: argparse.Namespace, index: HybridRetriever, generator: dict[str, Any],
         sets: dict[str, list[QAExample]],
         final_sets: dict[str, list[QAExample]]) -> tuple[dict[str, list[dict[str, Any]]],
                                                           list[QAConfig]]:
-    """Both rounds' rows, and round 2's configurations ranked by mean dev EM."""
+    """Every round's rows, and rounds 2 and 3's configurations ranked by mean dev EM."""
     tried = [BASE, *VARIANTS]
     first_rows, ranked = ranked_on(args, index, generator, tried, sets, args.out / "dev")
     base_mean = next(r["mean_em"] for r in first_rows if r["configuration"] == BASE.name)
@@ -169,8 +182,11 @@ def dev(args: argparse.Namespace, index: HybridRetriever, generator: dict[str, A
     if combined not in tried:
         first_rows, ranked = ranked_on(args, index, generator, [*tried, combined], sets,
                                        args.out / "dev")
-    final_rows, final = ranked_on(args, index, generator, finalists(ranked[0]), final_sets,
+    round2 = finalists(ranked[0])
+    final_rows, final = ranked_on(args, index, generator, round2, final_sets,
                                   args.out / "dev-final")
+    final_rows, final = ranked_on(args, index, generator, [*round2, *neighbours(final[0])],
+                                  final_sets, args.out / "dev-final")
     return {"dev": first_rows, "dev final": final_rows}, final
 
 

@@ -94,6 +94,13 @@ def test_qa_recipe_builds_each_setting(index_dir: Path, vllm_tiny):
     squeezed = rag_qa(index, vllm_tiny, compression=1.5)
     assert [s.name for s in squeezed.stages][1] == "compress"
     assert squeezed.stages[0].retriever is index  # the saved fusion unless asked otherwise
+    around = rag_qa(index, vllm_tiny, k=3, compression=None, fusion="rrf",
+                    order="relevance_first", repeat_question=True)
+    question = "Which 1968 film did Stanley Kubrick direct?"
+    asked = [Pipeline(p.stages[:2]).run([question])[0].prompt.messages[-1].content
+             for p in (plain, around)]
+    assert asked[0].startswith("Passages:\n[1] ") and asked[0].count(question) == 1
+    assert asked[1] == f"Question: {question}\n\n{asked[0]}"  # the same passages, asked twice
 
 
 def test_the_qa_default_fuses_by_rank_and_round_trips(index_dir: Path, vllm_tiny):

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from rag.pipeline import Stage, Writes
 from rag.prompts.templates import (
-    CLOSED_BOOK_SYSTEM, RAG_SYSTEM, RAG_USER, chat, format_passages, solve_chat, solve_completion,
+    CLOSED_BOOK_SYSTEM, RAG_SYSTEM, RAG_USER, RAG_USER_AROUND, chat, format_passages, solve_chat, solve_completion,
 )
 from rag.registry import ComponentConfig, register
 from rag.state import View
@@ -21,6 +21,8 @@ class RagPrompt(Stage):
 
     `order="relevance_last"` (the default) puts the best passage next to the question: small
     models lean on what they read last, and answered our demo questions far better that way.
+    `repeat_question` also puts the question before the passages (query-aware contextualization,
+    Liu et al. 2023), so a decoder-only model reads them knowing what is asked.
     """
 
     reads = ("query", "history", "hits")
@@ -30,17 +32,19 @@ class RagPrompt(Stage):
         system: str = RAG_SYSTEM
         max_passages: int | None = Field(default=None, ge=1)
         order: Literal["relevance_first", "relevance_last"] = "relevance_last"
+        repeat_question: bool = False
 
     config: Config
 
     def run(self, batch: list[View]) -> list[Writes]:
+        template = RAG_USER_AROUND if self.config.repeat_question else RAG_USER
         out = []
         for item in batch:
             hits = item.hits[: self.config.max_passages]
             if self.config.order == "relevance_last":
                 hits = hits[::-1]
             sources = [Citation.of(i, h.chunk) for i, h in enumerate(hits, 1)]
-            user = RAG_USER.format(passages=format_passages(hits), question=item.query)
+            user = template.format(passages=format_passages(hits), question=item.query)
             out.append({"prompt": chat(self.config.system, item.history, user), "sources": sources})
         return out
 

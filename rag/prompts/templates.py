@@ -33,6 +33,9 @@ def qa_system(answer: str = BRIEF_ANSWER) -> str:
 
 # The user message of `rag_prompt`: numbered passages (`format_passages`), then the question.
 RAG_USER = "Passages:\n{passages}\n\nQuestion: {question}"
+# The same with the question also before the passages, so the model reads them knowing what is
+# asked ("query-aware contextualization", Liu et al. 2023, Lost in the Middle).
+RAG_USER_AROUND = "Question: {question}\n\n" + RAG_USER
 
 SHORT_RAG_SYSTEM = qa_system(SHORT_ANSWER)
 SHORT_CLOSED_BOOK_SYSTEM = f"Answer the question. {SHORT_ANSWER}"
