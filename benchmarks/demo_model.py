@@ -18,6 +18,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from rag.eval.qa import QAExample
 from rag.eval.report import write_results
 from rag.models import NAMED_MODELS
@@ -52,6 +54,10 @@ def answer(model: str, questions: int, work: Path, out: Path) -> dict[str, Any]:
     asked = run_qa(pipeline, demo, out / model / "demo", progress=False)
     scored = summarize_qa(vital_qa_split("dev", questions),
                           run_qa(pipeline, vital_qa_split("dev", questions), out / model / "vital-qa"))
+    # A pool worker joins its children at exit, and skips atexit: stop the engine first.
+    pipeline.stages[-1].generator.close()
+    for left in psutil.Process().children(recursive=True):
+        left.kill()
     return {"model": model, "described": NAMED_MODELS[model].description,
             "installed MB": installed_mb(model),
             "demo correct": sum(int(p.scores["acc"]) for p in asked),

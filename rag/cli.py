@@ -90,8 +90,9 @@ def ask(
     index_dir: Annotated[Path, typer.Argument(help="Index folder written by `rag index`.")],
     questions: Annotated[list[str], typer.Argument(help="One or more questions.")],
     model: Annotated[str, typer.Option(
-        help="Generator model: bench (prepared by `make models-bench`; answers the demo's "
-             "questions, which tiny misanswers), tiny, a folder or a GGUF.")] = "bench",
+        help="Generator model: bench (prepared by `make models-bench`; answers all four of "
+             "`make demo`'s questions, tiny three: benchmarks/results/demo_model.json), tiny, a "
+             "folder or a GGUF.")] = "bench",
     backend: Annotated[str, typer.Option(help="vllm or transformers.")] = "vllm",
     k: Annotated[int, typer.Option(help="Passages to retrieve per question.")] = 3,
     max_tokens: Annotated[int, typer.Option(help="Answer length limit in tokens.")] = 64,
@@ -124,7 +125,9 @@ def init(
     out: Annotated[Path, typer.Option("--out", "-o", help="Pipeline file to write (.yaml).")],
     index_dir: Annotated[Path | None, typer.Option(
         "--index", help="qa, kv: the index folder (`rag index` writes one).")] = None,
-    model: Annotated[str, typer.Option(help="Generator model.")] = "tiny",
+    model: Annotated[str, typer.Option(
+        help="Generator model: bench (as `rag ask`), tiny for a quick try, a folder or a GGUF."
+    )] = "bench",
     store: Annotated[Path | None, typer.Option(
         help="kv: the chunk KV store folder to build for the index (default: OUT's stem + -kv).")] = None,
     compress: Annotated[str | None, typer.Option(

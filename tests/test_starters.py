@@ -31,7 +31,8 @@ def small_index(tmp_path_factory: pytest.TempPathFactory, vital_slice) -> Path:
 @pytest.mark.parametrize("kind", STARTERS)
 def test_a_starter_round_trips_through_yaml_and_runs_on_tiny(kind, small_index, tmp_path, vllm_tiny):
     out = tmp_path / f"{kind}.yaml"
-    result = runner.invoke(app, ["init", kind, "--out", str(out), "--index", str(small_index)])
+    result = runner.invoke(app, ["init", kind, "--out", str(out), "--index", str(small_index),
+                                 "--model", "tiny"])  # the suite's model; the default is bench
     assert result.exit_code == 0, result.output
     loaded = Pipeline.load(out)
     assert Pipeline.from_yaml(loaded.to_yaml()).to_dict() == loaded.to_dict() == Pipeline.load(out).to_dict()
@@ -63,7 +64,7 @@ def test_ask_runs_the_best_measured_pipeline_on_a_hybrid_index(small_index, vllm
 def test_the_kv_starter_can_cache_compressed_chunks(small_index, tmp_path):
     out = tmp_path / "kv.yaml"
     result = runner.invoke(app, ["init", "kv", "--out", str(out), "--index", str(small_index),
-                                 "--compress", "extractive"])
+                                 "--compress", "extractive", "--model", "tiny"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "kv-kv" / "manifest.json").read_text())
     assert manifest["compression"]["compressor"]["type"] == "extractive"
