@@ -24,18 +24,20 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
     assert dtypes.cpu_flags(tmp_path / "missing") == frozenset()
 
 
-@pytest.mark.parametrize(("flags", "generators", "encoders"), [
-    ("avx2 fma", "float32", "float32"),
-    ("avx512f avx512_bf16 avx512_fp16", "bfloat16", "float32"),  # decode gains; big matmuls vary
-    ("avx512f avx512_bf16 amx_bf16 amx_tile", "bfloat16", "bfloat16"),
+@pytest.mark.parametrize(("flags", "speedup", "generators", "encoders"), [
+    ("avx2 fma", 3.0, "float32", "float32"),
+    ("avx512f avx512_bf16 avx512_fp16", 0.5, "bfloat16", "float32"),  # its matmul measured slower
+    ("avx512f avx512_bf16 avx512_fp16", 2.7, "bfloat16", "bfloat16"),  # and faster (a Zen 4)
+    ("avx512f avx512_bf16 amx_bf16 amx_tile", 0.5, "bfloat16", "bfloat16"),  # AMX: no timing
 ])
 def test_auto_is_bfloat16_only_where_the_cpu_has_it_for_the_role(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: str, generators: str, encoders: str,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: str, speedup: float, generators: str,
+    encoders: str,
 ) -> None:
     monkeypatch.delenv("RAG_AUTO_DTYPE", raising=False)
-    path = cpuinfo(tmp_path, flags)
-    monkeypatch.setattr(dtypes, "cpu_has_bf16",
-                        lambda role: bool(dtypes.BF16_CPU_FLAGS[role] & dtypes.cpu_flags(path)))
+    host = dtypes.cpu_flags(cpuinfo(tmp_path, flags))
+    monkeypatch.setattr(dtypes, "cpu_flags", lambda: host)
+    monkeypatch.setattr(dtypes, "encoder_bf16_speedup", lambda: speedup)
     assert dtypes.auto_dtype("cpu", "generator") == generators
     assert dtypes.auto_dtype("cpu", "encoder") == encoders
     assert dtypes.resolve_dtype("float32", "cpu", "generator") == "float32"  # explicit choice kept
@@ -46,6 +48,11 @@ def test_auto_is_bfloat16_only_where_the_cpu_has_it_for_the_role(
         assert generator.dtype == generators
     for encoder in ({"type": "sentence_transformers"}, {"type": "splade", "model": "splade"}):
         assert build("encoder", {**encoder, "device": "cpu"}).dtype == encoders
+
+
+def test_the_encoder_timing_compares_the_two_types_on_this_cpu() -> None:
+    speedup = dtypes.encoder_bf16_speedup()
+    assert 0 < speedup < 100 and dtypes.encoder_bf16_speedup() == speedup  # timed once
 
 
 def test_an_encoder_in_bfloat16_runs_in_it_and_is_told_apart() -> None:
@@ -65,7 +72,7 @@ def test_an_encoder_in_bfloat16_runs_in_it_and_is_told_apart() -> None:
 
 
 def test_the_environment_pins_what_auto_means(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dtypes, "cpu_has_bf16", lambda role: True)
+    monkeypatch.setattr(dtypes, "cpu_flags", lambda: frozenset({"amx_bf16"}))
     monkeypatch.setenv("RAG_AUTO_DTYPE", "float32")
     assert dtypes.auto_dtype("cpu", "generator") == "float32"
     monkeypatch.setenv("RAG_AUTO_DTYPE", "int8")
