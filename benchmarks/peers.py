@@ -8,10 +8,13 @@ held). Left out: rank-llm (pulls CUDA packages) and flashrag-dev (needs the netw
    with the in-process generator's engine settings (benchmarks/frameworks/systems.py writes each
    pipeline as its framework's documentation shows it). Our `best_qa` runs in process (its own
    engine, same settings) and with the OpenAI-compatible generator against the shared engine.
-   Each system runs in its own process (peak memory is that process and its children): index
-   timing on the first `--index-docs` chunks, `--repeats` times from nothing (no embedding
-   cache); the full index; every question through 8 concurrent clients (EM, F1, accuracy);
-   then `--speed-questions` vital-qa questions with 1 and with 8 clients, `--repeats` times.
+   Each system runs in its own process (peak memory is that process and its children): the
+   full index; every question through 8 concurrent clients (EM, F1, accuracy); then
+   `--speed-questions` vital-qa questions with 1 and with 8 clients, `--repeats` times.
+   Indexing (`index`): the first `--index-docs` chunks indexed from nothing (no embedding
+   cache) `--repeats` times by each system in turn, ours also with its encoder pinned to
+   float32 (the peers' embedders' default) to show what `dtype: auto` chooses here, and the
+   known-item R@10 of our index built both ways.
 2. Compression (`compression`): llmlingua's own `PromptCompressor` (LongLLMLingua, as its README
    configures it for QA, rate 0.5) with the same small causal LM (`tiny`) as our LLMLingua-style
    compressor, beside it and our extractive compressor, all at 2x, on the factual test questions'
@@ -20,7 +23,7 @@ held). Left out: rank-llm (pulls CUDA packages) and flashrag-dev (needs the netw
    with naive and late embedding, same MiniLM, same chunk size, on the known-item task of
    benchmarks/chunking.py (description -> article, documents ranked by their best chunk).
 
-    python benchmarks/peers.py [--parts qa compression chunking] [--questions 500]
+    python benchmarks/peers.py [--parts qa engine index compression chunking] [--questions 500]
         [--speed-questions 48] [--index-docs 10033] [--repeats 3] [--compression-questions 500]
         [--chunk-docs 10033] [--chunk-size 32]
 """
@@ -34,11 +37,11 @@ import random
 import re
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import psutil
@@ -50,6 +53,7 @@ from frameworks.systems import (
     Haystack,
     LlamaIndex,
     Ours,
+    OursFloat32,
     OursOverHTTP,
     PeakMemory,
     QASystem,
@@ -62,7 +66,7 @@ from serving import PORT_VLLM, over_http, row, start_vllm_serve, stop_vllm_serve
 from rag.chunkers import FixedTokenChunker, LateChunkingEmbedder, NaiveEmbedder
 from rag.compression.base import Compressed, Compressor, CompressorConfig
 from rag.corpus import vital_articles
-from rag.eval.datasets import QAExample, vital_qa_split
+from rag.eval.datasets import QAExample, known_items, vital_qa_split
 from rag.eval.facts import vital_facts
 from rag.eval.harness import evaluate_qa
 from rag.eval.metrics import paired_bootstrap_interval, qa_scores, recall_at
@@ -76,11 +80,13 @@ from rag.retrievers import HNSWRetriever, HybridRetriever
 from rag.types import Chunk, Document, Hit
 
 RESULTS = Path(__file__).resolve().parent / "results"
+T = TypeVar("T")
 # What a part returns: its result sections, its summary keys, and its setup line.
 Part = tuple[dict[str, list[dict[str, Any]]], dict[str, Any], str]
-PARTS = ("qa", "engine", "compression", "chunking")
+PARTS = ("qa", "engine", "index", "compression", "chunking")
 SEARCH_DEPTH = 100  # chunks retrieved per known-item query, ranked by document
-SYSTEMS = {"ours": Ours, "ours-http": OursOverHTTP, "haystack": Haystack, "llamaindex": LlamaIndex}
+SYSTEMS = {"ours": Ours, "ours-http": OursOverHTTP, "haystack": Haystack, "llamaindex": LlamaIndex,
+           "ours-float32": OursFloat32}
 
 
 # ---- 1. QA ----------------------------------------------------------------------------------
@@ -91,22 +97,15 @@ def make_system(name: str, engine: Engine, work: Path) -> QASystem:
 
 
 def measure(name: str, engine: Engine, work: Path, sets: dict[str, list[str]],
-            speed_questions: list[str], articles: int, index_docs: int,
-            repeats: int) -> dict[str, Any]:
-    """One system, in its own process: index timings, the full index, answers, speeds."""
+            speed_questions: list[str], articles: int, repeats: int) -> dict[str, Any]:
+    """One system, in its own process: the full index, answers, speeds."""
     offline_tiktoken(work / "tiktoken")
     memory = PeakMemory()
     chunks = document_chunks(vital_articles()[:articles])
     system = make_system(name, engine, work)
-    index_s: list[float] = []
     if name == "ours-http":  # the same index as the in-process row: it opens that one
         system.open()
     else:
-        system.index(chunks[:50])  # models loaded and warm: each timed build loads them again
-        for _ in range(repeats):
-            began = time.perf_counter()
-            system.index(chunks[:index_docs])
-            index_s.append(time.perf_counter() - began)
         system.index(chunks)
     answers = {label: serve_clients(system, questions, 8)[0] for label, questions in sets.items()}
     speed: dict[int, list[dict[str, Any]]] = {1: [], 8: []}
@@ -117,14 +116,14 @@ def measure(name: str, engine: Engine, work: Path, sets: dict[str, list[str]],
     system.close()
     for left in psutil.Process().children(recursive=True):  # an engine process close missed
         left.kill()
-    return {"answers": answers, "index_s": index_s, "speed": speed,
+    return {"answers": answers, "speed": speed,
             "memory_gib": memory.stop(), "version": system.version, "config": system.describe()}
 
 
-def in_child(*args: Any) -> dict[str, Any]:
-    """`measure` in a fresh process, so each system's memory is its own."""
+def in_child(work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)` in a fresh process, so each system's memory is its own."""
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(measure, *args).result()
+        return pool.submit(work, *args).result()
 
 
 def engine_settings() -> tuple[Path, str, int]:
@@ -141,19 +140,18 @@ def qa(args: argparse.Namespace) -> Part:
     speed_questions = sets["vital-qa"][: args.speed_questions]
     model, dtype, kv_gib = engine_settings()
     engine = Engine(url=f"http://127.0.0.1:{PORT_VLLM}/v1")
-    runs = {"ours": in_child("ours", engine, args.work, sets, speed_questions, args.articles,
-                             args.index_docs, args.repeats)}
+    runs = {"ours": in_child(measure, "ours", engine, args.work, sets, speed_questions,
+                             args.articles, args.repeats)}
     server = start_vllm_serve(model, name=engine.model, dtype=dtype, kv_gib=kv_gib)
     try:
         for name in ("ours-http", "haystack", "llamaindex"):
-            runs[name] = in_child(name, engine, args.work, sets, speed_questions,
-                                  args.articles, args.index_docs, args.repeats)
+            runs[name] = in_child(measure, name, engine, args.work, sets, speed_questions,
+                                  args.articles, args.repeats)
     finally:
         stop_vllm_serve(server)
     sections, summary = qa_rows(runs, examples, args)
     return sections, summary, (
-        f"first {args.questions} test questions of vital-qa and of vital-facts; index timing: "
-        f"the first {args.index_docs} chunks, {args.repeats} builds each; speed: "
+        f"first {args.questions} test questions of vital-qa and of vital-facts; speed: "
         f"{args.speed_questions} vital-qa questions, 1 and 8 clients, {args.repeats} repeats "
         "(median, min, max)")
 
@@ -182,16 +180,69 @@ def engine_alone(args: argparse.Namespace) -> Part:
                                         "prompts as best_qa builds them, straight to vllm serve")
 
 
+INDEXERS = ("ours", "ours-float32", "haystack", "llamaindex")
+
+
+def time_builds(work: Path, index_docs: int, repeats: int) -> dict[str, Any]:
+    """Every system's index over the first `index_docs` chunks, built from nothing `repeats`
+    times, the systems taking turns within each repeat (so a slow spell of the shared machine
+    falls on all of them); then how well the last builds of ours find each article (known-item
+    R@10, the article's description as the query: the known-item test queries whose article
+    is indexed), in the `auto` dtype and in float32."""
+    offline_tiktoken(work / "tiktoken")
+    chunks = document_chunks(vital_articles()[:index_docs])
+    engine = Engine(url=f"http://127.0.0.1:{PORT_VLLM}/v1")  # named in pipelines, never called
+    systems = {name: make_system(name, engine, work / "index-timing") for name in INDEXERS}
+    for system in systems.values():
+        system.index(chunks[:50])  # imports done and caches warm: each timed build loads again
+    seconds: dict[str, list[float]] = {name: [] for name in systems}
+    for _ in range(repeats):
+        for name, system in systems.items():
+            began = time.perf_counter()
+            system.index(chunks)
+            seconds[name].append(time.perf_counter() - began)
+    held = {c.doc_id for c in chunks}
+    items = [i for i in known_items("test") if i.gold in held]
+    recall = {}
+    for name in ("ours", "ours-float32"):
+        found = systems[name].hybrid.search([i.query for i in items], k=10)  # type: ignore[union-attr]
+        recall[name] = round(sum(i.gold in {h.chunk.doc_id for h in hits}
+                                 for i, hits in zip(items, found)) / len(items), 4)
+    return {name: {"index_s": seconds[name], "version": system.version,
+                   "config": system.describe(), "encoder_dtype": getattr(system, "made_in", None),
+                   "known_item_r10": recall.get(name)}
+            for name, system in systems.items()} | {"known_items": len(items)}
+
+
+def index_builds(args: argparse.Namespace) -> Part:
+    """Seconds to index, ours against the peers', each system as its docs build it."""
+    runs = in_child(time_builds, args.work, args.index_docs, args.repeats)
+    rows = [{"system": SYSTEMS[name].name, "package": runs[name]["version"],
+             "encoder_dtype": runs[name]["encoder_dtype"] or "float32 (its default)",
+             "index_s": spread(runs[name]["index_s"], 2), "index_docs": args.index_docs,
+             "known_item_r10": runs[name]["known_item_r10"], "config": runs[name]["config"]}
+            for name in INDEXERS]
+    pairs = {"index_ratio_vs_haystack": ("haystack", "ours"),
+             "index_ratio_vs_llamaindex": ("llamaindex", "ours"),
+             "float32_encoder_over_auto": ("ours-float32", "ours")}
+    ratios = [{"ratio": key, **spread([a / b for a, b in zip(runs[slow]["index_s"],
+                                                             runs[fast]["index_s"])])}
+              for key, (slow, fast) in pairs.items()]
+    summary = {key: ratio(runs[slow]["index_s"], runs[fast]["index_s"])
+               for key, (slow, fast) in pairs.items() if key.startswith("index_ratio")}
+    return {"index": rows, "index_ratios": ratios}, summary, (
+        f"the first {args.index_docs} chunks, each system's index built from nothing "
+        f"{args.repeats} times, taking turns; known-item R@10 over the "
+        f"{runs['known_items']} known-item test queries whose article is among them")
+
+
 def qa_rows(runs: dict[str, dict[str, Any]], examples: dict[str, list[QAExample]],
             args: argparse.Namespace) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
     scores = {name: {label: [qa_scores(a, e.answers) for a, e in zip(run["answers"][label], ex)]
                      for label, ex in examples.items()} for name, run in runs.items()}
-    ours_index = runs["ours"]["index_s"]
     accuracy, speed, paired = [], [], []
     for name, run in runs.items():
-        index = spread(run["index_s"] or ours_index, 2)
         entry = {"system": SYSTEMS[name].name, "package": run["version"],
-                 "index_s": index, "index_docs": args.index_docs,
                  "memory_gib": run["memory_gib"], "config": run["config"]}
         for label, rows in scores[name].items():
             for metric in ("em", "f1", "acc"):
@@ -212,14 +263,9 @@ def qa_rows(runs: dict[str, dict[str, Any]], examples: dict[str, list[QAExample]
     def qps8(name: str) -> list[float]:
         return [r["req_per_s"] for r in runs[name]["speed"][8]]
 
-    def index_of(name: str) -> list[float]:
-        return runs[name]["index_s"]
-
     # ours over HTTP against the same engine as the peers; repeat i with repeat i
     pairs = {"qps8_ratio_vs_haystack": (qps8("ours-http"), qps8("haystack")),
-             "qps8_ratio_vs_llamaindex": (qps8("ours-http"), qps8("llamaindex")),
-             "index_ratio_vs_haystack": (index_of("haystack"), index_of("ours")),
-             "index_ratio_vs_llamaindex": (index_of("llamaindex"), index_of("ours"))}
+             "qps8_ratio_vs_llamaindex": (qps8("ours-http"), qps8("llamaindex"))}
     em = {name: entry for name, entry in zip(runs, accuracy)}
     summary = {
         "em_ours": em["ours"]["em_vital-qa"], "em_haystack": em["haystack"]["em_vital-qa"],
@@ -478,7 +524,7 @@ def main() -> None:
     setup: dict[str, Any] = {}
     # engine after qa, whose in-process row saves the index it reads
     for part, run in (("chunking", chunking), ("compression", compression), ("qa", qa),
-                      ("engine", engine_alone)):
+                      ("engine", engine_alone), ("index", index_builds)):
         if part in args.parts:
             rows, keys, described = run(args)
             sections |= rows

@@ -143,10 +143,14 @@ class Ours(Threaded):
 
     name, package = "rag-icl (in process)", "rag-icl"
 
+    encoder_dtype = "auto"  # float32, or bfloat16 where this CPU's matmul runs it faster
+
     def __init__(self, engine: Engine, saved: Path) -> None:
         super().__init__(engine)
         self.saved = saved
         self.pipeline: Any = None
+        self.hybrid: HybridRetriever | None = None
+        self.made_in = "float32"  # the dtype the encoder made the index's vectors in
 
     def generator(self) -> dict[str, Any]:
         return IN_PROCESS_GENERATOR
@@ -157,10 +161,13 @@ class Ours(Threaded):
                 "Pipeline.ask per client thread")
 
     def index(self, chunks: Sequence[Chunk]) -> None:
-        encoder = {"type": "sentence_transformers", "model": self.encoder, "cache": False}
+        encoder = {"type": "sentence_transformers", "model": self.encoder, "cache": False,
+                   "dtype": self.encoder_dtype}
         hybrid = HybridRetriever([BM25Retriever(), HNSWRetriever(encoder=encoder)], method="rrf")
         for child in hybrid.retrievers:
             child.index(chunks)
+        self.hybrid = hybrid
+        self.made_in = hybrid.retrievers[1].encoder.dtype
         shutil.rmtree(self.saved, ignore_errors=True)
         hybrid.save(self.saved)
         self.pipeline = best_qa(hybrid, self.generator(), k=K, max_tokens=MAX_TOKENS)
@@ -179,6 +186,13 @@ class Ours(Threaded):
             close = getattr(getattr(stage, "generator", None), "close", None)
             if close is not None:
                 close()
+
+
+class OursFloat32(Ours):
+    """The same, its encoder pinned to float32 as the peers' embedders run: what `auto` gains."""
+
+    name = "rag-icl (encoder pinned to float32)"
+    encoder_dtype = "float32"
 
 
 class OursOverHTTP(Ours):
