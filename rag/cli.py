@@ -94,7 +94,8 @@ def ask(
              "`make demo`'s questions, tiny three: benchmarks/results/demo_model.json), tiny, a "
              "folder or a GGUF.")] = "bench",
     backend: Annotated[str, typer.Option(help="vllm or transformers.")] = "vllm",
-    k: Annotated[int, typer.Option(help="Passages to retrieve per question.")] = 3,
+    k: Annotated[int | None, typer.Option(
+        help="Passages to retrieve per question (default: best_qa's).")] = None,
     max_tokens: Annotated[int, typer.Option(help="Answer length limit in tokens.")] = 64,
     pipeline: Annotated[Path | None, typer.Option(
         help="Run this pipeline file instead of the default.")] = None,
@@ -105,7 +106,8 @@ def ask(
     from rag.recipes import best_qa
 
     chosen = Pipeline.load(pipeline) if pipeline else best_qa(
-        index_dir, {"type": backend, "model": model}, k=k, max_tokens=max_tokens)
+        index_dir, {"type": backend, "model": model}, max_tokens=max_tokens,
+        **({} if k is None else {"k": k}))
     for answer in chosen.answer(questions, progress=len(questions) > 1):
         typer.secho(f"\nQ: {answer.query}", bold=True)
         typer.echo(f"A: {answer.text}")
