@@ -13,10 +13,11 @@ never its title. Both run over the same 10,033 vital articles, one chunk each, o
    order), then the improving settings together (round 1). Round 2 (`--final-questions`, larger):
    round 1's best crossed with passage order x compression on/off, the two settings that decide
    which text sits next to the question and that round 1 found the sets to pull apart on.
-   Round 3 (same questions): round 2's best with one passage fewer, and with the question also
-   before the passages (query-aware contextualization, Liu et al. 2023). The default is the
-   configuration of rounds 2 and 3 with the best mean EM over the two dev splits; the runner-up
-   the next.
+   Round 3 (same questions), coordinate ascent: the best so far with one setting changed (a
+   passage fewer or more, the other passage order, compression toggled, the question also before
+   the passages: query-aware contextualization, Liu et al. 2023), again from each new best,
+   until every neighbour of the best has been tried. The default is the configuration of rounds
+   2 and 3 with the best mean EM over the two dev splits; the runner-up the next.
 3. Test: the default, the runner-up, closed-book and a LlamaIndex-like plain hybrid (reciprocal-
    rank fusion, top 3, no compression, best passage first) on vital-qa's test split (its first
    500 questions, as every earlier figure) and `--test-questions` of the factual test split, with
@@ -162,10 +163,13 @@ def finalists(best: QAConfig) -> list[QAConfig]:
 
 
 def neighbours(best: QAConfig) -> list[QAConfig]:
-    """Round 3: `best` with one passage fewer, and with the question also before the passages
-    (query-aware contextualization): the two ways left to keep a small model from answering
-    from the wrong passage, which round 2's errors showed it doing on both sets."""
-    return [replace(best, k=best.k - 1), replace(best, repeat_question=True)]
+    """`best` with one setting changed: a passage fewer or more, the other passage order,
+    compression toggled (2x when on), the question also before the passages or not."""
+    order = "relevance_first" if best.order == "relevance_last" else "relevance_last"
+    return [*([replace(best, k=best.k - 1)] if best.k > 1 else []), replace(best, k=best.k + 1),
+            replace(best, order=order),
+            replace(best, compression=None if best.compression else 2.0),
+            replace(best, repeat_question=not best.repeat_question)]
 
 
 def dev(args: argparse.Namespace, index: HybridRetriever, generator: dict[str, Any],
@@ -182,11 +186,13 @@ def dev(args: argparse.Namespace, index: HybridRetriever, generator: dict[str, A
     if combined not in tried:
         first_rows, ranked = ranked_on(args, index, generator, [*tried, combined], sets,
                                        args.out / "dev")
-    round2 = finalists(ranked[0])
-    final_rows, final = ranked_on(args, index, generator, round2, final_sets,
+    tried = finalists(ranked[0])
+    final_rows, final = ranked_on(args, index, generator, tried, final_sets,
                                   args.out / "dev-final")
-    final_rows, final = ranked_on(args, index, generator, [*round2, *neighbours(final[0])],
-                                  final_sets, args.out / "dev-final")
+    while new := [c for c in neighbours(final[0]) if c not in tried]:  # round 3: ascent
+        tried += new
+        final_rows, final = ranked_on(args, index, generator, tried, final_sets,
+                                      args.out / "dev-final")
     return {"dev": first_rows, "dev final": final_rows}, final
 
 
