@@ -22,6 +22,7 @@ LINKED_RESULTS = {
     "docs/benchmarks.md#follow-up-questions": "conversation.json",
     "docs/benchmarks.md#the-demos-model": "demo_model.json",
     "docs/benchmarks.md#qa-beside-haystack-and-llamaindex": "peers.json",
+    "docs/benchmarks.md#indexing-beside-haystack-and-llamaindex": "peers.json",
     "docs/benchmarks.md#compression-beside-llmlingua": "peers.json",
     "docs/benchmarks.md#chunking-beside-chonkie": "peers.json",
     "docs/benchmarks.md#retrieval": "retrieval.json",
