@@ -149,7 +149,7 @@ def qa(args: argparse.Namespace) -> Part:
                                   args.articles, args.repeats)
     finally:
         stop_vllm_serve(server)
-    sections, summary = qa_rows(runs, examples, args)
+    sections, summary = qa_rows(runs, examples)
     return sections, summary, (
         f"first {args.questions} test questions of vital-qa and of vital-facts; speed: "
         f"{args.speed_questions} vital-qa questions, 1 and 8 clients, {args.repeats} repeats "
@@ -217,6 +217,17 @@ def time_builds(work: Path, index_docs: int, repeats: int) -> dict[str, Any]:
 def index_builds(args: argparse.Namespace) -> Part:
     """Seconds to index, ours against the peers', each system as its docs build it."""
     runs = in_child(time_builds, args.work, args.index_docs, args.repeats)
+    sections, summary = index_rows(runs, args)
+    return sections, summary, (
+        f"the first {args.index_docs} chunks, each system's index built from nothing "
+        f"{args.repeats} times, taking turns; known-item R@10 over the "
+        f"{runs['known_items']} known-item test queries whose article is among them")
+
+
+def index_rows(runs: dict[str, Any], args: argparse.Namespace,
+               ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, float]]:
+    """A row per system, the ratios of their seconds (repeat i against repeat i), and the
+    summary's two index ratios (the peers' seconds over ours)."""
     rows = [{"system": SYSTEMS[name].name, "package": runs[name]["version"],
              "encoder_dtype": runs[name]["encoder_dtype"] or "float32 (its default)",
              "index_s": spread(runs[name]["index_s"], 2), "index_docs": args.index_docs,
@@ -230,14 +241,11 @@ def index_builds(args: argparse.Namespace) -> Part:
               for key, (slow, fast) in pairs.items()]
     summary = {key: ratio(runs[slow]["index_s"], runs[fast]["index_s"])
                for key, (slow, fast) in pairs.items() if key.startswith("index_ratio")}
-    return {"index": rows, "index_ratios": ratios}, summary, (
-        f"the first {args.index_docs} chunks, each system's index built from nothing "
-        f"{args.repeats} times, taking turns; known-item R@10 over the "
-        f"{runs['known_items']} known-item test queries whose article is among them")
+    return {"index": rows, "index_ratios": ratios}, summary
 
 
 def qa_rows(runs: dict[str, dict[str, Any]], examples: dict[str, list[QAExample]],
-            args: argparse.Namespace) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+            ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
     scores = {name: {label: [qa_scores(a, e.answers) for a, e in zip(run["answers"][label], ex)]
                      for label, ex in examples.items()} for name, run in runs.items()}
     accuracy, speed, paired = [], [], []

@@ -100,10 +100,10 @@ def test_ratios_pair_repeats_and_verdicts_need_the_interval_off_zero():
     assert verdict(-0.02, 0.03).startswith("tie")
 
 
-def fake_run(answers: list[str], index_s: list[float], qps: list[float]) -> dict:
+def fake_run(answers: list[str], qps: list[float]) -> dict:
     speed = {c: [{"system": "s", "clients": c, "requests": 4, "req_per_s": v, "p50_s": 0.1,
                   "p95_s": 0.2} for v in qps] for c in (1, 8)}
-    return {"answers": {"vital-qa": answers[:2], "vital-facts": answers[2:]}, "index_s": index_s,
+    return {"answers": {"vital-qa": answers[:2], "vital-facts": answers[2:]},
             "memory_gib": 1.0, "version": "v", "config": "c", "speed": speed}
 
 
@@ -115,14 +115,31 @@ def test_the_qa_summary_holds_exactly_the_issues_keys_each_from_its_own_system()
     examples = {"vital-qa": [QAExample(id="a", question="q", answers=["x"]),
                              QAExample(id="b", question="q", answers=["y"])],
                 "vital-facts": [QAExample(id="c", question="q", answers=["z"])]}
-    runs = {"ours": fake_run(["x", "n", "z"], [10, 11, 12], [1, 2, 3]),
-            "ours-http": fake_run(["x", "n", "z"], [], [2, 4, 6]),
-            "haystack": fake_run(["x", "y", "n"], [20, 22, 24], [1, 1, 1]),
-            "llamaindex": fake_run(["n", "n", "z"], [5, 5, 5], [2, 2, 2])}
-    sections, summary = qa_rows(runs, examples, argparse.Namespace(index_docs=9))
+    runs = {"ours": fake_run(["x", "n", "z"], [1, 2, 3]),
+            "ours-http": fake_run(["x", "n", "z"], [2, 4, 6]),
+            "haystack": fake_run(["x", "y", "n"], [1, 1, 1]),
+            "llamaindex": fake_run(["n", "n", "z"], [2, 2, 2])}
+    sections, summary = qa_rows(runs, examples)
     assert summary == {"em_ours": 0.5, "em_haystack": 1.0, "em_llamaindex": 0.0,
                        "em_ours_facts": 1.0, "em_haystack_facts": 0.0, "em_llamaindex_facts": 1.0,
-                       "qps8_ratio_vs_haystack": 4.0, "qps8_ratio_vs_llamaindex": 2.0,
-                       "index_ratio_vs_haystack": 2.0, "index_ratio_vs_llamaindex": 0.455}
+                       "qps8_ratio_vs_haystack": 4.0, "qps8_ratio_vs_llamaindex": 2.0}
     assert [r["qps"]["median"] for r in sections["qa_speed"][:2]] == [2, 2]
-    assert sections["qa_accuracy"][1]["index_s"] == sections["qa_accuracy"][0]["index_s"]
+
+
+def test_the_index_summary_is_the_peers_seconds_over_ours_repeat_by_repeat():
+    from peers import index_rows
+
+    def built(seconds: list[float], dtype: str | None, recall: float | None) -> dict:
+        return {"index_s": seconds, "version": "v", "config": "c", "encoder_dtype": dtype,
+                "known_item_r10": recall}
+
+    runs = {"ours": built([10, 11, 12], "bfloat16", 0.8), "ours-float32": built([20, 20, 20],
+                                                                               "float32", 0.79),
+            "haystack": built([20, 22, 30], None, None), "llamaindex": built([5, 5, 5], None, None)}
+    sections, summary = index_rows(runs, argparse.Namespace(index_docs=9))
+    assert summary == {"index_ratio_vs_haystack": 2.0, "index_ratio_vs_llamaindex": 0.455}
+    by = {r["ratio"]: r for r in sections["index_ratios"]}
+    assert by["float32_encoder_over_auto"]["median"] == round(20 / 11, 3)
+    rows = {r["system"]: r for r in sections["index"]}
+    assert rows["Haystack"]["encoder_dtype"] == "float32 (its default)"
+    assert [r["index_s"]["median"] for r in sections["index"]] == [11, 20, 22, 5]
