@@ -169,15 +169,15 @@ def rag_qa(
     return Pipeline(stages)
 
 
-def best_qa(index: str | Path | Retriever, generator: Any = None, k: int = 2,
+def best_qa(index: str | Path | Retriever, generator: Any = None, k: int = 4,
             max_tokens: int = 64, condense: bool = True, search: Search = "fused") -> Pipeline:
     """The QA default, chosen by mean EM over the dev splits of vital-qa and vital-facts
-    (benchmarks/qa_general.py): the hybrid's children fused by reciprocal rank, top 2, the
-    passages whole, best first, and "Give only the answer, no other words." (fewer passages
-    leave a small model fewer wrong ones to answer from); a follow-up question is condensed with
-    its history first (no generation for a question without history) and searched as its
-    rewrite and as the whole conversation, the two rankings fused (chosen on vital-followups'
-    dev split, benchmarks/conversation.py)."""
+    (benchmarks/qa_general.py, a coordinate ascent over k, passage order, compression and a
+    repeated question): the hybrid's children fused by reciprocal rank, top 4, the passages
+    whole, best first, and "Give only the answer, no other words."; a follow-up question is
+    condensed with its history first (no generation for a question without history) and
+    searched as its rewrite and as the whole conversation, the two rankings fused (chosen on
+    vital-followups' dev split, benchmarks/conversation.py)."""
     return rag_qa(index, generator, k=k, compression=None, fusion="rrf", order="relevance_first",
                   max_tokens=max_tokens, condense=condense, search=search)
 

@@ -108,7 +108,7 @@ def test_the_qa_default_fuses_by_rank_and_round_trips(index_dir: Path, vllm_tiny
     default = best_qa(index, vllm_tiny)
     assert [s.name for s in default.stages] == ["condense", "retrieve", "rag_prompt", "generate"]
     assert default.stages[2].config.order == "relevance_first"
-    assert default.stages[1].config.k == 2  # chosen on both dev splits (qa_general.py round 3)
+    assert default.stages[1].config.k == 4  # chosen on both dev splits (qa_general.py round 3)
     assert default.stages[0].generator is default.stages[-1].generator  # one engine for both
     fused = default.stages[1].retriever
     assert fused.config.method == "rrf" and fused.retrievers == index.retrievers
