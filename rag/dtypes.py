@@ -47,6 +47,12 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
 
 
 @cache
+def host_flags() -> frozenset[str]:
+    """This machine's flags, read once: every model's `dtype` asks."""
+    return cpu_flags()
+
+
+@cache
 def encoder_bf16_speedup() -> float:
     """float32 seconds over bfloat16 seconds for an encoder-shaped matmul on this CPU (the
     fastest of 5 runs each, after a warm-up)."""
@@ -68,7 +74,7 @@ def encoder_bf16_speedup() -> float:
 
 def cpu_has_bf16(role: Role) -> bool:
     """Whether this CPU computes bfloat16 natively and it pays for `role` (module docstring)."""
-    flags = cpu_flags()
+    flags = host_flags()
     if "amx_bf16" in flags:
         return True
     if "avx512_bf16" not in flags:

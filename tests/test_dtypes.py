@@ -36,7 +36,7 @@ def test_auto_is_bfloat16_only_where_the_cpu_has_it_for_the_role(
 ) -> None:
     monkeypatch.delenv("RAG_AUTO_DTYPE", raising=False)
     host = dtypes.cpu_flags(cpuinfo(tmp_path, flags))
-    monkeypatch.setattr(dtypes, "cpu_flags", lambda: host)
+    monkeypatch.setattr(dtypes, "host_flags", lambda: host)
     monkeypatch.setattr(dtypes, "encoder_bf16_speedup", lambda: speedup)
     assert dtypes.auto_dtype("cpu", "generator") == generators
     assert dtypes.auto_dtype("cpu", "encoder") == encoders
@@ -72,7 +72,7 @@ def test_an_encoder_in_bfloat16_runs_in_it_and_is_told_apart() -> None:
 
 
 def test_the_environment_pins_what_auto_means(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dtypes, "cpu_flags", lambda: frozenset({"amx_bf16"}))
+    monkeypatch.setattr(dtypes, "host_flags", lambda: frozenset({"amx_bf16"}))
     monkeypatch.setenv("RAG_AUTO_DTYPE", "float32")
     assert dtypes.auto_dtype("cpu", "generator") == "float32"
     monkeypatch.setenv("RAG_AUTO_DTYPE", "int8")

@@ -8,7 +8,8 @@ from pydantic import Field
 
 from rag.pipeline import Stage, Writes
 from rag.prompts.templates import (
-    CLOSED_BOOK_SYSTEM, RAG_SYSTEM, RAG_USER, RAG_USER_AROUND, chat, format_passages, solve_chat, solve_completion,
+    CLOSED_BOOK_SYSTEM, RAG_SYSTEM, RAG_USER, RAG_USER_AROUND, chat, format_passages, solve_chat,
+    solve_completion,
 )
 from rag.registry import ComponentConfig, register
 from rag.state import View
