@@ -1,6 +1,6 @@
 """Which model a newcomer's first answers come from: `tiny` against `bench` with the QA default.
 
-`best_qa` (hybrid over the 10,033 vital articles, reciprocal-rank fusion, top 3) in vLLM with
+`best_qa` (the QA default, over the 10,033 vital articles' hybrid index) in vLLM with
 each model, on the four questions `make demo` asks and on the first `--questions` of vital-qa's
 dev split (a choice, so not its test split): EM and accuracy (a gold answer inside the answer),
 each demo answer, and what the model costs to install (the size of the PyPI packages that carry
@@ -52,8 +52,8 @@ def answer(model: str, questions: int, work: Path, out: Path) -> dict[str, Any]:
     demo = [QAExample(id=f"demo-{i}", question=q, answers=golds)
             for i, (q, golds) in enumerate(DEMO.items())]
     asked = run_qa(pipeline, demo, out / model / "demo", progress=False)
-    scored = summarize_qa(vital_qa_split("dev", questions),
-                          run_qa(pipeline, vital_qa_split("dev", questions), out / model / "vital-qa"))
+    dev = vital_qa_split("dev", questions)
+    scored = summarize_qa(dev, run_qa(pipeline, dev, out / model / "vital-qa"))
     # A pool worker joins its children at exit, and skips atexit: stop the engine first.
     pipeline.stages[-1].generator.close()
     for left in psutil.Process().children(recursive=True):
@@ -82,8 +82,7 @@ def main() -> None:
                **{f"vitalqa_dev_em_{m}": by[m]["vital-qa dev EM"] for m in MODELS},
                **{f"installed_mb_{m}": by[m]["installed MB"] for m in MODELS},
                "demo_questions": len(DEMO), "vitalqa_questions": args.questions}
-    setup = {"pipeline": "best_qa: hybrid top 3, reciprocal-rank fusion, passages whole, best "
-                         "first, 64 tokens, vLLM, greedy",
+    setup = {"pipeline": "best_qa (the QA default at the run's commit), 64 tokens, vLLM, greedy",
              "demo": "the four questions of `make demo`; correct: a gold answer inside the answer",
              "vital-qa": f"the first {args.questions} questions of the dev split"}
     write_results("demo_model", setup, rows, summary=summary)
