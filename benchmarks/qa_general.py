@@ -2,43 +2,46 @@
 
 `vital-qa` asks for an article's title from its description; `vital-facts` (rag.eval.facts) asks
 for facts stated inside one article (years, places, people, quantities, languages, families),
-never its title. Both run over the same 10,033 vital articles, one chunk each, one hybrid index
-(BM25 + MiniLM/HNSW), with `bench` through vLLM.
+never its title. Both run over the same 10,033 vital articles, one hybrid index (BM25 +
+MiniLM/HNSW) per chunk size tried, with `bench` through vLLM.
 
 1. The factual set: its size, and how many of 50 sampled questions a reader found well-formed
    (`benchmarks/facts_sample.json`, the verdicts of one reading of that fixed sample).
 2. Dev: every configuration on vital-qa's dev split (questions 500-999, seed 0; `--dev-questions`
    of them) and the factual set's dev split, varied one setting at a time from a base (the
    instruction wording, compression off/1.5x/2x, convex vs reciprocal-rank fusion, k, passage
-   order), then the improving settings together (round 1). Round 2 (`--final-questions`, larger):
-   round 1's best crossed with passage order x compression on/off, the two settings that decide
-   which text sits next to the question and that round 1 found the sets to pull apart on.
-   Round 3 (same questions), coordinate ascent: the best so far with one setting changed (a
-   passage fewer or more, the other passage order, compression toggled, the question also before
-   the passages: query-aware contextualization, Liu et al. 2023), again from each new best,
-   until every neighbour of the best has been tried. The default is the configuration of rounds
-   2 and 3 with the best mean EM over the two dev splits; the runner-up the next.
+   order), then the improving settings together (round 1). Round 2 (`--final-questions`, by
+   default the whole dev splits: 500 and 377 questions): round 1's best crossed with passage
+   order x compression on/off, the two settings that decide which text sits next to the question
+   and that round 1 found the sets to pull apart on. Round 3 (same questions), coordinate
+   ascent: the best so far with one setting changed (a passage fewer or more, the other passage
+   order, compression toggled, the question also before the passages: query-aware
+   contextualization, Liu et al. 2023; the other instruction, the other fusion, and 48-token
+   chunks instead of whole articles with twice the passages), again from each new best, until
+   every neighbour of the best has been tried. The default is the configuration of rounds 2 and
+   3 with the best mean EM over the two dev splits; the runner-up the next.
 3. Test: the default, the runner-up, closed-book and a LlamaIndex-like plain hybrid (reciprocal-
    rank fusion, top 3, no compression, best passage first) on vital-qa's test split (its first
-   500 questions, as every earlier figure) and `--test-questions` of the factual test split, with
+   500 questions, as every earlier figure) and the factual test split (721 questions), with
    paired 95% bootstrap intervals of the default against each.
 4. Compression on the factual test questions: extractive and LLMLingua-style at 2x against none
    (all else as the default): EM, and how often the compressed passages lost the answer that the
    gold article's passage held.
 
-    python benchmarks/qa_general.py [--dev-questions 40] [--final-questions 150]
-                                    [--test-questions 500] [--parts test runner-up compression]
+    python benchmarks/qa_general.py [--dev-questions 40] [--final-questions N]
+                                    [--test-questions N] [--parts test runner-up compression]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from rag.chunkers import FixedTokenChunker
 from rag.corpus import vital_articles
 from rag.eval.datasets import QAExample, vital_qa_split
 from rag.eval.facts import vital_facts
@@ -51,10 +54,15 @@ from rag.prompts.templates import BRIEF_ANSWER, PHRASE_ANSWER, qa_system
 from rag.recipes import closed_book, document_chunks, hybrid_index, rag_qa
 from rag.retrievers import HybridRetriever
 from rag.text import normalize_answer
+from rag.types import Document
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SAMPLE = Path(__file__).resolve().parent / "facts_sample.json"
 INSTRUCTIONS = {"brief": BRIEF_ANSWER, "phrase": PHRASE_ANSWER}
+# The chunk size tried against one chunk per article: an article summary is 77 words (about 100
+# encoder tokens) on average, so 48-token windows cut most articles in two or three.
+CHUNK_TOKENS = 48
+Indexes = Callable[[int | None], HybridRetriever]
 
 
 @dataclass(frozen=True)
@@ -67,27 +75,32 @@ class QAConfig:
     k: int = 3
     order: Literal["relevance_first", "relevance_last"] = "relevance_last"
     repeat_question: bool = False
+    chunk_tokens: int | None = None  # None: one chunk per article
 
     @property
     def name(self) -> str:
         squeeze = f"x{self.compression:g}" if self.compression else "full"
         around = "-around" if self.repeat_question else ""
+        chunks = f"-c{self.chunk_tokens}" if self.chunk_tokens else ""
         return (f"{self.instruction}-{squeeze}-{self.fusion}-k{self.k}-"
-                f"{self.order.split('_')[1]}{around}")
+                f"{self.order.split('_')[1]}{around}{chunks}")
 
     def describe(self) -> str:
         squeeze = (f"extractive compression {self.compression:g}x" if self.compression
                    else "no compression")
         around = ", the question before and after the passages" if self.repeat_question else ""
-        return (f"retrieve (hybrid BM25 + MiniLM/HNSW, {self.fusion} fusion, top {self.k}) -> "
+        chunks = (f"{self.chunk_tokens}-token chunks" if self.chunk_tokens
+                  else "one chunk per article")
+        return (f"retrieve (hybrid BM25 + MiniLM/HNSW over {chunks}, {self.fusion} fusion, "
+                f"top {self.k}) -> "
                 f"{squeeze} -> rag_prompt ('{qa_system(INSTRUCTIONS[self.instruction])}', best "
                 f"passage {self.order.split('_')[1]}{around}) -> generate")
 
-    def pipeline(self, index: HybridRetriever, generator: dict[str, Any],
-                 max_tokens: int) -> Pipeline:
-        return rag_qa(index, generator, k=self.k, compression=self.compression, fusion=self.fusion,
-                      order=self.order, system=qa_system(INSTRUCTIONS[self.instruction]),
-                      max_tokens=max_tokens, repeat_question=self.repeat_question)
+    def pipeline(self, indexes: Indexes, generator: dict[str, Any], max_tokens: int) -> Pipeline:
+        return rag_qa(indexes(self.chunk_tokens), generator, k=self.k,
+                      compression=self.compression, fusion=self.fusion, order=self.order,
+                      system=qa_system(INSTRUCTIONS[self.instruction]), max_tokens=max_tokens,
+                      repeat_question=self.repeat_question)
 
 
 BASE = QAConfig()
@@ -130,12 +143,12 @@ def run_sets(configs: dict[str, Pipeline], sets: dict[str, list[QAExample]],
             for name, questions in sets.items()}
 
 
-def ranked_on(args: argparse.Namespace, index: HybridRetriever, generator: dict[str, Any],
+def ranked_on(args: argparse.Namespace, indexes: Indexes, generator: dict[str, Any],
               configs: Sequence[QAConfig], sets: dict[str, list[QAExample]], folder: Path,
               ) -> tuple[list[dict[str, Any]], list[QAConfig]]:
     """Rows of the configurations on the dev sets, best mean EM first, and their ranking (a tie
     keeps the order tried)."""
-    scores = run_sets({c.name: c.pipeline(index, generator, args.max_tokens) for c in configs},
+    scores = run_sets({c.name: c.pipeline(indexes, generator, args.max_tokens) for c in configs},
                       sets, folder)
     mean = {c.name: sum(scores[s][c.name]["em"] for s in sets) / len(sets) for c in configs}
     ranked = sorted(configs, key=lambda c: mean[c.name], reverse=True)
@@ -164,39 +177,46 @@ def finalists(best: QAConfig) -> list[QAConfig]:
 
 def neighbours(best: QAConfig) -> list[QAConfig]:
     """`best` with one setting changed: a passage fewer or more, the other passage order,
-    compression toggled (2x when on), the question also before the passages or not."""
+    compression toggled (2x when on), the question also before the passages or not, the other
+    instruction, the other fusion, and the other chunk size (k scaled with it, so the passages
+    hold about as many words)."""
     order = "relevance_first" if best.order == "relevance_last" else "relevance_last"
+    instruction = "phrase" if best.instruction == "brief" else "brief"
+    fusion: Literal["convex", "rrf"] = "convex" if best.fusion == "rrf" else "rrf"
+    chunking = (replace(best, chunk_tokens=None, k=max(1, best.k // 2)) if best.chunk_tokens
+                else replace(best, chunk_tokens=CHUNK_TOKENS, k=2 * best.k))
     return [*([replace(best, k=best.k - 1)] if best.k > 1 else []), replace(best, k=best.k + 1),
             replace(best, order=order),
             replace(best, compression=None if best.compression else 2.0),
-            replace(best, repeat_question=not best.repeat_question)]
+            replace(best, repeat_question=not best.repeat_question),
+            replace(best, instruction=instruction), replace(best, fusion=fusion), chunking]
 
 
-def dev(args: argparse.Namespace, index: HybridRetriever, generator: dict[str, Any],
+def dev(args: argparse.Namespace, indexes: Indexes, generator: dict[str, Any],
         sets: dict[str, list[QAExample]],
         final_sets: dict[str, list[QAExample]]) -> tuple[dict[str, list[dict[str, Any]]],
                                                           list[QAConfig]]:
     """Every round's rows, and rounds 2 and 3's configurations ranked by mean dev EM."""
     tried = [BASE, *VARIANTS]
-    first_rows, ranked = ranked_on(args, index, generator, tried, sets, args.out / "dev")
+    first_rows, ranked = ranked_on(args, indexes, generator, tried, sets, args.out / "dev")
     base_mean = next(r["mean_em"] for r in first_rows if r["configuration"] == BASE.name)
     improving = [v for v in VARIANTS
                  if next(r["mean_em"] for r in first_rows if r["configuration"] == v.name) > base_mean]
     combined = combine(BASE, improving)
     if combined not in tried:
-        first_rows, ranked = ranked_on(args, index, generator, [*tried, combined], sets,
+        first_rows, ranked = ranked_on(args, indexes, generator, [*tried, combined], sets,
                                        args.out / "dev")
     tried = finalists(ranked[0])
-    final_rows, final = ranked_on(args, index, generator, tried, final_sets,
+    final_rows, final = ranked_on(args, indexes, generator, tried, final_sets,
                                   args.out / "dev-final")
     while new := [c for c in neighbours(final[0]) if c not in tried]:  # round 3: ascent
         tried += new
-        final_rows, final = ranked_on(args, index, generator, tried, final_sets,
+        final_rows, final = ranked_on(args, indexes, generator, tried, final_sets,
                                       args.out / "dev-final")
     return {"dev": first_rows, "dev final": final_rows}, final
 
 
-def test(args: argparse.Namespace, index: HybridRetriever, generator: dict[str, Any],
+def test(args: argparse.Namespace, indexes: Indexes, generator: dict[str, Any],
          sets: dict[str, list[QAExample]], default: QAConfig,
          runner_up: QAConfig | None) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
     """Each system on each test split, the default first (the run resumes, so an interrupted
@@ -210,7 +230,7 @@ def test(args: argparse.Namespace, index: HybridRetriever, generator: dict[str, 
     names = {role: c.name if c else "closed-book" for role, c in roles.items()}
     scores: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in sets}
     for role, config in roles.items():
-        pipeline = (config.pipeline(index, generator, args.max_tokens) if config else
+        pipeline = (config.pipeline(indexes, generator, args.max_tokens) if config else
                     closed_book(generator, args.max_tokens,
                                 f"Answer the question. {INSTRUCTIONS[default.instruction]}"))
         for set_name, questions in sets.items():
@@ -253,16 +273,16 @@ def lost_answers(pipeline: Pipeline, questions: Sequence[QAExample]) -> tuple[in
     return lost, held
 
 
-def compression(args: argparse.Namespace, index: HybridRetriever, generator: dict[str, Any],
+def compression(args: argparse.Namespace, indexes: Indexes, generator: dict[str, Any],
                 questions: list[QAExample], default: QAConfig) -> list[dict[str, Any]]:
     """Extractive and LLMLingua-style compression at 2x against none, all else the default's,
     in the test split's folder: configurations the test part ran are not generated again."""
     full, extractive = replace(default, compression=None), replace(default, compression=2.0)
-    lingua = rag_qa(index, generator, k=default.k, compression=2.0, compressor="llmlingua",
+    lingua = rag_qa(indexes(default.chunk_tokens), generator, k=default.k, compression=2.0, compressor="llmlingua",
                     fusion=default.fusion, order=default.order,
                     system=qa_system(INSTRUCTIONS[default.instruction]), max_tokens=args.max_tokens)
-    systems = {full.name: full.pipeline(index, generator, args.max_tokens),
-               extractive.name: extractive.pipeline(index, generator, args.max_tokens),
+    systems = {full.name: full.pipeline(indexes, generator, args.max_tokens),
+               extractive.name: extractive.pipeline(indexes, generator, args.max_tokens),
                f"{extractive.name}-llmlingua": lingua}
     folder = args.out / "test" / "vital-facts"
     scores = {name: summarize_qa(questions, run_qa(pipeline, questions, folder / name))
@@ -283,13 +303,30 @@ def compression(args: argparse.Namespace, index: HybridRetriever, generator: dic
     return rows
 
 
+def article_indexes(docs: Sequence[Document], work: Path) -> Indexes:
+    """The hybrid index of the articles for a chunk size (None: one chunk per article), built or
+    reopened on first use."""
+    built: dict[int | None, HybridRetriever] = {}
+
+    def index(chunk_tokens: int | None) -> HybridRetriever:
+        if chunk_tokens not in built:
+            chunks = (FixedTokenChunker(size=chunk_tokens).chunk_all(docs, progress=True)
+                      if chunk_tokens else document_chunks(docs))
+            folder = f"vital-hybrid-{chunk_tokens}t" if chunk_tokens else "vital-hybrid"
+            built[chunk_tokens] = hybrid_index(chunks, out=work / folder)
+        return built[chunk_tokens]
+
+    return index
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="bench")
     parser.add_argument("--dev-questions", type=int, default=40, help="per dev split, round 1")
-    parser.add_argument("--final-questions", type=int, default=150,
-                        help="per dev split, round 2")
-    parser.add_argument("--test-questions", type=int, default=500, help="of the factual test split")
+    parser.add_argument("--final-questions", type=int, default=None,
+                        help="per dev split, rounds 2 and 3 (default: the whole splits)")
+    parser.add_argument("--test-questions", type=int, default=None,
+                        help="of the factual test split (default: all of it)")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--parts", nargs="*", choices=["test", "runner-up", "compression"],
                         default=["test", "runner-up", "compression"],
@@ -303,19 +340,19 @@ def main() -> None:
     well_formed = sample_check(facts)
     facts_dev = vital_facts(docs, "dev")[: args.dev_questions]
     facts_test = vital_facts(docs, "test")[: args.test_questions]
-    index = hybrid_index(document_chunks(docs), out=args.work / "vital-hybrid")
+    indexes = article_indexes(docs, args.work)
     # The default 2,048-token window keeps each step capped; 1 GiB of KV holds 80,000 tokens.
     generator = {"type": "vllm", "model": args.model, "cpu_kv_cache_gib": 1}
 
     dev_sets = {"vital-qa": vital_qa_split("dev", args.dev_questions), "vital-facts": facts_dev}
     final_sets = {"vital-qa": vital_qa_split("dev", args.final_questions),
                   "vital-facts": vital_facts(docs, "dev")[: args.final_questions]}
-    sections, ranked = dev(args, index, generator, dev_sets, final_sets)
+    sections, ranked = dev(args, indexes, generator, dev_sets, final_sets)
     default, runner_up = ranked[0], ranked[1]
     summary: dict[str, Any] = {"facts_questions": len(facts_test),
                                "facts_sample_well_formed": well_formed}
     if "test" in args.parts:
-        rows, ems = test(args, index, generator,
+        rows, ems = test(args, indexes, generator,
                          {"vital-facts": facts_test, "vital-qa": vital_qa_split("test")},
                          default, runner_up if "runner-up" in args.parts else None)
         sections["test"] = rows
@@ -325,18 +362,19 @@ def main() -> None:
                     "vitalqa_em_default": round(ems["vital-qa"]["default"], 4),
                     "default_pipeline": default.describe()}
     if "compression" in args.parts:
-        sections["compression"] = compression(args, index, generator, facts_test, default)
+        sections["compression"] = compression(args, indexes, generator, facts_test, default)
     setup = {"model": args.model, "generator": generator, "max_tokens": args.max_tokens,
-             "corpus": "10,033 vital-article summaries, one chunk each, one hybrid index",
+             "corpus": f"10,033 vital-article summaries; one hybrid index per chunk size (one chunk "
+                       f"per article, {CHUNK_TOKENS}-token windows)",
              "facts": {"all": len(facts), "dev_used": len(facts_dev),
                        "dev_final_used": len(final_sets["vital-facts"]),
                        "test_used": len(facts_test),
                        "sample": f"{well_formed} of 50 well-formed ({SAMPLE.name})"},
-             "vital_qa": {"dev": f"questions 500-{499 + args.dev_questions} (seed 0)",
-                          "dev_final": f"questions 500-{499 + args.final_questions} (seed 0)",
+             "vital_qa": {"dev": f"questions 500-{499 + len(dev_sets['vital-qa'])} (seed 0)",
+                          "dev_final": f"questions 500-{499 + len(final_sets['vital-qa'])} "
+                                       "(seed 0)",
                           "test": "questions 0-499 (seed 0)", "test_questions": 500},
              "chosen_on": "mean EM over the two dev splits of round 2 ('dev final')",
-             "not_tuned": "chunk size: one chunk per article, as in the end-to-end benchmark",
              "reports": str(args.out.relative_to(RESULTS.parent.parent))}
     write_results("qa_general", setup, sections, summary=summary if "test" in args.parts else None)
 
