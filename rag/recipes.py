@@ -80,8 +80,9 @@ def hybrid_index(
             child.add_vectors(list(chunks), vectors)
         else:
             child.index(chunks, progress=progress)
-    if out is not None:
-        hybrid.save(out)
+    if out is not None:  # reopened, so it names the dtype its vectors were made in, as a reload
+        hybrid.save(out)  # does (a run resumed on the reload must see the same configuration)
+        return HybridRetriever(path=str(out))
     return hybrid
 
 

@@ -132,7 +132,9 @@ def test_bad_updates_are_named_errors_that_write_nothing(docs, tmp_path):
 def test_an_index_without_a_catalog_or_with_a_damaged_one_is_a_named_error(docs, tmp_path):
     from rag.recipes import document_chunks
 
-    hybrid_index(document_chunks(docs[:3]), out=tmp_path / "chunks-only", progress=False)
+    built = hybrid_index(document_chunks(docs[:3]), out=tmp_path / "chunks-only", progress=False)
+    reopened = open_index(tmp_path / "chunks-only")  # what a resumed run sees: the same children
+    assert [c.spec() for c in built.retrievers] == [c.spec() for c in reopened.retrievers]
     with pytest.raises(IndexLoadError, match="without a document catalog"):
         DocumentIndex.open(tmp_path / "chunks-only")
     sync_index(docs[:3], tmp_path / "idx", chunk_size=CHUNK, progress=False)
