@@ -100,8 +100,8 @@ def ask(
     pipeline: Annotated[Path | None, typer.Option(
         help="Run this pipeline file instead of the default.")] = None,
 ) -> None:
-    """Answer questions with the QA default (`rag.recipes.best_qa`): hybrid top k fused by
-    reciprocal rank, the passages best first, a short-answer prompt (or --pipeline FILE)."""
+    """Answer questions with the QA default (`rag.recipes.best_qa`): the hybrid's top k, fused
+    convexly, the passages best first, a short-answer prompt (or --pipeline FILE)."""
     from rag.pipeline import Pipeline
     from rag.recipes import best_qa
 

@@ -170,17 +170,19 @@ def rag_qa(
     return Pipeline(stages)
 
 
-def best_qa(index: str | Path | Retriever, generator: Any = None, k: int = 4,
+def best_qa(index: str | Path | Retriever, generator: Any = None, k: int = 3,
             max_tokens: int = 64, condense: bool = True, search: Search = "fused") -> Pipeline:
     """The QA default, chosen by mean EM over the dev splits of vital-qa and vital-facts
-    (benchmarks/qa_general.py, a coordinate ascent over k, passage order, compression and a
-    repeated question): the hybrid's children fused by reciprocal rank, top 4, the passages
-    whole, best first, and "Give only the answer, no other words."; a follow-up question is
-    condensed with its history first (no generation for a question without history) and
-    searched as its rewrite and as the whole conversation, the two rankings fused (chosen on
-    vital-followups' dev split, benchmarks/conversation.py)."""
-    return rag_qa(index, generator, k=k, compression=None, fusion="rrf", order="relevance_first",
-                  max_tokens=max_tokens, condense=condense, search=search)
+    (benchmarks/qa_general.py, a coordinate ascent over k, passage order, compression, a
+    repeated question, the instruction, the fusion and the chunk size): the hybrid's convex
+    fusion (BM25 0.3, MiniLM 0.7, as `rag index` saves it), top 3, the passages whole, best
+    first, and "Give only the answer, no other words."; a follow-up question is condensed with
+    its history first (no generation for a question without history) and searched as its rewrite
+    and as the whole conversation, the two rankings fused (chosen on vital-followups' dev split,
+    benchmarks/conversation.py)."""
+    return rag_qa(index, generator, k=k, compression=None, fusion="convex",
+                  order="relevance_first", max_tokens=max_tokens, condense=condense,
+                  search=search)
 
 
 def naive_rag(index: str | Path | Retriever, generator: Any = None, k: int = 3,

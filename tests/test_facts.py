@@ -14,9 +14,9 @@ from rag.eval.datasets import VITAL_FACTS, load_qa, vital_qa, vital_qa_split
 from rag.eval.facts import split_of, vital_facts
 from rag.eval.metrics import exact_match
 from rag.pipeline import Pipeline
-from rag.recipes import best_qa, rag_qa
+from rag.recipes import BM25_WEIGHT, best_qa, rag_qa
 from rag.retrievers import HybridRetriever, open_index
-from rag.retrievers.fusion import rrf
+from rag.retrievers.fusion import convex
 from rag.types import Document
 
 
@@ -103,24 +103,25 @@ def test_qa_recipe_builds_each_setting(index_dir: Path, vllm_tiny):
     assert asked[1] == f"Question: {question}\n\n{asked[0]}"  # the same passages, asked twice
 
 
-def test_the_qa_default_fuses_by_rank_and_round_trips(index_dir: Path, vllm_tiny):
+def test_the_qa_default_fuses_convexly_and_round_trips(index_dir: Path, vllm_tiny):
     index = open_index(index_dir)
     default = best_qa(index, vllm_tiny)
     assert [s.name for s in default.stages] == ["condense", "retrieve", "rag_prompt", "generate"]
     assert default.stages[2].config.order == "relevance_first"
-    assert default.stages[1].config.k == 4  # chosen on both dev splits (qa_general.py round 3)
+    assert default.stages[1].config.k == 3  # chosen on both dev splits (qa_general.py round 3)
     assert default.stages[0].generator is default.stages[-1].generator  # one engine for both
     fused = default.stages[1].retriever
-    assert fused.config.method == "rrf" and fused.retrievers == index.retrievers
+    assert fused is index and fused.config.method == "convex"  # as `rag index` saved it
+    assert fused.config.weights == [BM25_WEIGHT, 1 - BM25_WEIGHT]
     query = ["Which 1968 film did Stanley Kubrick direct?"]
     assert default.stages[1].config.search == "fused"  # a follow-up: rewrite + conversation
     again = Pipeline.from_yaml(default.to_yaml()).stages[1]
     reloaded = again.retriever
-    assert reloaded.config.method == "rrf" and again.config.search == "fused"
+    assert reloaded.config.method == "convex" and again.config.search == "fused"
     ids = [h.chunk.id for h in fused.search(query, k=5)[0]]
     assert [h.chunk.id for h in reloaded.search(query, k=5)[0]] == ids
     runs = [child.search(query, k=fused.config.candidates)[0] for child in index.retrievers]
-    assert ids == [h.chunk.id for h in rrf(runs)[:5]]  # equal weights, as the dev runs fused
+    assert ids == [h.chunk.id for h in convex(runs, fused.config.weights)[:5]]
 
 
 def test_followups_name_their_subject_only_in_the_first_turn():
