@@ -6,8 +6,9 @@ held). Left out: rank-llm (pulls CUDA packages) and flashrag-dev (needs the netw
 1. QA (`qa`): vital-qa's test questions and the factual set's (vital-facts) test questions over
    the 10,033 vital articles, one chunk each, MiniLM, `bench` behind one `vllm serve` started
    with the in-process generator's engine settings (benchmarks/frameworks/systems.py writes each
-   pipeline as its framework's documentation shows it). Our `best_qa` runs in process (its own
-   engine, same settings) and with the OpenAI-compatible generator against the shared engine.
+   pipeline as its framework's documentation shows it). Ours (`ours_qa`: the QA default's stages
+   with the peers' reciprocal-rank fusion and top 3) runs in process (its own engine, same
+   settings) and with the OpenAI-compatible generator against the shared engine.
    Each system runs in its own process (peak memory is that process and its children): the
    full index; every question through 8 concurrent clients (EM, F1, accuracy); then
    `--speed-questions` vital-qa questions with 1 and with 8 clients, `--repeats` times.
@@ -58,6 +59,7 @@ from frameworks.systems import (
     PeakMemory,
     QASystem,
     offline_tiktoken,
+    ours_qa,
     serve_clients,
     spread,
 )
@@ -74,7 +76,7 @@ from rag.eval.report import write_results
 from rag.eval.runner import QAPrediction, load_cache
 from rag.models import resolve_model
 from rag.pipeline import Pipeline
-from rag.recipes import best_qa, document_chunks, hybrid_index, rag_qa
+from rag.recipes import document_chunks, hybrid_index, rag_qa
 from rag.registry import build, register
 from rag.retrievers import HNSWRetriever, HybridRetriever
 from rag.types import Chunk, Document, Hit
@@ -157,11 +159,11 @@ def qa(args: argparse.Namespace) -> Part:
 
 
 def engine_alone(args: argparse.Namespace) -> Part:
-    """The ceiling every system shares: the chat prompts `best_qa` builds for the speed
+    """The ceiling every system shares: the chat prompts `ours_qa` builds for the speed
     questions, sent straight to the shared `vllm serve` (no retrieval, no framework)."""
     questions = [e.question for e in vital_qa_split("test", args.speed_questions)]
     index = HybridRetriever(path=str(args.work / "ours-index"))  # saved by the qa part
-    prompting = Pipeline(best_qa(index, IN_PROCESS_GENERATOR, k=K).stages[:-1])
+    prompting = Pipeline(ours_qa(index, IN_PROCESS_GENERATOR).stages[:-1])
     bodies = [{"model": "bench", "max_tokens": MAX_TOKENS, "temperature": 0.0,
                "messages": [m.model_dump() for m in state.prompt.messages]}
               for state in prompting.run(questions)]
@@ -170,14 +172,14 @@ def engine_alone(args: argparse.Namespace) -> Part:
     url = f"http://127.0.0.1:{PORT_VLLM}/v1"
     try:
         asyncio.run(over_http(8, bodies[:8], "/chat/completions", url))  # warm
-        runs = {c: [row("vllm serve alone, best_qa's prompts", c, *asyncio.run(
+        runs = {c: [row("vllm serve alone, ours_qa's prompts", c, *asyncio.run(
                     over_http(c, bodies, "/chat/completions", url)))
                     for _ in range(args.repeats)] for c in (1, 8)}
     finally:
         stop_vllm_serve(server)
     rows = [median_repeat(repeats) for repeats in runs.values()]
     return {"engine_alone": rows}, {}, (f"the {args.speed_questions} speed questions' chat "
-                                        "prompts as best_qa builds them, straight to vllm serve")
+                                        "prompts as ours_qa builds them, straight to vllm serve")
 
 
 INDEXERS = ("ours", "ours-float32", "haystack", "llamaindex")

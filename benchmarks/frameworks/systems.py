@@ -29,7 +29,8 @@ from serving import load
 
 from rag.models import resolve_model
 from rag.prompts.templates import RAG_USER, qa_system
-from rag.recipes import best_qa
+from rag.pipeline import Pipeline
+from rag.recipes import rag_qa
 from rag.retrievers import BM25Retriever, HNSWRetriever, HybridRetriever
 from rag.retrievers.base import embed_text
 from rag.types import Chunk
@@ -41,6 +42,14 @@ SYSTEM = qa_system()
 CLIENTS_POOL = 8  # threads for systems without an async API: as many as the most clients
 # Our in-process generator; the shared `vllm serve` is started with its engine settings.
 IN_PROCESS_GENERATOR = {"type": "vllm", "model": "bench", "cpu_kv_cache_gib": 1}
+
+
+def ours_qa(index: HybridRetriever, generator: dict[str, Any]) -> Pipeline:
+    """Our pipeline at the peers' settings: the QA default's stages (condense, retrieve, prompt,
+    generate; the passages whole, best first) with the peers' reciprocal-rank fusion and top K,
+    so every system ranks and prompts alike (the default's own fusion is convex)."""
+    return rag_qa(index, generator, k=K, compression=None, fusion="rrf", order="relevance_first",
+                  max_tokens=MAX_TOKENS, condense=True, search="fused")
 
 
 @dataclass(frozen=True)
@@ -139,7 +148,7 @@ class Threaded(QASystem):
 
 
 class Ours(Threaded):
-    """`best_qa` with the generator in this process (its own vLLM engine, set as the shared one)."""
+    """`ours_qa` with the generator in this process (its own vLLM engine, set as the shared one)."""
 
     name, package = "rag-icl (in process)", "rag-icl"
 
@@ -156,7 +165,8 @@ class Ours(Threaded):
         return IN_PROCESS_GENERATOR
 
     def describe(self) -> str:
-        return (f"best_qa: BM25 (bm25s) + MiniLM/HNSW, each {DEPTH} deep, reciprocal-rank fusion, "
+        return (f"ours_qa (best_qa's stages, the peers' fusion): BM25 (bm25s) + MiniLM/HNSW, each "
+                f"{DEPTH} deep, reciprocal-rank fusion, "
                 f"top {K}, rag_prompt, generator {self.generator()['type']} bench; "
                 "Pipeline.ask per client thread")
 
@@ -170,12 +180,11 @@ class Ours(Threaded):
         self.made_in = hybrid.retrievers[1].encoder.dtype
         shutil.rmtree(self.saved, ignore_errors=True)
         hybrid.save(self.saved)
-        self.pipeline = best_qa(hybrid, self.generator(), k=K, max_tokens=MAX_TOKENS)
+        self.pipeline = ours_qa(hybrid, self.generator())
 
     def open(self) -> None:
         """Answer from the index `index` saved (the in-process row built it)."""
-        self.pipeline = best_qa(HybridRetriever(path=str(self.saved)), self.generator(), k=K,
-                                max_tokens=MAX_TOKENS)
+        self.pipeline = ours_qa(HybridRetriever(path=str(self.saved)), self.generator())
 
     def ask(self, question: str) -> str:
         return self.pipeline.ask(question).text
