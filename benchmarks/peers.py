@@ -48,7 +48,6 @@ import numpy as np
 import psutil
 from frameworks.systems import (
     IN_PROCESS_GENERATOR,
-    K,
     MAX_TOKENS,
     Engine,
     Haystack,

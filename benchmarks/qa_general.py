@@ -96,11 +96,12 @@ class QAConfig:
                 f"{squeeze} -> rag_prompt ('{qa_system(INSTRUCTIONS[self.instruction])}', best "
                 f"passage {self.order.split('_')[1]}{around}) -> generate")
 
-    def pipeline(self, indexes: Indexes, generator: dict[str, Any], max_tokens: int) -> Pipeline:
+    def pipeline(self, indexes: Indexes, generator: dict[str, Any], max_tokens: int,
+                 compressor: str = "extractive") -> Pipeline:
         return rag_qa(indexes(self.chunk_tokens), generator, k=self.k,
                       compression=self.compression, fusion=self.fusion, order=self.order,
                       system=qa_system(INSTRUCTIONS[self.instruction]), max_tokens=max_tokens,
-                      repeat_question=self.repeat_question)
+                      repeat_question=self.repeat_question, compressor=compressor)
 
 
 BASE = QAConfig()
@@ -278,9 +279,7 @@ def compression(args: argparse.Namespace, indexes: Indexes, generator: dict[str,
     """Extractive and LLMLingua-style compression at 2x against none, all else the default's,
     in the test split's folder: configurations the test part ran are not generated again."""
     full, extractive = replace(default, compression=None), replace(default, compression=2.0)
-    lingua = rag_qa(indexes(default.chunk_tokens), generator, k=default.k, compression=2.0, compressor="llmlingua",
-                    fusion=default.fusion, order=default.order,
-                    system=qa_system(INSTRUCTIONS[default.instruction]), max_tokens=args.max_tokens)
+    lingua = extractive.pipeline(indexes, generator, args.max_tokens, compressor="llmlingua")
     systems = {full.name: full.pipeline(indexes, generator, args.max_tokens),
                extractive.name: extractive.pipeline(indexes, generator, args.max_tokens),
                f"{extractive.name}-llmlingua": lingua}
