@@ -3,7 +3,8 @@
 `vital-qa` asks for an article's title from its description; `vital-facts` (rag.eval.facts) asks
 for facts stated inside one article (years, places, people, quantities, languages, families),
 never its title. Both run over the same 10,033 vital articles, one hybrid index (BM25 +
-MiniLM/HNSW) per chunk size tried, with `bench` through vLLM.
+MiniLM/HNSW, and SPLADE-tiny as a third index where a configuration asks) per chunk size tried,
+with `bench` through vLLM.
 
 1. The factual set: its size, and how many of 50 sampled questions a reader found well-formed
    (`benchmarks/facts_sample.json`, the verdicts of one reading of that fixed sample).
@@ -16,8 +17,9 @@ MiniLM/HNSW) per chunk size tried, with `bench` through vLLM.
    and that round 1 found the sets to pull apart on. Round 3 (same questions), coordinate
    ascent: the best so far with one setting changed (a passage fewer or more, the other passage
    order, compression toggled, the question also before the passages: query-aware
-   contextualization, Liu et al. 2023; the other instruction, the other fusion, and 48-token
-   chunks instead of whole articles with twice the passages), again from each new best, until
+   contextualization, Liu et al. 2023; the other instruction, the other fusion, 48-token
+   chunks instead of whole articles with twice the passages, and SPLADE-tiny added to the hybrid
+   or taken out), again from each new best, until
    every neighbour of the best has been tried. The default is the configuration of rounds 2 and
    3 with the best mean EM over the two dev splits; the runner-up the next.
 3. Test: the default, the runner-up, closed-book and a LlamaIndex-like plain hybrid (reciprocal-
@@ -62,7 +64,7 @@ INSTRUCTIONS = {"brief": BRIEF_ANSWER, "phrase": PHRASE_ANSWER}
 # The chunk size tried against one chunk per article: an article summary is 77 words (about 100
 # encoder tokens) on average, so 48-token windows cut most articles in two or three.
 CHUNK_TOKENS = 48
-Indexes = Callable[[int | None], HybridRetriever]
+Indexes = Callable[[int | None, bool], HybridRetriever]  # (chunk tokens, with SPLADE)
 
 
 @dataclass(frozen=True)
@@ -76,14 +78,16 @@ class QAConfig:
     order: Literal["relevance_first", "relevance_last"] = "relevance_last"
     repeat_question: bool = False
     chunk_tokens: int | None = None  # None: one chunk per article
+    splade: bool = False  # SPLADE-tiny as a third index (rag index --splade)
 
     @property
     def name(self) -> str:
         squeeze = f"x{self.compression:g}" if self.compression else "full"
         around = "-around" if self.repeat_question else ""
         chunks = f"-c{self.chunk_tokens}" if self.chunk_tokens else ""
+        sparse = "-splade" if self.splade else ""
         return (f"{self.instruction}-{squeeze}-{self.fusion}-k{self.k}-"
-                f"{self.order.split('_')[1]}{around}{chunks}")
+                f"{self.order.split('_')[1]}{around}{chunks}{sparse}")
 
     def describe(self) -> str:
         squeeze = (f"extractive compression {self.compression:g}x" if self.compression
@@ -91,14 +95,15 @@ class QAConfig:
         around = ", the question before and after the passages" if self.repeat_question else ""
         chunks = (f"{self.chunk_tokens}-token chunks" if self.chunk_tokens
                   else "one chunk per article")
-        return (f"retrieve (hybrid BM25 + MiniLM/HNSW over {chunks}, {self.fusion} fusion, "
-                f"top {self.k}) -> "
+        sparse = " + SPLADE-tiny" if self.splade else ""
+        return (f"retrieve (hybrid BM25 + MiniLM/HNSW{sparse} over {chunks}, {self.fusion} "
+                f"fusion, top {self.k}) -> "
                 f"{squeeze} -> rag_prompt ('{qa_system(INSTRUCTIONS[self.instruction])}', best "
                 f"passage {self.order.split('_')[1]}{around}) -> generate")
 
     def pipeline(self, indexes: Indexes, generator: dict[str, Any], max_tokens: int,
                  compressor: str = "extractive") -> Pipeline:
-        return rag_qa(indexes(self.chunk_tokens), generator, k=self.k,
+        return rag_qa(indexes(self.chunk_tokens, self.splade), generator, k=self.k,
                       compression=self.compression, fusion=self.fusion, order=self.order,
                       system=qa_system(INSTRUCTIONS[self.instruction]), max_tokens=max_tokens,
                       repeat_question=self.repeat_question, compressor=compressor)
@@ -179,8 +184,8 @@ def finalists(best: QAConfig) -> list[QAConfig]:
 def neighbours(best: QAConfig) -> list[QAConfig]:
     """`best` with one setting changed: a passage fewer or more, the other passage order,
     compression toggled (2x when on), the question also before the passages or not, the other
-    instruction, the other fusion, and the other chunk size (k scaled with it, so the passages
-    hold about as many words)."""
+    instruction, the other fusion, the other chunk size (k scaled with it, so the passages hold
+    about as many words), and SPLADE-tiny added or taken out."""
     order = "relevance_first" if best.order == "relevance_last" else "relevance_last"
     instruction = "phrase" if best.instruction == "brief" else "brief"
     fusion: Literal["convex", "rrf"] = "convex" if best.fusion == "rrf" else "rrf"
@@ -190,7 +195,8 @@ def neighbours(best: QAConfig) -> list[QAConfig]:
             replace(best, order=order),
             replace(best, compression=None if best.compression else 2.0),
             replace(best, repeat_question=not best.repeat_question),
-            replace(best, instruction=instruction), replace(best, fusion=fusion), chunking]
+            replace(best, instruction=instruction), replace(best, fusion=fusion), chunking,
+            replace(best, splade=not best.splade)]
 
 
 def dev(args: argparse.Namespace, indexes: Indexes, generator: dict[str, Any],
@@ -303,17 +309,18 @@ def compression(args: argparse.Namespace, indexes: Indexes, generator: dict[str,
 
 
 def article_indexes(docs: Sequence[Document], work: Path) -> Indexes:
-    """The hybrid index of the articles for a chunk size (None: one chunk per article), built or
-    reopened on first use."""
-    built: dict[int | None, HybridRetriever] = {}
+    """The hybrid index of the articles for a chunk size (None: one chunk per article), with or
+    without SPLADE-tiny, built or reopened on first use."""
+    built: dict[tuple[int | None, bool], HybridRetriever] = {}
 
-    def index(chunk_tokens: int | None) -> HybridRetriever:
-        if chunk_tokens not in built:
+    def index(chunk_tokens: int | None, splade: bool) -> HybridRetriever:
+        if (chunk_tokens, splade) not in built:
             chunks = (FixedTokenChunker(size=chunk_tokens).chunk_all(docs, progress=True)
                       if chunk_tokens else document_chunks(docs))
-            folder = f"vital-hybrid-{chunk_tokens}t" if chunk_tokens else "vital-hybrid"
-            built[chunk_tokens] = hybrid_index(chunks, out=work / folder)
-        return built[chunk_tokens]
+            folder = ("vital-hybrid" + (f"-{chunk_tokens}t" if chunk_tokens else "")
+                      + ("-splade" if splade else ""))
+            built[chunk_tokens, splade] = hybrid_index(chunks, out=work / folder, splade=splade)
+        return built[chunk_tokens, splade]
 
     return index
 
@@ -364,7 +371,7 @@ def main() -> None:
         sections["compression"] = compression(args, indexes, generator, facts_test, default)
     setup = {"model": args.model, "generator": generator, "max_tokens": args.max_tokens,
              "corpus": f"10,033 vital-article summaries; one hybrid index per chunk size (one chunk "
-                       f"per article, {CHUNK_TOKENS}-token windows)",
+                       f"per article, {CHUNK_TOKENS}-token windows), with and without SPLADE-tiny",
              "facts": {"all": len(facts), "dev_used": len(facts_dev),
                        "dev_final_used": len(final_sets["vital-facts"]),
                        "test_used": len(facts_test),
