@@ -61,10 +61,9 @@ def test_cli_index_then_ask_a_missing_index(tmp_path):
     assert result.exit_code == 2 and "index folder not found" in result.output
 
 
-def test_cli_index_with_splade_saves_a_three_way_hybrid_that_fuses_all_three(tmp_path):
+def test_cli_index_saves_a_three_way_hybrid_by_default_that_fuses_all_three(tmp_path):
     out = tmp_path / "idx"
-    result = runner.invoke(app, ["index", "vital-articles", "--limit", "60", "--out", str(out),
-                                 "--splade"])
+    result = runner.invoke(app, ["index", "vital-articles", "--limit", "60", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "(hybrid: bm25 + hnsw + splade)" in result.output
     index = open_index(out)
@@ -78,3 +77,17 @@ def test_cli_index_with_splade_saves_a_three_way_hybrid_that_fuses_all_three(tmp
         [[h.chunk.id for h in hits] for hits in expected]
     found = sum(d.id in {h.chunk.doc_id for h in hits} for d, hits in zip(docs, fused))
     assert found >= 0.9 * len(docs)
+
+
+def test_cli_index_no_splade_builds_two_way_and_an_update_keeps_what_the_index_holds(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"id": "a", "title": "Zorblax", "text": "Zorblax is a moon."}) + "\n")
+    out = str(tmp_path / "idx")
+    built = runner.invoke(app, ["index", str(corpus), "--out", out, "--no-splade"])
+    assert built.exit_code == 0 and "(hybrid: bm25 + hnsw)" in built.output, built.output
+    corpus.write_text(corpus.read_text() + json.dumps({"id": "b", "text": "Quillon is a planet."}) + "\n")
+    updated = runner.invoke(app, ["index", str(corpus), "--out", out])  # no flag: as it is
+    assert updated.exit_code == 0 and "1 added" in updated.output, updated.output
+    assert [child.name for child in open_index(out).retrievers] == ["bm25", "hnsw"]
+    refused = runner.invoke(app, ["index", str(corpus), "--out", out, "--splade"])
+    assert refused.exit_code != 0 and "holds bm25 + hnsw indexes" in refused.output

@@ -24,8 +24,8 @@ CHUNK = 60  # tokens: several chunks per article, so a document's chunks are del
 
 
 def ranked(hits):  # type: ignore[no-untyped-def]
-    """A ranking as (score, id) pairs; hits without a score are filler in any order."""
-    return sorted((-round(h.score, 5), h.chunk.id) for h in hits if h.score > 0)
+    """A ranking as id -> score; hits without a score are filler in any order."""
+    return {h.chunk.id: h.score for h in hits if h.score > 0}
 
 
 def changed_set(docs: list[Document]) -> list[Document]:
@@ -64,9 +64,11 @@ def test_an_update_adds_edits_and_deletes_and_equals_a_rebuild(docs, tmp_path, m
     queries = [d.title for d in final] + [d.title for d in docs[:3]] + ["third moon of Quillon"]
     a_dense, b_dense = a.retrievers[1], b.retrievers[1]
     a_dense.config.exact = b_dense.config.exact = True  # HNSW: its exact search, over the vectors
-    for mine, theirs in zip(a.retrievers, b.retrievers):  # BM25 exactly
-        assert [ranked(h) for h in mine.search(queries, k=10)] == \
-               [ranked(h) for h in theirs.search(queries, k=10)], mine.name
+    for mine, theirs in zip(a.retrievers, b.retrievers):  # BM25 and SPLADE as well
+        for got, want in zip(mine.search(queries, k=10), theirs.search(queries, k=10)):
+            # equal up to float noise: SPLADE encodes in batches, and the other documents of a
+            # batch move the fifth digit
+            assert ranked(got) == pytest.approx(ranked(want), abs=1e-4), mine.name
     gone = {d.id for d in docs[:3]}
     a_dense.config.exact = False  # the graph walk too never returns a deleted chunk
     for child in a.retrievers:
@@ -111,7 +113,7 @@ def test_document_level_upsert_and_delete(docs, tmp_path):
 
 def test_bad_updates_are_named_errors_that_write_nothing(docs, tmp_path):
     out = tmp_path / "idx"
-    sync_index(docs[:4], out, chunk_size=CHUNK, progress=False)
+    sync_index(docs[:4], out, chunk_size=CHUNK, progress=False, splade=False)
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
     with pytest.raises(ConfigError, match="chunked otherwise.*size"):
         sync_index(docs[:5], out, chunk_size=CHUNK + 1, progress=False)

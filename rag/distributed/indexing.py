@@ -89,10 +89,10 @@ def ray_chunk_and_embed(
 def ray_index_corpus(
     docs: Sequence[Document], out: str | Path, chunk_size: int = 200, overlap: int = 0,
     encoder: str = "encoder", address: str | None = None, actors: int = 2, batch_size: int = 64,
-    gpus_per_actor: float = 0, splade: bool = False,
+    gpus_per_actor: float = 0, splade: bool = True,
 ) -> HybridRetriever:
     """`rag.recipes.index_corpus` with chunking and embedding on Ray: the same folder out (the
-    SPLADE index, with `splade`, is encoded in this process)."""
+    SPLADE index, unless `splade` is False, is encoded in this process)."""
     from rag.recipes import hybrid_index, index_encoder_spec
 
     if (Path(out) / "manifest.json").exists():
