@@ -100,7 +100,7 @@ def empty_hybrid(encoder: str = "encoder", bm25_weight: float = BM25_WEIGHT,
 
 def index_corpus(
     docs: Sequence[Document], out: str | Path, chunk_size: int = 200, overlap: int = 0,
-    encoder: str = "encoder", progress: bool = True, splade: bool = False,
+    encoder: str = "encoder", progress: bool = True, splade: bool | None = None,
 ) -> HybridRetriever:
     """The hybrid index at `out`, made to hold exactly `docs` (built, or updated: `sync_index`)."""
     return sync_index(docs, out, chunk_size, overlap, encoder, progress, splade)[0].retriever
@@ -108,20 +108,23 @@ def index_corpus(
 
 def sync_index(
     docs: Sequence[Document], out: str | Path, chunk_size: int = 200, overlap: int = 0,
-    encoder: str = "encoder", progress: bool = True, splade: bool = False,
+    encoder: str = "encoder", progress: bool = True, splade: bool | None = None,
 ) -> tuple[DocumentIndex, Changes]:
     """Make the index at `out` hold exactly `docs`: build it (a hybrid of BM25 + MiniLM/HNSW
-    over encoder-token windows; with `splade`, SPLADE-tiny too), or update one built here before
-    (new and changed documents embedded, removed ones deleted, the rest untouched), and say what
-    changed. Crash-safe and locked: see `rag.retrievers.documents`."""
+    over encoder-token windows, and SPLADE-tiny unless `splade` is False: the QA default was
+    chosen on the three-way hybrid), or update one built here before (new and changed documents
+    embedded, removed ones deleted, the rest untouched; `splade` None keeps the children it
+    has), and say what changed. Crash-safe and locked: see `rag.retrievers.documents`."""
     chunker = FixedTokenChunker(size=chunk_size, overlap=overlap, tokenizer=encoder)
     with writer_lock(out):
         if (Path(out) / "manifest.json").exists():
             clear_stale(out)
             index = DocumentIndex.open(out, chunker)
-            check_same_children(index.retriever, empty_hybrid(encoder, splade=splade))
+            held = any(isinstance(c, SparseRetriever) for c in index.retriever.retrievers)
+            check_same_children(index.retriever,
+                                empty_hybrid(encoder, splade=held if splade is None else splade))
         else:
-            index = DocumentIndex(out, empty_hybrid(encoder, splade=splade), chunker)
+            index = DocumentIndex(out, empty_hybrid(encoder, splade=splade is not False), chunker)
         changes = index.sync(docs, progress=progress)
         if changes:
             index.save()
@@ -174,9 +177,10 @@ def best_qa(index: str | Path | Retriever, generator: Any = None, k: int = 3,
             max_tokens: int = 64, condense: bool = True, search: Search = "fused") -> Pipeline:
     """The QA default, chosen by mean EM over the dev splits of vital-qa and vital-facts
     (benchmarks/qa_general.py, a coordinate ascent over k, passage order, compression, a
-    repeated question, the instruction, the fusion and the chunk size): the hybrid's convex
-    fusion (BM25 0.3, MiniLM 0.7, as `rag index` saves it), top 3, the passages whole, best
-    first, and "Give only the answer, no other words."; a follow-up question is condensed with
+    repeated question, the instruction, the fusion, the chunk size and SPLADE): the hybrid's
+    convex fusion as `rag index` saves it (BM25 0.15, MiniLM 0.5, SPLADE-tiny 0.35; a two-way
+    index: BM25 0.3, MiniLM 0.7), top 3, the passages whole, best first, and "Give only the
+    answer, no other words."; a follow-up question is condensed with
     its history first (no generation for a question without history) and searched as its rewrite
     and as the whole conversation, the two rankings fused (chosen on vital-followups' dev split,
     benchmarks/conversation.py)."""
