@@ -57,8 +57,9 @@ models: setup
 models-bench: setup
 	$(BIN)/python -m rag.models tiny encoder bench
 
-# The demo answers with `bench` (Qwen2.5-Coder 0.5B): 4 of these 4 questions right with the QA
-# default, `tiny` 3 (benchmarks/results/demo_model.json); the test suite stays on `tiny`.
+# The demo answers with `bench` (Qwen2.5-Coder 0.5B): 4 of these 4 questions right with an
+# earlier QA default over the full corpus, `tiny` 3 (benchmarks/results/demo_model.json); the test
+# suite stays on `tiny`. The index is the three-way hybrid `rag index` builds by default.
 demo: models-bench
 	$(BIN)/rag index vital-articles --limit 2000 --out $(DEMO_INDEX)
 	$(BIN)/rag ask $(DEMO_INDEX) --model bench \
