@@ -12,8 +12,10 @@ from rag.chunkers.sentence import sentence_spans
 from rag.compression import CodeCompressor, ExtractiveCompressor, LLMLinguaCompressor
 from rag.compression.stage import Compress
 from rag.errors import ConfigError
+from rag.generators.base import LocalGenerator, LocalModelConfig
 from rag.pipeline import Pipeline
 from rag.prompts import RAG_SYSTEM, RagPrompt
+from rag.registry import register
 from rag.retrievers.stage import Retrieve
 from rag.types import Chunk, Hit
 
@@ -46,6 +48,38 @@ def test_llmlingua_meets_the_ratio_within_10_percent(vllm_tiny, vital_slice, rat
     for result in results:
         assert result.ratio == pytest.approx(ratio, rel=0.10)
         assert result.hits and all(h.chunk.text.strip() for h in result.hits)
+
+
+@register("generator", "test_table_lm")
+class TableLM(LocalGenerator):
+    """Log-probabilities from a table, with `tiny`'s tokenizer: " zebra" is unlikely whatever
+    comes before it; " Paris" is unlikely alone and likely once a prompt has named it."""
+
+    Config = LocalModelConfig
+
+    def score(self, prompts, continuations):
+        def logprob(token: str, prompt: str) -> float:
+            if token == " zebra":
+                return -9.0
+            if token == " Paris":
+                return -0.5 if "Paris" in prompt else -5.0
+            return -1.0
+
+        return [[logprob(self.tokenizer.decode([t]), str(p)) for t in self.continuation_ids(c)]
+                for p, c in zip(prompts, continuations)]
+
+
+@pytest.mark.parametrize(("contrastive", "kept", "dropped"),
+                         [(False, " zebra", " Paris"), (True, " Paris", " zebra")])
+def test_llmlingua_keeps_the_surprising_token_or_the_one_the_question_makes_likely(
+        contrastive, kept, dropped):
+    text = "The zebra grazed while Paris slept near the river."
+    hit = Hit(chunk=Chunk(id="p", doc_id="p", text=text, start=0, end=len(text)), score=1.0,
+              retriever="test")
+    compressor = LLMLinguaCompressor(generator=TableLM(), ratio=11.0, contrastive=contrastive)
+    (result,) = compressor.compress(["Where is Paris?"], [[hit]])
+    assert result.hits[0].chunk.text == kept  # self-information, or what the question adds
+    assert dropped not in result.hits[0].chunk.text
 
 
 def as_chunks(docs) -> list[Chunk]:

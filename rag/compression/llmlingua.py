@@ -3,10 +3,12 @@
 Coarse: each passage is ranked by how well it predicts the question,
 r_k = mean log p(question + " We can get the answer to this question in the given documents." | passage_k),
 and passages are kept in that order (most relevant first) until `coarse_keep` x the budget.
-Fine: every token of a kept passage gets its self-information -log p(x_i | question, x_<i);
-the least informative tokens are dropped until the passage meets its share of the budget. The
-shares follow the coarse rank (LongLLMLingua's dynamic ratio): the best passage is compressed
-least, spread over +/- `rank_spread`.
+Fine: every token of a kept passage gets its self-information -log p(x_i | question, x_<i),
+or with `contrastive` LongLLMLingua's contrastive perplexity, how much the question makes the
+token likelier: -log p(x_i | x_<i) - (-log p(x_i | question, x_<i)) (what llmlingua's
+`condition_compare=True` ranks by); the lowest-scored tokens are dropped until the passage meets
+its share of the budget. The shares follow the coarse rank (LongLLMLingua's dynamic ratio): the
+best passage is compressed least, spread over +/- `rank_spread`.
 
 Simplified to fit a CPU: self-information is computed once per passage on the original text,
 not re-conditioned on the already-compressed prefix segment by segment as LLMLingua's iterative
@@ -39,6 +41,8 @@ class LLMLinguaCompressor(Compressor):
         generator: dict[str, Any] = Field(default_factory=lambda: {"type": "vllm", "model": "tiny"})
         coarse_keep: float = Field(default=1.5, ge=1.0, description="coarse step keeps this x budget")
         rank_spread: float = Field(default=0.3, ge=0.0, lt=1.0, description="dynamic ratio spread")
+        contrastive: bool = Field(default=False, description=(
+            "rank tokens by contrastive perplexity (LongLLMLingua), not self-information"))
 
     config: Config
     generator: LocalGenerator
@@ -66,8 +70,7 @@ class LLMLinguaCompressor(Compressor):
             plans.append((q, hs, kept, original, budget))
         # Fine step: one scoring call for every kept passage of the batch.
         jobs = [(q, hs[i]) for q, hs, kept, _, _ in plans for i in kept]
-        info = self.generator.score([f"Question: {q}\n\n" if q else "\n\n" for q, _ in jobs],
-                                    [h.chunk.text for _, h in jobs]) if jobs else []
+        info = self.importance(jobs)
         out, cursor = [], 0
         for q, hs, kept, original, budget in plans:
             lengths = [len(info[cursor + r]) for r in range(len(kept))]
@@ -82,6 +85,21 @@ class LLMLinguaCompressor(Compressor):
                                   kept_tokens=sum(self.count(h.chunk.text) for h in new)))
         return out
 
+    def importance(self, jobs: Sequence[tuple[str, Hit]]) -> list[list[float]]:
+        """Per token of each job's passage, higher = keep: self-information given the question,
+        or (`contrastive`, with a question) the log-probability the question adds."""
+        if not jobs:
+            return []
+        texts = [h.chunk.text for _, h in jobs]
+        given = self.generator.score([f"Question: {q}\n\n" if q else "\n\n" for q, _ in jobs],
+                                     texts)
+        out = [[-lp for lp in row] for row in given]
+        asked = [j for j, (q, _) in enumerate(jobs) if q] if self.config.contrastive else []
+        alone = self.generator.score(["\n\n"] * len(asked), [texts[j] for j in asked]) if asked else []
+        for j, base in zip(asked, alone):
+            out[j] = [c - a for c, a in zip(given[j], base)]
+        return out
+
     def _shares(self, lengths: list[int], budget: int) -> list[int]:
         """Budget per kept passage: proportional to its length, weighted by rank (1 + s .. 1 - s)."""
         n, spread = len(lengths), self.config.rank_spread
@@ -89,11 +107,11 @@ class LLMLinguaCompressor(Compressor):
         total = sum(w * length for w, length in zip(weights, lengths)) or 1
         return [min(length, round(budget * w * length / total)) for w, length in zip(weights, lengths)]
 
-    def _prune(self, text: str, logprobs: list[float], keep: int) -> str:
-        """Keep the `keep` most informative tokens (highest -log p), in their order."""
+    def _prune(self, text: str, importance: list[float], keep: int) -> str:
+        """Keep the `keep` most important tokens, in their order."""
         ids = self.generator.continuation_ids(text)
         if keep >= len(ids):
             return text
-        ranked = sorted(range(len(ids)), key=lambda t: logprobs[t])  # lowest log-prob first
+        ranked = sorted(range(len(ids)), key=lambda t: -importance[t])
         chosen = sorted(ranked[:keep])
         return self.generator.tokenizer.decode([ids[t] for t in chosen])
