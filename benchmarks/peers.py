@@ -392,6 +392,9 @@ def compression(args: argparse.Namespace) -> Part:
              "rag-icl LLMLingua-style (tiny)": ("llmlingua", 2.0),
              # the official compressor keeps more than 2x asks: ours at a ratio near what it reached
              "rag-icl LLMLingua-style (tiny), 1.5x": ("llmlingua", 1.5),
+             # LongLLMLingua's contrastive token ranking, as llmlingua's condition_compare
+             "rag-icl LLMLingua-style (tiny), contrastive": (
+                 {"type": "llmlingua", "contrastive": True}, 2.0),
              official: ("llmlingua_official", 2.0)}
     pipelines = {name: rag_qa(index, generator, k=3, compression=ratio,
                               compressor=kind or "extractive", fusion="rrf",

@@ -150,11 +150,12 @@ def rag_qa(
     index: str | Path | Retriever, generator: Any = None, k: int = 3,
     compression: float | None = 2.0, fusion: Literal["convex", "rrf"] | None = None,
     order: Literal["relevance_first", "relevance_last"] = "relevance_last",
-    system: str | None = None, max_tokens: int = 64, compressor: str = "extractive",
-    condense: bool = False, search: Search = "query", repeat_question: bool = False,
+    system: str | None = None, max_tokens: int = 64,
+    compressor: str | dict[str, Any] = "extractive", condense: bool = False, search: Search = "query", repeat_question: bool = False,
 ) -> Pipeline:
     """Retrieve k passages (a hybrid index fused by `fusion`), optionally compress them (by
-    default extractive sentence selection) to 1/`compression` of their tokens, and ask for a
+    default extractive sentence selection; `compressor`: a registered name or a spec) to
+    1/`compression` of their tokens, and ask for a
     short answer: every QA configuration the QA benchmarks compare is one call of this. With
     `condense`, a follow-up question (a query with history) is first rewritten by the same
     generator into a standalone question; `search` is what retrieval searches for a query with
@@ -166,7 +167,8 @@ def rag_qa(
         stages.insert(0, Condense(generator or DEFAULT_GENERATOR))
     if compression is not None:
         stages.append({"type": "compress",
-                       "compressor": {"type": compressor, "ratio": compression}})
+                       "compressor": {**({"type": compressor} if isinstance(compressor, str)
+                                         else compressor), "ratio": compression}})
     stages += [{"type": "rag_prompt", "system": system or qa_system(), "order": order,
                 "repeat_question": repeat_question},
                _generate(generator, SamplingParams(max_tokens=max_tokens))]
