@@ -70,7 +70,7 @@ def index(
 
         retriever = ray_index_corpus(docs, out, chunk_size=chunk_size, overlap=overlap,
                                      encoder=encoder, address=ray_address, actors=actors,
-                                     splade=splade is not False)
+                                     splade=splade)
         changes = f"{len(docs)} added"
     else:
         from rag.recipes import sync_index

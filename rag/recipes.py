@@ -98,6 +98,12 @@ def empty_hybrid(encoder: str = "encoder", bm25_weight: float = BM25_WEIGHT,
     return HybridRetriever(children, method="convex", weights=weights)
 
 
+def new_index_splade(splade: bool | None) -> bool:
+    """Whether a new index holds SPLADE: unless told not to (the QA default was chosen on the
+    three-way hybrid). `None` means "not said"."""
+    return splade is not False
+
+
 def index_corpus(
     docs: Sequence[Document], out: str | Path, chunk_size: int = 200, overlap: int = 0,
     encoder: str = "encoder", progress: bool = True, splade: bool | None = None,
@@ -124,7 +130,8 @@ def sync_index(
             check_same_children(index.retriever,
                                 empty_hybrid(encoder, splade=held if splade is None else splade))
         else:
-            index = DocumentIndex(out, empty_hybrid(encoder, splade=splade is not False), chunker)
+            index = DocumentIndex(out, empty_hybrid(encoder, splade=new_index_splade(splade)),
+                                  chunker)
         changes = index.sync(docs, progress=progress)
         if changes:
             index.save()

@@ -89,11 +89,11 @@ def ray_chunk_and_embed(
 def ray_index_corpus(
     docs: Sequence[Document], out: str | Path, chunk_size: int = 200, overlap: int = 0,
     encoder: str = "encoder", address: str | None = None, actors: int = 2, batch_size: int = 64,
-    gpus_per_actor: float = 0, splade: bool = True,
+    gpus_per_actor: float = 0, splade: bool | None = None,
 ) -> HybridRetriever:
     """`rag.recipes.index_corpus` with chunking and embedding on Ray: the same folder out (the
     SPLADE index, unless `splade` is False, is encoded in this process)."""
-    from rag.recipes import hybrid_index, index_encoder_spec
+    from rag.recipes import hybrid_index, index_encoder_spec, new_index_splade
 
     if (Path(out) / "manifest.json").exists():
         raise IndexExistsError(f"{out} already holds an index: update it without --ray (only "
@@ -101,7 +101,8 @@ def ray_index_corpus(
     spec = build("encoder", index_encoder_spec(encoder)).pinned_spec()
     chunks, vectors = ray_chunk_and_embed(docs, spec, chunk_size, overlap, address, actors,
                                           batch_size, gpus_per_actor)
-    index = DocumentIndex(out, hybrid_index(chunks, encoder=encoder, vectors=vectors, splade=splade),
+    index = DocumentIndex(out, hybrid_index(chunks, encoder=encoder, vectors=vectors,
+                                           splade=new_index_splade(splade)),
                           FixedTokenChunker(size=chunk_size, overlap=overlap, tokenizer=encoder))
     index.record(docs, chunks)
     with writer_lock(out):
