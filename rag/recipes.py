@@ -158,16 +158,17 @@ def rag_qa(
     compression: float | None = 2.0, fusion: Literal["convex", "rrf"] | None = None,
     order: Literal["relevance_first", "relevance_last"] = "relevance_last",
     system: str | None = None, max_tokens: int = 64,
-    compressor: str | dict[str, Any] = "extractive", condense: bool = False, search: Search = "query", repeat_question: bool = False,
+    compressor: str | dict[str, Any] = "extractive", condense: bool = False,
+    search: Search = "query", repeat_question: bool = False,
 ) -> Pipeline:
     """Retrieve k passages (a hybrid index fused by `fusion`), optionally compress them (by
     default extractive sentence selection; `compressor`: a registered name or a spec) to
-    1/`compression` of their tokens, and ask for a
-    short answer: every QA configuration the QA benchmarks compare is one call of this. With
-    `condense`, a follow-up question (a query with history) is first rewritten by the same
-    generator into a standalone question; `search` is what retrieval searches for a query with
-    history (`Retrieve`: that question, the conversation, or both fused); `repeat_question` asks
-    the question before the passages too (`RagPrompt`)."""
+    1/`compression` of their tokens, and ask for a short answer: every QA configuration the QA
+    benchmarks compare is one call of this. With `condense`, a follow-up question (a query with
+    history) is first rewritten by the same generator into a standalone question; `search` is
+    what retrieval searches for a query with history (`Retrieve`: that question, the
+    conversation, or both fused); `repeat_question` asks the question before the passages too
+    (`RagPrompt`)."""
     stages: list[Stage | dict[str, Any]] = [
         Retrieve(with_fusion(_retriever(index), fusion), k=k, search=search)]
     if condense:
