@@ -7,7 +7,13 @@ tokens and compression seconds per question, without compression and with each c
 and 4x. (The code-context rows of `results/compression.json` come from an earlier run, kept with
 their own commit; code-context compression is covered by `tests/test_compression.py`.)
 
-    python benchmarks/compression.py [--questions 100] [--model tiny]
+`--part ranking` chooses the LLMLingua-style compressor's token ranking on dev splits:
+self-information (the default) against LongLLMLingua's contrastive perplexity
+(`contrastive: true`), both at 2x, on the dev questions of vital-qa and of vital-facts, with the
+QA default's passages (hybrid, reciprocal rank, top 3, best first), answered by `bench`; the
+ranking with the better mean EM over the two sets wins, with a paired 95% interval per set.
+
+    python benchmarks/compression.py [--questions 100] [--model tiny] [--part qa|ranking]
 """
 
 from __future__ import annotations
@@ -18,13 +24,16 @@ from typing import Any
 
 from rag.compression.stage import Compress
 from rag.corpus import vital_articles
-from rag.eval.datasets import vital_qa
+from rag.eval.datasets import vital_qa, vital_qa_split
+from rag.eval.facts import vital_facts
 from rag.eval.harness import evaluate_qa
+from rag.eval.metrics import paired_bootstrap_interval
 from rag.eval.report import write_results
+from rag.eval.runner import QAPrediction, load_cache
 from rag.generators.stage import Generate
 from rag.pipeline import Pipeline
 from rag.prompts import SHORT_RAG_SYSTEM, RagPrompt
-from rag.recipes import document_chunks, hybrid_index
+from rag.recipes import document_chunks, hybrid_index, rag_qa
 from rag.retrievers.stage import Retrieve
 from rag.types import SamplingParams
 
@@ -39,13 +48,48 @@ def compressors(model: str) -> dict[str, dict[str, Any] | None]:
                for ratio in (2.0, 4.0)}}
 
 
+RANKINGS = {"self-information (default)": False, "contrastive perplexity": True}
+
+
+def ranking(args: argparse.Namespace) -> None:
+    """The LLMLingua-style token ranking, chosen on both dev splits (see the module doc)."""
+    docs = vital_articles()
+    hybrid = hybrid_index(document_chunks(docs), out=args.work / "vital-hybrid")
+    sets = {"vital-qa": vital_qa_split("dev", args.questions),
+            "vital-facts": vital_facts(docs, "dev")[: args.questions]}
+    pipelines = {name: rag_qa(hybrid, {"type": "vllm", "model": "bench"}, k=3, compression=2.0,
+                              compressor={"type": "llmlingua", "contrastive": contrastive},
+                              fusion="rrf", order="relevance_first", max_tokens=64)
+                 for name, contrastive in RANKINGS.items()}
+    rows = []
+    for label, examples in sets.items():
+        folder = RESULTS / "compression" / "ranking" / label
+        summaries = evaluate_qa(pipelines, examples, folder, dataset=label)
+        stored = {name: load_cache(folder / name / "predictions.jsonl", QAPrediction)
+                  for name in summaries}
+        em = {name: [got[e.id].scores["em"] for e in examples] for name, got in stored.items()}
+        low, high = paired_bootstrap_interval(*em.values())
+        for name, s in summaries.items():
+            rows.append({"set": label, "ranking": name, "questions": s["examples"],
+                         "em": round(s["em"], 4), "prompt_tokens": round(s["prompt_tokens"], 1),
+                         "compress_s_per_q": round(s["stage_seconds"].get("compress", 0.0), 4),
+                         "default_minus_contrastive_95": [round(low, 4), round(high, 4)]})
+    setup = {"ranking": f"first {args.questions} dev questions of vital-qa and of vital-facts, "
+                        "hybrid rrf top 3, best first, llmlingua (tiny) 2x, bench, 64 tokens"}
+    write_results("compression", setup, {"ranking": rows}, keep_other_sections=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--questions", type=int, default=100)
     parser.add_argument("--model", default="tiny", help="generator (and LLMLingua's scorer)")
     parser.add_argument("--work", type=Path, default=Path(".cache/bench-end-to-end"),
                         help="where the saved hybrid index lives (shared with end_to_end.py)")
+    parser.add_argument("--part", choices=("qa", "ranking"), default="qa")
     args = parser.parse_args()
+    if args.part == "ranking":
+        ranking(args)
+        return
     hybrid = hybrid_index(document_chunks(vital_articles()), out=args.work / "vital-hybrid")
     generate = Generate({"type": "vllm", "model": args.model}, SamplingParams(max_tokens=32))
     pipelines = {
