@@ -381,6 +381,9 @@ def align(hits: Sequence[Hit], kept: Sequence[str]) -> list[Hit]:
     return out
 
 
+SELF_INFORMATION = {"type": "llmlingua", "contrastive": False}  # the ranking before contrastive
+
+
 def compression(args: argparse.Namespace) -> Part:
     offline_tiktoken(args.work / "tiktoken")
     docs = vital_articles()
@@ -391,10 +394,9 @@ def compression(args: argparse.Namespace) -> Part:
     kinds = {"none": (None, None), "rag-icl extractive": ("extractive", 2.0),
              "rag-icl LLMLingua-style (tiny)": ("llmlingua", 2.0),
              # the official compressor keeps more than 2x asks: ours at a ratio near what it reached
-             "rag-icl LLMLingua-style (tiny), 1.5x": ("llmlingua", 1.5),
-             # LongLLMLingua's contrastive token ranking, as llmlingua's condition_compare
-             "rag-icl LLMLingua-style (tiny), contrastive": (
-                 {"type": "llmlingua", "contrastive": True}, 2.0),
+             "rag-icl LLMLingua-style (tiny), self-information, 1.5x": (SELF_INFORMATION, 1.5),
+             # the default ranks by contrastive perplexity, as llmlingua's condition_compare
+             "rag-icl LLMLingua-style (tiny), self-information": (SELF_INFORMATION, 2.0),
              official: ("llmlingua_official", 2.0)}
     pipelines = {name: rag_qa(index, generator, k=3, compression=ratio,
                               compressor=kind or "extractive", fusion="rrf",

@@ -41,8 +41,9 @@ class LLMLinguaCompressor(Compressor):
         generator: dict[str, Any] = Field(default_factory=lambda: {"type": "vllm", "model": "tiny"})
         coarse_keep: float = Field(default=1.5, ge=1.0, description="coarse step keeps this x budget")
         rank_spread: float = Field(default=0.3, ge=0.0, lt=1.0, description="dynamic ratio spread")
-        contrastive: bool = Field(default=False, description=(
-            "rank tokens by contrastive perplexity (LongLLMLingua), not self-information"))
+        contrastive: bool = Field(default=True, description=(
+            "rank tokens by contrastive perplexity (LongLLMLingua; chosen on two dev splits, "
+            "benchmarks/compression.py --part ranking), not self-information"))
 
     config: Config
     generator: LocalGenerator
