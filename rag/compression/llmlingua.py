@@ -10,7 +10,7 @@ llmlingua's `condition_compare=True` ranks by; the default, chosen on two dev sp
 its share of the budget. The shares follow the coarse rank (LongLLMLingua's dynamic ratio): the
 best passage is compressed least, spread over +/- `rank_spread`.
 
-Simplified to fit a CPU: self-information is computed once per passage on the original text,
+Simplified to fit a CPU: token scores are computed once per passage on the original text,
 not re-conditioned on the already-compressed prefix segment by segment as LLMLingua's iterative
 compression does.
 
