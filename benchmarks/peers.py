@@ -381,7 +381,8 @@ def align(hits: Sequence[Hit], kept: Sequence[str]) -> list[Hit]:
     return out
 
 
-SELF_INFORMATION = {"type": "llmlingua", "contrastive": False}  # the ranking before contrastive
+# The token ranking the LLMLingua-style compressor had before contrastive perplexity.
+SELF_INFORMATION = {"type": "llmlingua", "contrastive": False}
 
 
 def compression(args: argparse.Namespace) -> Part:
@@ -395,7 +396,6 @@ def compression(args: argparse.Namespace) -> Part:
              "rag-icl LLMLingua-style (tiny)": ("llmlingua", 2.0),
              # the official compressor keeps more than 2x asks: ours at a ratio near what it reached
              "rag-icl LLMLingua-style (tiny), self-information, 1.5x": (SELF_INFORMATION, 1.5),
-             # the default ranks by contrastive perplexity, as llmlingua's condition_compare
              "rag-icl LLMLingua-style (tiny), self-information": (SELF_INFORMATION, 2.0),
              official: ("llmlingua_official", 2.0)}
     pipelines = {name: rag_qa(index, generator, k=3, compression=ratio,

@@ -6,8 +6,8 @@ and passages are kept in that order (most relevant first) until `coarse_keep` x 
 Fine: every token of a kept passage is ranked by LongLLMLingua's contrastive perplexity, how
 much the question makes it likelier: -log p(x_i | x_<i) - (-log p(x_i | question, x_<i)) (what
 llmlingua's `condition_compare=True` ranks by; the default, chosen on two dev splits), or with
-`contrastive=False` by its self-information -log p(x_i | question, x_<i); the lowest-scored tokens are dropped until the passage meets
-its share of the budget. The shares follow the coarse rank (LongLLMLingua's dynamic ratio): the
+`contrastive=False` by its self-information -log p(x_i | question, x_<i); the lowest-scored
+tokens are dropped until the passage meets its share of the budget. The shares follow the coarse rank (LongLLMLingua's dynamic ratio): the
 best passage is compressed least, spread over +/- `rank_spread`.
 
 Simplified to fit a CPU: token scores are computed once per passage on the original text,
