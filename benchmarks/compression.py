@@ -8,10 +8,11 @@ and 4x. (The code-context rows of `results/compression.json` come from an earlie
 their own commit; code-context compression is covered by `tests/test_compression.py`.)
 
 `--part ranking` chooses the LLMLingua-style compressor's token ranking on dev splits:
-self-information (`contrastive: false`) against LongLLMLingua's contrastive perplexity
-(the default since this check), both at 2x, on the dev questions of vital-qa and of vital-facts, with the
-QA default's passages (hybrid, reciprocal rank, top 3, best first), answered by `bench`; the
-ranking with the better mean EM over the two sets wins, with a paired 95% interval per set.
+self-information (`contrastive: false`) against LongLLMLingua's contrastive perplexity (the
+default since this check), both at 2x, on the dev questions of vital-qa and of vital-facts,
+with the QA default's passages (hybrid, reciprocal rank, top 3, best first), answered by
+`bench`; the ranking with the better mean EM over the two sets wins, with a paired 95% interval
+per set.
 
     python benchmarks/compression.py [--questions 100] [--model tiny] [--part qa|ranking]
 """
@@ -29,7 +30,7 @@ from rag.eval.facts import vital_facts
 from rag.eval.harness import evaluate_qa
 from rag.eval.metrics import paired_bootstrap_interval
 from rag.eval.report import write_results
-from rag.eval.runner import QAPrediction, load_cache
+from rag.eval.runner import stored_scores
 from rag.generators.stage import Generate
 from rag.pipeline import Pipeline
 from rag.prompts import SHORT_RAG_SYSTEM, RagPrompt
@@ -65,10 +66,9 @@ def ranking(args: argparse.Namespace) -> None:
     for label, examples in sets.items():
         folder = RESULTS / "compression" / "ranking" / label
         summaries = evaluate_qa(pipelines, examples, folder, dataset=label)
-        stored = {name: load_cache(folder / name / "predictions.jsonl", QAPrediction)
-                  for name in summaries}
-        em = {name: [got[e.id].scores["em"] for e in examples] for name, got in stored.items()}
-        low, high = paired_bootstrap_interval(*em.values())
+        ids = [e.id for e in examples]
+        low, high = paired_bootstrap_interval(*(stored_scores(folder / name, ids)
+                                                for name in summaries))
         for name, s in summaries.items():
             rows.append({"set": label, "ranking": name, "questions": s["examples"],
                          "em": round(s["em"], 4), "prompt_tokens": round(s["prompt_tokens"], 1),

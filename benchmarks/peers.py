@@ -72,7 +72,7 @@ from rag.eval.facts import vital_facts
 from rag.eval.harness import evaluate_qa
 from rag.eval.metrics import paired_bootstrap_interval, qa_scores, recall_at
 from rag.eval.report import write_results
-from rag.eval.runner import QAPrediction, load_cache
+from rag.eval.runner import stored_scores
 from rag.models import resolve_model
 from rag.pipeline import Pipeline
 from rag.recipes import document_chunks, hybrid_index, rag_qa
@@ -405,10 +405,11 @@ def compression(args: argparse.Namespace) -> Part:
     folder = RESULTS / "peers" / "compression"
     summaries = evaluate_qa(pipelines, questions, folder, dataset="vital-facts")
     full = summaries["none"]["prompt_tokens"]
-    theirs = em_of(folder / official, questions)
+    ids = [q.id for q in questions]
+    theirs = stored_scores(folder / official, ids)
     rows = []
     for name, s in summaries.items():
-        mine = em_of(folder / name, questions)
+        mine = stored_scores(folder / name, ids)
         low, high = paired_bootstrap_interval(mine, theirs)
         rows.append({"compressor": name, "package": package_of(name), "questions": s["examples"],
                      "target_ratio": kinds[name][1], "em": round(s["em"], 4),
@@ -423,12 +424,6 @@ def compression(args: argparse.Namespace) -> Part:
     return {"compression": rows}, summary, (
         f"the first {args.compression_questions} vital-facts test questions, hybrid rrf top 3, "
         "best first, bench, 64 tokens; verdicts: each row against the official compressor")
-
-
-def em_of(folder: Path, questions: Sequence[QAExample]) -> list[float]:
-    """Per-question EM of a configuration's stored predictions, in question order."""
-    stored = load_cache(folder / "predictions.jsonl", QAPrediction)
-    return [stored[q.id].scores["em"] for q in questions]
 
 
 def package_of(row: str) -> str:

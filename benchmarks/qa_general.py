@@ -50,7 +50,7 @@ from rag.eval.facts import vital_facts
 from rag.eval.harness import evaluate_qa
 from rag.eval.metrics import paired_bootstrap_interval
 from rag.eval.report import write_results
-from rag.eval.runner import QAPrediction, load_cache, run_qa, summarize_qa
+from rag.eval.runner import run_qa, stored_scores, summarize_qa
 from rag.pipeline import Pipeline
 from rag.prompts.templates import BRIEF_ANSWER, PHRASE_ANSWER, qa_system
 from rag.recipes import closed_book, document_chunks, hybrid_index, rag_qa
@@ -129,15 +129,10 @@ def sample_check(questions: Sequence[QAExample]) -> int:
     return sum(bool(r["well_formed"]) for r in rows)
 
 
-def em_by_id(folder: Path) -> dict[str, float]:
-    cached = load_cache(folder / "predictions.jsonl", QAPrediction)
-    return {i: p.scores["em"] for i, p in cached.items()}
-
-
 def paired(out: Path, system: str, baseline: str, ids: Sequence[str]) -> dict[str, Any]:
-    a, b = em_by_id(out / system), em_by_id(out / baseline)
-    low, high = paired_bootstrap_interval([a[i] for i in ids], [b[i] for i in ids])
-    diff = sum(a[i] - b[i] for i in ids) / len(ids)
+    a, b = stored_scores(out / system, ids), stored_scores(out / baseline, ids)
+    low, high = paired_bootstrap_interval(a, b)
+    diff = sum(x - y for x, y in zip(a, b)) / len(ids)
     return {"against": baseline, "em_difference": round(diff, 4),
             "paired_95": [round(low, 4), round(high, 4)]}
 

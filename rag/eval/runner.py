@@ -80,6 +80,13 @@ def load_cache(path: Path, model: type[P]) -> dict[str, P]:
     return done
 
 
+def stored_scores(folder: Path, ids: Sequence[str], metric: str = "em") -> list[float]:
+    """One metric of a configuration's stored QA predictions, in the order of `ids`: what a
+    paired comparison of two configurations reads."""
+    stored = load_cache(folder / "predictions.jsonl", QAPrediction)
+    return [stored[i].scores[metric] for i in ids]
+
+
 def _append(path: Path, items: Sequence[BaseModel]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as f:
