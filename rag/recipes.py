@@ -160,6 +160,7 @@ def rag_qa(
     system: str | None = None, max_tokens: int = 64,
     compressor: str | dict[str, Any] = "extractive", condense: bool = False,
     search: Search = "query", repeat_question: bool = False,
+    demos: str | Path | None = None, shots: int = 2,
 ) -> Pipeline:
     """Retrieve k passages (a hybrid index fused by `fusion`), optionally compress them (by
     default extractive sentence selection; `compressor`: a registered name or a spec) to
@@ -168,7 +169,8 @@ def rag_qa(
     history) is first rewritten by the same generator into a standalone question; `search` is
     what retrieval searches for a query with history (`Retrieve`: that question, the
     conversation, or both fused); `repeat_question` asks the question before the passages too
-    (`RagPrompt`)."""
+    (`RagPrompt`); `demos`, a JSONL pool of solved questions (`read_demos`), shows the `shots`
+    nearest to each question (MiniLM kNN) as earlier exchanges."""
     stages: list[Stage | dict[str, Any]] = [
         Retrieve(with_fusion(_retriever(index), fusion), k=k, search=search)]
     if condense:
@@ -177,6 +179,9 @@ def rag_qa(
         stages.append({"type": "compress",
                        "compressor": {**({"type": compressor} if isinstance(compressor, str)
                                          else compressor), "ratio": compression}})
+    if demos is not None:
+        stages.append({"type": "select", "selector": {"type": "knn", "pool": str(demos)},
+                       "k": shots})
     stages += [{"type": "rag_prompt", "system": system or qa_system(), "order": order,
                 "repeat_question": repeat_question},
                _generate(generator, SamplingParams(max_tokens=max_tokens))]

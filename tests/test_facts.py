@@ -17,7 +17,8 @@ from rag.pipeline import Pipeline
 from rag.recipes import BM25_WEIGHT, best_qa, rag_qa
 from rag.retrievers import HybridRetriever, open_index
 from rag.retrievers.fusion import convex
-from rag.types import Document
+from rag.selectors.base import write_demos
+from rag.types import Demo, Document
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +102,32 @@ def test_qa_recipe_builds_each_setting(index_dir: Path, vllm_tiny):
              for p in (plain, around)]
     assert asked[0].startswith("Passages:\n[1] ") and asked[0].count(question) == 1
     assert asked[1] == f"Question: {question}\n\n{asked[0]}"  # the same passages, asked twice
+
+
+def test_qa_recipe_shows_the_nearest_solved_questions_before_the_passages(
+        index_dir: Path, vllm_tiny, tmp_path: Path):
+    pool = write_demos(tmp_path / "pool.jsonl", [
+        Demo(id="film", input="Which 1964 film did Stanley Kubrick direct?",
+             output="Dr. Strangelove"),
+        Demo(id="director", input="Who directed the 1975 film Barry Lyndon?",
+             output="Stanley Kubrick"),
+        Demo(id="element", input="What is the chemical symbol of gold?", output="Au"),
+    ])
+    pipeline = rag_qa(open_index(index_dir), vllm_tiny, compression=None, demos=pool, shots=2)
+    assert [s.name for s in pipeline.stages] == ["retrieve", "select", "rag_prompt", "generate"]
+    question = "Which 1968 film did Stanley Kubrick direct?"
+    messages = Pipeline(pipeline.stages[:3]).run([question])[0].prompt.messages
+    assert [m.role for m in messages] == ["system", "user", "assistant", "user", "assistant",
+                                          "user"]
+    # The nearest demonstration sits next to the question; the unrelated third is left out.
+    assert messages[1].content == "Question: Who directed the 1975 film Barry Lyndon?"
+    assert messages[3].content == "Question: Which 1964 film did Stanley Kubrick direct?"
+    assert (messages[2].content, messages[4].content) == ("Stanley Kubrick", "Dr. Strangelove")
+    assert "Au" not in [m.content for m in messages]
+    assert messages[5].content.startswith("Passages:\n[1] ") and question in messages[5].content
+    plain = rag_qa(open_index(index_dir), vllm_tiny, compression=None)
+    alone = Pipeline(plain.stages[:2]).run([question])[0].prompt.messages
+    assert [m.role for m in alone] == ["system", "user"] and alone[1] == messages[5]
 
 
 def test_the_qa_default_fuses_convexly_and_round_trips(index_dir: Path, vllm_tiny):

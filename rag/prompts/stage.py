@@ -8,10 +8,11 @@ from pydantic import Field
 
 from rag.pipeline import Stage, Writes
 from rag.prompts.templates import (
-    CLOSED_BOOK_SYSTEM, RAG_SYSTEM, RAG_USER, RAG_USER_AROUND, chat, format_passages, solve_chat,
-    solve_completion,
+    CLOSED_BOOK_SYSTEM, RAG_SYSTEM, RAG_USER, RAG_USER_AROUND, chat, demo_turns, format_passages,
+    solve_chat, solve_completion,
 )
 from rag.registry import ComponentConfig, register
+from rag.selectors.prompt import ordered
 from rag.state import View
 from rag.types import Citation
 
@@ -23,10 +24,14 @@ class RagPrompt(Stage):
     `order="relevance_last"` (the default) puts the best passage next to the question: small
     models lean on what they read last, and answered our demo questions far better that way.
     `repeat_question` also puts the question before the passages (query-aware contextualization,
-    Liu et al. 2023), so a decoder-only model reads them knowing what is asked.
+    Liu et al. 2023), so a decoder-only model reads them knowing what is asked. Demonstrations a
+    `select` stage put in the state come first, each a question and its answer as an earlier
+    exchange (kNN-chosen examples, KATE, Liu et al. 2022), the most similar next to the question:
+    they show the answer's form without spending passages' tokens.
     """
 
     reads = ("query", "history", "hits")
+    optional_reads = ("demos",)
     writes = ("prompt", "sources")
 
     class Config(ComponentConfig):
@@ -46,7 +51,8 @@ class RagPrompt(Stage):
                 hits = hits[::-1]
             sources = [Citation.of(i, h.chunk) for i, h in enumerate(hits, 1)]
             user = template.format(passages=format_passages(hits), question=item.query)
-            out.append({"prompt": chat(self.config.system, item.history, user), "sources": sources})
+            turns = [*demo_turns(ordered(item.demos, "similar_last")), *item.history]
+            out.append({"prompt": chat(self.config.system, turns, user), "sources": sources})
         return out
 
 

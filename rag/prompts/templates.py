@@ -62,6 +62,13 @@ def format_passages(hits: Sequence[Hit]) -> str:
     return "\n\n".join(blocks)
 
 
+def demo_turns(demos: Sequence[Demo]) -> list[Message]:
+    """Demonstrations as earlier exchanges: the question as the user asked it, the gold answer."""
+    return [message for demo in demos for message in (
+        Message(role="user", content=f"Question: {demo.input}"),
+        Message(role="assistant", content=demo.output))]
+
+
 def chat(system: str, history: Sequence[Message], user: str) -> Prompt:
     return Prompt(messages=[Message(role="system", content=system), *history,
                             Message(role="user", content=user)])
