@@ -438,13 +438,14 @@ def chonkie_chunks(docs: Sequence[Document], pieces: Sequence[Sequence[Any]]) ->
                   end=p.end_index) for d, found in zip(docs, pieces) for i, p in enumerate(found)]
 
 
-def known_item_r10(chunks: Sequence[Chunk], vectors: np.ndarray, encoder: Any,
-                   queries: Sequence[tuple[str, str]]) -> float:
+def known_item_hits(chunks: Sequence[Chunk], vectors: np.ndarray, encoder: Any,
+                    queries: Sequence[tuple[str, str]]) -> list[float]:
+    """Per query, 1.0 where its article is among the first 10 (documents ranked by best chunk)."""
     index = HNSWRetriever(encoder=encoder, exact=True)
     index.add_vectors(list(chunks), vectors)
     found = index.search([q for q, _ in queries], SEARCH_DEPTH)
     ranked = [list(dict.fromkeys(h.chunk.doc_id for h in hits)) for hits in found]
-    return round(recall_at(ranked, [g for _, g in queries], 10), 4)
+    return [recall_at([r], [g], 10) for r, (_, g) in zip(ranked, queries)]
 
 
 def chunking(args: argparse.Namespace) -> Part:
@@ -462,12 +463,13 @@ def chunking(args: argparse.Namespace) -> Part:
     encoder = build("encoder", {"type": "sentence_transformers", "cache": False})
     size = args.chunk_size
     rows = []
+    hits: dict[str, list[float]] = {}
 
     def record(method: str, package: str, chunk_s: float, embed_s: float,
                chunks: list[Chunk], vectors: np.ndarray) -> None:
-        recall = known_item_r10(chunks, vectors, encoder, queries)
+        hits[method] = known_item_hits(chunks, vectors, encoder, queries)
         rows.append({"method": method, "package": package, "chunk_size": size,
-                     "chunks": len(chunks), "R@10": recall,
+                     "chunks": len(chunks), "R@10": round(sum(hits[method]) / len(queries), 4),
                      "chunks_per_s_chunking": round(len(chunks) / chunk_s, 1) if chunk_s else None,
                      "chunks_per_s_with_embedding": round(len(chunks) / (chunk_s + embed_s), 1)})
 
@@ -504,7 +506,15 @@ def chunking(args: argparse.Namespace) -> Part:
     by = {r["method"]: r["R@10"] for r in rows}
     summary = {"chonkie_late_r10": by["Chonkie LateChunker"],
                "ours_late_r10": by["rag-icl fixed + late"]}
-    return {"chunking": rows}, summary, (
+    paired = []
+    for ours_method, theirs in (("rag-icl fixed + late", "Chonkie LateChunker"),
+                                ("rag-icl fixed + naive", "Chonkie TokenChunker + naive")):
+        a, b = hits[ours_method], hits[theirs]
+        low, high = paired_bootstrap_interval(a, b)
+        paired.append({"ours": ours_method, "against": theirs, "queries": len(a),
+                       "r10_difference": round((sum(a) - sum(b)) / len(a), 4),
+                       "paired_95": [round(low, 4), round(high, 4)], "verdict": verdict(low, high)})
+    return {"chunking": rows, "chunking_paired": paired}, summary, (
         f"{args.chunk_docs} vital-article summaries (seed 0, text without title), chunks of "
         f"{size} MiniLM tokens, queries: their descriptions; exact search {SEARCH_DEPTH} chunks "
         "deep, documents ranked by their best chunk")
