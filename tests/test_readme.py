@@ -21,6 +21,7 @@ LINKED_RESULTS = {
     "docs/benchmarks.md#documents-kept-current": "ingest.json",
     "docs/benchmarks.md#follow-up-questions": "conversation.json",
     "docs/benchmarks.md#the-demos-model": "demo_model.json",
+    "docs/benchmarks.md#demonstrations-in-the-qa-prompt": "qa_demos.json",
     "docs/benchmarks.md#qa-beside-haystack-and-llamaindex": "peers.json",
     "docs/benchmarks.md#indexing-beside-haystack-and-llamaindex": "peers.json",
     "docs/benchmarks.md#compression-beside-llmlingua": "peers.json",
