@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from qa_general import INSTRUCTIONS, QAConfig, article_indexes
+from qa_general import QAConfig, article_indexes
 
 from rag.corpus import vital_articles
 from rag.eval.datasets import QAExample, vital_qa_split
@@ -28,8 +28,6 @@ from rag.eval.harness import evaluate_qa
 from rag.eval.metrics import paired_bootstrap_interval
 from rag.eval.report import write_results
 from rag.eval.runner import stored_scores
-from rag.prompts.templates import qa_system
-from rag.recipes import rag_qa
 from rag.selectors.base import write_demos
 from rag.types import Demo
 
@@ -61,15 +59,12 @@ def main() -> None:
     sets = {name: questions[: args.questions] for name, questions in splits.items()}
     pool = demo_pool(sets, {name: questions[args.questions:] for name, questions in splits.items()})
     pool_path = write_demos(args.work / "qa-demo-pool.jsonl", pool)
-    index = article_indexes(docs, args.work)(DEFAULT.chunk_tokens, DEFAULT.splade)
+    indexes = article_indexes(docs, args.work)  # built or reopened once, shared by both
     generator = {"type": "vllm", "model": "bench", "cpu_kv_cache_gib": 1}
     with_demos = f"{DEFAULT.name}-demos{args.shots}"
-    pipelines = {DEFAULT.name: DEFAULT.pipeline(lambda *_: index, generator, args.max_tokens),
-                 with_demos: rag_qa(index, generator, k=DEFAULT.k, compression=None,
-                                    fusion=DEFAULT.fusion, order=DEFAULT.order,
-                                    system=qa_system(INSTRUCTIONS[DEFAULT.instruction]),
-                                    max_tokens=args.max_tokens, demos=pool_path,
-                                    shots=args.shots)}
+    pipelines = {DEFAULT.name: DEFAULT.pipeline(indexes, generator, args.max_tokens),
+                 with_demos: DEFAULT.pipeline(indexes, generator, args.max_tokens,
+                                              demos=pool_path, shots=args.shots)}
     out = RESULTS / "qa_demos"
     rows: list[dict[str, Any]] = []
     for name, questions in sets.items():

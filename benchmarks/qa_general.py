@@ -102,11 +102,13 @@ class QAConfig:
                 f"passage {self.order.split('_')[1]}{around}) -> generate")
 
     def pipeline(self, indexes: Indexes, generator: dict[str, Any], max_tokens: int,
-                 compressor: str = "extractive") -> Pipeline:
+                 **options: Any) -> Pipeline:
+        """This configuration through `rag_qa`; `options` are further `rag_qa` arguments (the
+        compressor, demonstrations)."""
         return rag_qa(indexes(self.chunk_tokens, self.splade), generator, k=self.k,
                       compression=self.compression, fusion=self.fusion, order=self.order,
                       system=qa_system(INSTRUCTIONS[self.instruction]), max_tokens=max_tokens,
-                      repeat_question=self.repeat_question, compressor=compressor)
+                      repeat_question=self.repeat_question, **options)
 
 
 BASE = QAConfig()
