@@ -26,8 +26,9 @@ class RagPrompt(Stage):
     `repeat_question` also puts the question before the passages (query-aware contextualization,
     Liu et al. 2023), so a decoder-only model reads them knowing what is asked. Demonstrations a
     `select` stage put in the state come first, each a question and its answer as an earlier
-    exchange (kNN-chosen examples, KATE, Liu et al. 2022), the most similar next to the question:
-    they show the answer's form without spending passages' tokens.
+    exchange (kNN-chosen examples, KATE, Liu et al. 2022), the most similar next to the question,
+    to show the answer's form without spending passages' tokens; `bench` copies their answers
+    instead, so the QA default shows none (benchmarks/qa_demos.py).
     """
 
     reads = ("query", "history", "hits")
