@@ -24,13 +24,12 @@ articles, one chunk each, the default hybrid (BM25 + MiniLM/HNSW) fused by recip
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 from typing import Any
 
 from rag.corpus import vital_articles
 from rag.eval.followups import vital_followups
-from rag.eval.metrics import paired_bootstrap_interval, recall_at, stage_seconds
+from rag.eval.metrics import paired_difference, recall_at, stage_seconds
 from rag.eval.report import write_results
 from rag.eval.runner import run_qa, summarize_qa
 from rag.pipeline import Pipeline
@@ -101,12 +100,10 @@ def main() -> None:
         predictions = run_qa(pipeline, conversations, folder)
         em[name] = [p.scores["em"] for p in predictions]
         summary = summarize_qa(conversations, predictions)
-        low, high = paired_bootstrap_interval(em[name], em["last message"])
+        diff, interval = paired_difference(em[name], em["last message"])
         answers.append({"system": name, "em": round(summary["em"], 4),
                         "f1": round(summary["f1"], 4), "acc": round(summary["acc"], 4),
-                        "minus_last_message": round(statistics.mean(em[name])
-                                                    - statistics.mean(em["last message"]), 4),
-                        "minus_last_message_paired_95": [round(low, 4), round(high, 4)]})
+                        "minus_last_message": diff, "minus_last_message_paired_95": interval})
 
     r5s = {row["query"]: row["r@5"] for row in retrieval}
     summary = {"followup_r5_last": r5s["last message"],

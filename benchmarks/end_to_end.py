@@ -43,7 +43,7 @@ from rag.dtypes import resolve_device, resolve_dtype
 from rag.errors import RagError
 from rag.eval.datasets import CodeTask, humaneval, vital_qa
 from rag.eval.harness import QA_COLUMNS, evaluate_code, evaluate_qa
-from rag.eval.metrics import paired_bootstrap_interval
+from rag.eval.metrics import paired_difference
 from rag.eval.runner import CodePrediction, load_cache, run_code, summarize_code
 from rag.eval.report import git_commit, write_results
 from rag.generators.stage import Generate
@@ -139,10 +139,9 @@ def picker_row(name: str, predictions: list[CodePrediction], with_examples: set[
 def versus_greedy(picked: list[CodePrediction], greedy: list[CodePrediction]) -> dict[str, Any]:
     """A picker's pass@1 minus greedy's with its paired 95% interval, problem by problem: whether
     picking among samples beats one greedy answer on these problems, not only on average."""
-    system, baseline = [p.answer_passed for p in picked], [g.answer_passed for g in greedy]
-    return {"minus greedy": round((sum(system) - sum(baseline)) / len(system), 4),
-            "minus greedy, paired 95% interval": [
-                round(x, 4) for x in paired_bootstrap_interval(system, baseline)]}
+    diff, interval = paired_difference([p.answer_passed for p in picked],
+                                       [g.answer_passed for g in greedy])
+    return {"minus greedy": diff, "minus greedy, paired 95% interval": interval}
 
 
 def sampled_pipeline(cached: dict[str, Any], picker: str, verifier: Path | None = None) -> Pipeline:
@@ -257,9 +256,9 @@ def code_demos(args: argparse.Namespace, tasks: list[CodeTask]) -> dict[str, lis
             folder = out / f"lail-{style}" / f"half-{half}"
             lail_predictions += run_code(pipeline, halves[half], folder, batch)
         knn_passed = load_cache(out / f"knn-{style}" / "predictions.jsonl", CodePrediction)
-        versus_knn = [round(x, 4) for x in paired_bootstrap_interval(
+        _, versus_knn = paired_difference(
             [p.answer_passed for p in lail_predictions],
-            [knn_passed[p.id].answer_passed for p in lail_predictions])]
+            [knn_passed[p.id].answer_passed for p in lail_predictions])
         for name, value, interval in (
                 ("zero-shot", zero[f"zero-shot-{style}"]["answer_pass"], ""),
                 ("kNN (MiniLM)", knn[f"knn-{style}"]["answer_pass"], ""),

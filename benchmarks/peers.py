@@ -70,7 +70,7 @@ from rag.corpus import vital_articles
 from rag.eval.datasets import QAExample, known_items, vital_qa_split
 from rag.eval.facts import vital_facts
 from rag.eval.harness import evaluate_qa
-from rag.eval.metrics import paired_bootstrap_interval, qa_scores, recall_at
+from rag.eval.metrics import paired_difference, qa_scores, recall_at
 from rag.eval.report import write_results
 from rag.eval.runner import stored_scores
 from rag.models import resolve_model
@@ -262,12 +262,10 @@ def qa_rows(runs: dict[str, dict[str, Any]], examples: dict[str, list[QAExample]
             for label, rows in scores[name].items():
                 mine = [s["em"] for s in scores["ours"][label]]
                 theirs = [s["em"] for s in rows]
-                low, high = paired_bootstrap_interval(mine, theirs)
-                diff = statistics.mean(mine) - statistics.mean(theirs)
+                diff, interval = paired_difference(mine, theirs)
                 paired.append({"ours": SYSTEMS["ours"].name, "against": SYSTEMS[name].name,
-                               "set": label, "em_difference": round(diff, 4),
-                               "paired_95": [round(low, 4), round(high, 4)],
-                               "verdict": verdict(low, high)})
+                               "set": label, "em_difference": diff, "paired_95": interval,
+                               "verdict": verdict(*interval)})
 
     def qps8(name: str) -> list[float]:
         return [r["req_per_s"] for r in runs[name]["speed"][8]]
@@ -410,14 +408,14 @@ def compression(args: argparse.Namespace) -> Part:
     rows = []
     for name, s in summaries.items():
         mine = stored_scores(folder / name, ids)
-        low, high = paired_bootstrap_interval(mine, theirs)
+        diff, interval = paired_difference(mine, theirs)
         rows.append({"compressor": name, "package": package_of(name), "questions": s["examples"],
                      "target_ratio": kinds[name][1], "em": round(s["em"], 4),
                      "f1": round(s["f1"], 4), "prompt_tokens": round(s["prompt_tokens"], 1),
                      "prompt_ratio_reached": round(full / s["prompt_tokens"], 3),
                      "compress_s_per_q": round(s["stage_seconds"].get("compress", 0.0), 4),
-                     "em_minus_official": round(statistics.mean(mine) - statistics.mean(theirs), 4),
-                     "paired_95": [round(low, 4), round(high, 4)], "verdict": verdict(low, high)})
+                     "em_minus_official": diff, "paired_95": interval,
+                     "verdict": verdict(*interval)})
     by = {r["compressor"]: r["em"] for r in rows}
     summary = {"llmlingua_official_em": by[official],
                "llmlingua_ours_em": by["rag-icl LLMLingua-style (tiny)"]}
@@ -509,11 +507,10 @@ def chunking(args: argparse.Namespace) -> Part:
     paired = []
     for ours_method, theirs in (("rag-icl fixed + late", "Chonkie LateChunker"),
                                 ("rag-icl fixed + naive", "Chonkie TokenChunker + naive")):
-        a, b = hits[ours_method], hits[theirs]
-        low, high = paired_bootstrap_interval(a, b)
-        paired.append({"ours": ours_method, "against": theirs, "queries": len(a),
-                       "r10_difference": round((sum(a) - sum(b)) / len(a), 4),
-                       "paired_95": [round(low, 4), round(high, 4)], "verdict": verdict(low, high)})
+        diff, interval = paired_difference(hits[ours_method], hits[theirs])
+        paired.append({"ours": ours_method, "against": theirs, "queries": len(hits[theirs]),
+                       "r10_difference": diff, "paired_95": interval,
+                       "verdict": verdict(*interval)})
     return {"chunking": rows, "chunking_paired": paired}, summary, (
         f"{args.chunk_docs} vital-article summaries (seed 0, text without title), chunks of "
         f"{size} MiniLM tokens, queries: their descriptions; exact search {SEARCH_DEPTH} chunks "

@@ -25,7 +25,7 @@ from rag.corpus import vital_articles
 from rag.eval.datasets import QAExample, vital_qa_split
 from rag.eval.facts import vital_facts
 from rag.eval.harness import evaluate_qa
-from rag.eval.metrics import paired_bootstrap_interval
+from rag.eval.metrics import paired_difference
 from rag.eval.report import write_results
 from rag.eval.runner import stored_scores
 from rag.selectors.base import write_demos
@@ -75,12 +75,11 @@ def main() -> None:
         ids = [q.id for q in questions]
         a = stored_scores(out / name / with_demos, ids)
         b = stored_scores(out / name / DEFAULT.name, ids)
-        low, high = paired_bootstrap_interval(a, b)
+        diff, interval = paired_difference(a, b)
         rows.append({"set": name, "questions": len(ids),
                      "em_default": round(scores[DEFAULT.name]["em"], 4),
                      "em_with_demos": round(scores[with_demos]["em"], 4),
-                     "demos_minus_default": round((sum(a) - sum(b)) / len(ids), 4),
-                     "paired_95": [round(low, 4), round(high, 4)],
+                     "demos_minus_default": diff, "paired_95": interval,
                      "won": sum(x > y for x, y in zip(a, b)),
                      "lost": sum(x < y for x, y in zip(a, b))})
     rows.append({"set": "mean", "questions": sum(r["questions"] for r in rows),

@@ -48,7 +48,7 @@ from rag.corpus import vital_articles
 from rag.eval.datasets import QAExample, vital_qa_split
 from rag.eval.facts import vital_facts
 from rag.eval.harness import evaluate_qa
-from rag.eval.metrics import paired_bootstrap_interval
+from rag.eval.metrics import paired_difference
 from rag.eval.report import write_results
 from rag.eval.runner import run_qa, stored_scores, summarize_qa
 from rag.pipeline import Pipeline
@@ -132,11 +132,9 @@ def sample_check(questions: Sequence[QAExample]) -> int:
 
 
 def paired(out: Path, system: str, baseline: str, ids: Sequence[str]) -> dict[str, Any]:
-    a, b = stored_scores(out / system, ids), stored_scores(out / baseline, ids)
-    low, high = paired_bootstrap_interval(a, b)
-    diff = sum(x - y for x, y in zip(a, b)) / len(ids)
-    return {"against": baseline, "em_difference": round(diff, 4),
-            "paired_95": [round(low, 4), round(high, 4)]}
+    diff, interval = paired_difference(stored_scores(out / system, ids),
+                                       stored_scores(out / baseline, ids))
+    return {"against": baseline, "em_difference": diff, "paired_95": interval}
 
 
 def run_sets(configs: dict[str, Pipeline], sets: dict[str, list[QAExample]],

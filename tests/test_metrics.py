@@ -72,3 +72,17 @@ def test_paired_bootstrap_interval_matches_the_normal_interval_of_a_known_paired
     assert paired_bootstrap_interval(baseline, baseline) == (0.0, 0.0)
     with pytest.raises(ValueError, match="one per item"):
         paired_bootstrap_interval(system, baseline[1:])
+
+
+def test_paired_difference_is_the_mean_delta_with_its_interval_rounded():
+    from rag.eval.metrics import paired_bootstrap_interval, paired_difference
+
+    system = [1.0] * 60 + [0.0] * 20 + [1.0] * 100 + [0.0] * 220  # as above: delta 0.1
+    baseline = [0.0] * 60 + [1.0] * 20 + [1.0] * 100 + [0.0] * 220
+    delta, interval = paired_difference(system, baseline)
+    assert delta == 0.1
+    assert interval == [round(x, 4) for x in paired_bootstrap_interval(system, baseline)]
+    low, high = paired_difference(baseline, system, digits=2)[1]
+    assert paired_difference(baseline, system)[0] == -0.1 and low < -0.1 < high < 0
+    with pytest.raises(ValueError, match="one per item"):
+        paired_difference(system, baseline[1:])

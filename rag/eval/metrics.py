@@ -135,3 +135,12 @@ def paired_bootstrap_interval(system: Sequence[float], baseline: Sequence[float]
             f"paired scores need one per item in both: {len(system)} vs {len(baseline)}")
     return bootstrap_interval([float(a) - float(b) for a, b in zip(system, baseline)], level,
                               resamples, seed)
+
+
+def paired_difference(system: Sequence[float], baseline: Sequence[float],
+                      digits: int = 4) -> tuple[float, list[float]]:
+    """mean(system) - mean(baseline) over the same items and its paired 95% bootstrap interval,
+    rounded as results files report them: the pair every "ours minus theirs" row carries."""
+    low, high = paired_bootstrap_interval(system, baseline)
+    delta = sum(float(a) - float(b) for a, b in zip(system, baseline)) / len(system)
+    return round(delta, digits), [round(low, digits), round(high, digits)]
