@@ -28,7 +28,7 @@ from rag.corpus import vital_articles
 from rag.eval.datasets import vital_qa, vital_qa_split
 from rag.eval.facts import vital_facts
 from rag.eval.harness import evaluate_qa
-from rag.eval.metrics import paired_bootstrap_interval
+from rag.eval.metrics import paired_difference
 from rag.eval.report import write_results
 from rag.eval.runner import stored_scores
 from rag.generators.stage import Generate
@@ -67,13 +67,13 @@ def ranking(args: argparse.Namespace) -> None:
         folder = RESULTS / "compression" / "ranking" / label
         summaries = evaluate_qa(pipelines, examples, folder, dataset=label)
         ids = [e.id for e in examples]
-        low, high = paired_bootstrap_interval(*(stored_scores(folder / name, ids)
-                                                for name in summaries))
+        _, interval = paired_difference(*(stored_scores(folder / name, ids)
+                                          for name in summaries))
         for name, s in summaries.items():
             rows.append({"set": label, "ranking": name, "questions": s["examples"],
                          "em": round(s["em"], 4), "prompt_tokens": round(s["prompt_tokens"], 1),
                          "compress_s_per_q": round(s["stage_seconds"].get("compress", 0.0), 4),
-                         "self_information_minus_contrastive_95": [round(low, 4), round(high, 4)]})
+                         "self_information_minus_contrastive_95": interval})
     setup = {"ranking": f"first {args.questions} dev questions of vital-qa and of vital-facts, "
                         "hybrid rrf top 3, best first, llmlingua (tiny) 2x, bench, 64 tokens"}
     write_results("compression", setup, {"ranking": rows}, keep_other_sections=True)

@@ -7,8 +7,9 @@ Fine: every token of a kept passage is ranked by LongLLMLingua's contrastive per
 much the question makes it likelier: -log p(x_i | x_<i) - (-log p(x_i | question, x_<i)) (what
 llmlingua's `condition_compare=True` ranks by; the default, chosen on two dev splits), or with
 `contrastive=False` by its self-information -log p(x_i | question, x_<i); the lowest-scored
-tokens are dropped until the passage meets its share of the budget. The shares follow the coarse rank (LongLLMLingua's dynamic ratio): the
-best passage is compressed least, spread over +/- `rank_spread`.
+tokens are dropped until the passage meets its share of the budget. The shares follow the
+coarse rank (LongLLMLingua's dynamic ratio): the best passage is compressed least, spread over
++/- `rank_spread`.
 
 Simplified to fit a CPU: token scores are computed once per passage on the original text,
 not re-conditioned on the already-compressed prefix segment by segment as LLMLingua's iterative
