@@ -143,3 +143,20 @@ def test_the_index_summary_is_the_peers_seconds_over_ours_repeat_by_repeat():
     rows = {r["system"]: r for r in sections["index"]}
     assert rows["Haystack"]["encoder_dtype"] == "float32 (its default)"
     assert [r["index_s"]["median"] for r in sections["index"]] == [11, 20, 22, 5]
+
+
+def test_where_auto_is_float32_the_pinned_build_is_not_timed_twice(monkeypatch):
+    import peers
+
+    monkeypatch.setattr(peers, "auto_dtype", lambda device, role: "float32")
+    assert peers.indexers() == ("ours", "haystack", "llamaindex")
+    monkeypatch.setattr(peers, "auto_dtype", lambda device, role: "bfloat16")
+    assert "ours-float32" in peers.indexers()
+    runs = {name: {"index_s": [2.0, 4.0, 6.0] if name == "ours" else [3.0, 6.0, 9.0],
+                   "version": "v", "config": "c", "encoder_dtype": None, "known_item_r10": None}
+            for name in ("ours", "haystack", "llamaindex")}
+    sections, summary = peers.index_rows(runs, argparse.Namespace(index_docs=9))
+    assert summary == {"index_ratio_vs_haystack": 1.5, "index_ratio_vs_llamaindex": 1.5}
+    assert [r["ratio"] for r in sections["index_ratios"]] == list(summary)
+    assert [r["system"] for r in sections["index"]] == ["rag-icl (in process)", "Haystack",
+                                                         "LlamaIndex"]
