@@ -74,7 +74,7 @@ from tqdm.auto import tqdm
 from rag.compression import Compressor
 from rag.corpus import vital_articles
 from rag.eval.datasets import topic_template, vital_qa, vital_topics
-from rag.eval.metrics import bootstrap_interval, paired_bootstrap_interval, qa_scores
+from rag.eval.metrics import bootstrap_interval, paired_difference, qa_scores
 from rag.eval.report import write_results
 from rag.kvcache import ChunkKV, ChunkKVStore
 from rag.kvcache.demos import demo_chunks, demo_frame, situated_context
@@ -206,12 +206,10 @@ def best_mode(default: str, ttft_rows: list[dict], quality_rows: list[dict]) -> 
 def paired(name: str, scores: list[float], reference: list[float]) -> dict:
     """Mean of per-question `scores` with its 95% bootstrap interval, and the paired delta to the
     `reference` run's scores on the same questions with the delta's interval."""
-    delta = [b - a for a, b in zip(reference, scores)]
+    delta, interval = paired_difference(scores, reference)
     return {name: round(float(np.mean(scores)), 4),
             f"{name} 95% interval": [round(x, 4) for x in bootstrap_interval(scores)],
-            f"{name} delta": round(float(np.mean(delta)), 4),
-            f"{name} delta 95% interval": [
-                round(x, 4) for x in paired_bootstrap_interval(scores, reference)]}
+            f"{name} delta": delta, f"{name} delta 95% interval": interval}
 
 
 def agreement(texts: list[str], reference: list[str]) -> float:
@@ -553,9 +551,8 @@ def demo_kv(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[dict]]
     summary = {"demo_kv_ttft_speedup_16_shots": ttft_row[f"{default} speed-up"]}
     for key, baseline in (("demo_kv_accuracy_delta", "full"),
                           ("demo_kv_vs_matched_prefill_delta", MATCHED)):
-        delta = np.mean(right[default]) - np.mean(right[baseline])
-        summary |= {key: round(float(delta), 4), f"{key}_95_interval": [
-            round(x, 4) for x in paired_bootstrap_interval(right[default], right[baseline])]}
+        delta, interval = paired_difference(right[default], right[baseline])
+        summary |= {key: delta, f"{key}_95_interval": interval}
     return {"demo kv ttft": [ttft_row], "demo kv accuracy": rows}, summary
 
 
