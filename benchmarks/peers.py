@@ -545,6 +545,9 @@ def main() -> None:
     parser.add_argument("--chunk-docs", type=int, default=10_033)
     parser.add_argument("--chunk-size", type=int, default=32, help="tokens per chunk")
     parser.add_argument("--work", type=Path, default=Path(".cache/bench-qa"))
+    parser.add_argument("--results", default="peers",
+                        help="benchmarks/results/RESULTS.json: another name keeps a second "
+                             "host's run beside the run of record")
     args = parser.parse_args()
     sections: dict[str, list[dict[str, Any]]] = {}
     summary: dict[str, Any] = {}
@@ -559,7 +562,7 @@ def main() -> None:
             setup |= dict.fromkeys(rows, described)
             summary |= keys
             made_by |= dict.fromkeys(keys, list(rows))
-    write_results("peers", setup, sections, keep_other_sections=True, summary=summary or None,
+    write_results(args.results, setup, sections, keep_other_sections=True, summary=summary or None,
                   summary_sections=made_by)
 
 
