@@ -24,6 +24,7 @@ LINKED_RESULTS = {
     "docs/benchmarks.md#demonstrations-in-the-qa-prompt": "qa_demos.json",
     "docs/benchmarks.md#qa-beside-haystack-and-llamaindex": "peers.json",
     "docs/benchmarks.md#indexing-beside-haystack-and-llamaindex": "peers.json",
+    "docs/benchmarks.md#indexing-on-a-cpu-without-bfloat16": "peers-avx2.json",
     "docs/benchmarks.md#compression-beside-llmlingua": "peers.json",
     "docs/benchmarks.md#chunking-beside-chonkie": "peers.json",
     "docs/benchmarks.md#retrieval": "retrieval.json",
