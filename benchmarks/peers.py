@@ -67,7 +67,7 @@ from serving import PORT_VLLM, over_http, row, start_vllm_serve, stop_vllm_serve
 from rag.chunkers import FixedTokenChunker, LateChunkingEmbedder, NaiveEmbedder
 from rag.compression.base import Compressed, Compressor, CompressorConfig
 from rag.corpus import vital_articles
-from rag.dtypes import auto_dtype
+from rag.dtypes import auto_dtype, resolve_device
 from rag.eval.datasets import QAExample, known_items, vital_qa_split
 from rag.eval.facts import vital_facts
 from rag.eval.harness import evaluate_qa
@@ -188,7 +188,7 @@ INDEXERS = ("ours", "ours-float32", "haystack", "llamaindex")
 def indexers() -> tuple[str, ...]:
     """The systems to time: the float32-pinned build of ours only where `auto` picks another
     dtype for encoders, since elsewhere it is the same build as ours."""
-    if auto_dtype("cpu", "encoder") == "float32":
+    if auto_dtype(resolve_device("auto"), "encoder") == "float32":
         return tuple(name for name in INDEXERS if name != "ours-float32")
     return INDEXERS
 
