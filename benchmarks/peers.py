@@ -412,7 +412,7 @@ def compression(args: argparse.Namespace) -> Part:
                               compressor=kind or "extractive", fusion="rrf",
                               order="relevance_first", max_tokens=64)
                  for name, (kind, ratio) in kinds.items()}
-    folder = RESULTS / "peers" / "compression"
+    folder = RESULTS / args.results / "compression"
     summaries = evaluate_qa(pipelines, questions, folder, dataset="vital-facts")
     full = summaries["none"]["prompt_tokens"]
     ids = [q.id for q in questions]
@@ -546,8 +546,8 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=32, help="tokens per chunk")
     parser.add_argument("--work", type=Path, default=Path(".cache/bench-qa"))
     parser.add_argument("--results", default="peers",
-                        help="benchmarks/results/RESULTS.json: another name keeps a second "
-                             "host's run beside the run of record")
+                        help="benchmarks/results/RESULTS.json, predictions under RESULTS/: "
+                             "another name keeps a second host's run beside the run of record")
     args = parser.parse_args()
     sections: dict[str, list[dict[str, Any]]] = {}
     summary: dict[str, Any] = {}
